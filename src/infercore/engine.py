@@ -1,0 +1,458 @@
+"""``Engine``: one API over every backend.
+
+The Engine validates inputs once, in Python, then calls the backend, which never re-validates.
+``run()`` is the convenient path (copies are allowed, outputs are owned by the caller);
+``bind()`` is the zero-copy path (inputs written in place, outputs in reused buffers, nothing
+allocated per run).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .buffers import BufferMap, aligned_zeros, check_bound_array
+from .errors import BackendRuntimeError, EngineClosedError, InfercoreError, InputSpecError, ModelLoadError
+from .protocol import Backend, Binding
+from .specs import TensorSpec, format_shape
+
+__all__ = ["BoundIO", "Engine", "EngineStats", "load"]
+
+_RING = 4096  # latencies kept for percentiles (the most recent runs)
+_perf_ns = time.perf_counter_ns
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Counts since load and latency percentiles (ms) over the most recent runs (both paths).
+
+    ``runs`` counts successful ``run()`` calls, ``bound_runs`` successful ``io.run()`` calls,
+    ``errors`` failed calls of either kind; ``window`` is how many latencies the percentiles use.
+    """
+
+    runs: int
+    errors: int
+    bound_runs: int
+    mean_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    window: int
+
+
+class _Stats:
+    """Lock-free counters: under concurrent runs a count may rarely be lost, never corrupted."""
+
+    __slots__ = ("bound_runs", "errors", "lat", "n")
+
+    def __init__(self) -> None:
+        self.n = 0  # successful runs, both paths; also the ring position
+        self.bound_runs = 0
+        self.errors = 0
+        self.lat: list[int] = [0] * _RING
+
+    def snapshot(self) -> EngineStats:
+        runs = self.n - self.bound_runs
+        if self.n == 0:
+            return EngineStats(runs, self.errors, self.bound_runs, None, None, None, None, None, 0)
+        lat = np.array([v for v in self.lat if v > 0] or [0], dtype=np.float64) / 1e6
+        p50, p90, p99 = np.percentile(lat, [50, 90, 99])
+        return EngineStats(
+            runs,
+            self.errors,
+            self.bound_runs,
+            float(lat.mean()),
+            float(p50),
+            float(p90),
+            float(p99),
+            float(lat.max()),
+            int(lat.size),
+        )
+
+
+class _InputCheck:
+    """Precomputed facts about one input, so a check costs a few attribute reads."""
+
+    __slots__ = ("dtype", "dynamic", "name", "rank", "spec", "static")
+
+    def __init__(self, spec: TensorSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.dtype = spec.dtype
+        self.rank = spec.rank
+        self.static = spec.shape if spec.is_static else None
+        self.dynamic = tuple(i for i, d in enumerate(spec.shape) if d is None)
+
+
+def _dtype_error(check: _InputCheck, given: np.dtype) -> InputSpecError:
+    want = check.dtype
+    if want.hasobject:
+        how = "pass an array of Python str (dtype object or a numpy str_ dtype)"
+    else:
+        how = f"cast it with x.astype(np.{want.name})"
+    return InputSpecError(
+        f"input {check.name!r}: expected dtype {want}, got {given}; infercore never casts silently: {how}",
+        tensor=check.name,
+    )
+
+
+def _shape_error(check: _InputCheck, shape: tuple[int, ...]) -> InputSpecError:
+    spec = check.spec
+    want = format_shape(spec.shape, spec.dim_names)
+    if len(shape) != spec.rank:
+        why = f"rank {len(shape)} where the model takes rank {spec.rank}"
+    else:
+        bad = [i for i, (d, s) in enumerate(zip(spec.shape, shape, strict=True)) if d is not None and d != s]
+        why = "; ".join(f"dimension {i} must be {spec.shape[i]}, got {shape[i]}" for i in bad)
+    return InputSpecError(f"input {spec.name!r}: expected shape {want}, got {shape}: {why}", tensor=spec.name)
+
+
+class Engine:
+    """A model opened on one backend. Thread-safe for ``run``; use one ``bind`` per thread."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        path: Path | None = None,
+        backend_name: str | None = None,
+        precision: str | None = None,
+    ) -> None:
+        self._backend: Backend | None = backend
+        self.path = path
+        self.backend_name = backend_name or backend.name
+        self.device = backend.device
+        self.precision = precision
+        self.inputs: tuple[TensorSpec, ...] = tuple(backend.inputs)
+        self.outputs: tuple[TensorSpec, ...] = tuple(backend.outputs)
+        self.metadata: Mapping[str, str] = dict(backend.metadata)
+        self._checks = {s.name: _InputCheck(s) for s in self.inputs}
+        self._check_list = tuple(self._checks.values())
+        self._output_names = tuple(s.name for s in self.outputs)
+        self._output_set = frozenset(self._output_names)
+        self._single = self.inputs[0].name if len(self.inputs) == 1 else None
+        self._stats = _Stats()
+        self._bindings: weakref.WeakSet[BoundIO] = weakref.WeakSet()
+        self._close_lock = threading.Lock()
+
+    # -- introspection -----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._backend is None
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._stats.snapshot()
+
+    def input(self, name: str) -> TensorSpec:
+        try:
+            return self._checks[name].spec
+        except KeyError:
+            raise InputSpecError(
+                f"the model has no input {name!r}; its inputs are: {', '.join(self._checks)}", tensor=name
+            ) from None
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self.device
+        ins = ", ".join(str(s) for s in self.inputs)
+        outs = ", ".join(str(s) for s in self.outputs)
+        return f"<Engine {self.backend_name} {state} {self.path or ''} inputs=({ins}) outputs=({outs})>"
+
+    # -- validation --------------------------------------------------------------------------
+    def _check_feeds(self, feeds: Any) -> dict[str, np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            if self._single is None:
+                names = ", ".join(self._checks)
+                raise InputSpecError(
+                    f"the model has {len(self.inputs)} inputs ({names}); pass a dict name -> array"
+                )
+            feeds = {self._single: feeds}
+        if len(feeds) != len(self._check_list) or any(k not in self._checks for k in feeds):
+            self._name_error(feeds)
+        out: dict[str, np.ndarray] = {}
+        for c in self._check_list:
+            a = feeds[c.name]
+            if type(a) is not np.ndarray:
+                a = self._coerce(c, a)
+            if a.dtype is not c.dtype and a.dtype != c.dtype:
+                if c.dtype.hasobject and a.dtype.kind in "US":
+                    a = a.astype(object)
+                else:
+                    raise _dtype_error(c, a.dtype)
+            if c.static is not None:
+                if a.shape != c.static:
+                    raise _shape_error(c, a.shape)
+            elif a.ndim != c.rank or not c.spec.accepts(a.shape):
+                raise _shape_error(c, a.shape)
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)  # run() may copy; a 0-d array is always contiguous
+            out[c.name] = a
+        return out
+
+    def _name_error(self, feeds: Mapping[str, Any]) -> None:
+        given = set(feeds)
+        want = set(self._checks)
+        missing = [n for n in self._checks if n not in given]
+        extra = sorted(str(n) for n in given - want)
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"unknown input(s) {', '.join(map(repr, extra))}")
+        raise InputSpecError(
+            "; ".join(parts) + f". The model's inputs are: {', '.join(str(s) for s in self.inputs)}",
+            tensor=(missing or extra or [None])[0],
+        )
+
+    @staticmethod
+    def _coerce(c: _InputCheck, value: Any) -> np.ndarray:
+        """Python scalars and lists have no dtype of their own: take the model's, if lossless in kind."""
+        if isinstance(value, np.ndarray):  # an ndarray subclass
+            return np.asarray(value)
+        if isinstance(value, np.generic):
+            return np.asarray(value)
+        if hasattr(value, "__array__") or hasattr(value, "__dlpack__"):
+            try:
+                return np.asarray(value)
+            except Exception as e:
+                raise InputSpecError(
+                    f"input {c.name!r}: cannot read {type(value).__name__} as a numpy array: {e}",
+                    tensor=c.name,
+                ) from e
+        try:
+            probe = np.asarray(value)
+        except Exception as e:
+            raise InputSpecError(
+                f"input {c.name!r}: expected a numpy array, got {type(value).__name__} ({e})", tensor=c.name
+            ) from e
+        if probe.dtype.hasobject and not c.dtype.hasobject:
+            raise InputSpecError(
+                f"input {c.name!r}: expected a numpy array of {c.dtype}, got {type(value).__name__} that "
+                "numpy reads as dtype object (ragged nesting or mixed types?)",
+                tensor=c.name,
+            )
+        if c.dtype.hasobject:
+            return probe.astype(object)
+        if not np.can_cast(probe.dtype, c.dtype, casting="same_kind"):
+            raise _dtype_error(c, probe.dtype)
+        return probe.astype(c.dtype)
+
+    def _pick_outputs(self, outputs: Sequence[str] | None) -> Sequence[str]:
+        if outputs is None:
+            return self._output_names
+        if isinstance(outputs, str):
+            outputs = (outputs,)
+        for name in outputs:
+            if name not in self._output_set:
+                raise InputSpecError(
+                    f"the model has no output {name!r}; its outputs are: {', '.join(self._output_names)}",
+                    tensor=name,
+                )
+        return tuple(outputs)
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, feeds: Any, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run once. ``feeds``: a dict name -> array, or one array for a single-input model.
+
+        Returns the requested outputs (all by default) as arrays the caller owns.
+        """
+        backend = self._backend
+        if backend is None:
+            raise EngineClosedError(f"engine for {self.path} is closed")
+        checked = self._check_feeds(feeds)
+        names = self._pick_outputs(outputs)
+        stats = self._stats
+        t0 = _perf_ns()
+        try:
+            result = backend.run(checked, names)
+        except BaseException:
+            stats.errors += 1
+            raise
+        dt = _perf_ns() - t0
+        n = stats.n = stats.n + 1
+        stats.lat[n & (_RING - 1)] = dt
+        return result
+
+    __call__ = run
+
+    def bind(
+        self,
+        inputs: Mapping[str, Sequence[int] | np.ndarray],
+        outputs: Mapping[str, np.ndarray] | None = None,
+    ) -> BoundIO:
+        """Bind input buffers for fixed shapes: the zero-copy path.
+
+        ``inputs`` maps every input name to a shape (infercore allocates an aligned buffer) or to
+        a C-contiguous writable array of the right dtype (used in place). ``outputs`` may give
+        arrays the runtime writes into. Write inputs with ``io.inputs[name][...] = x``, call
+        ``io.run()``, read ``io.outputs[name]`` (valid until the next run).
+        """
+        backend = self._backend
+        if backend is None:
+            raise EngineClosedError(f"engine for {self.path} is closed")
+        if not isinstance(inputs, Mapping):
+            if self._single is None:
+                raise InputSpecError("bind() takes a dict name -> shape or array for a multi-input model")
+            inputs = {self._single: inputs}
+        if set(inputs) != set(self._checks):
+            self._name_error(inputs)
+        arrays: dict[str, np.ndarray] = {}
+        for c in self._check_list:
+            value = inputs[c.name]
+            if isinstance(value, np.ndarray):
+                arrays[c.name] = check_bound_array("input", c.spec, value)
+                continue
+            try:
+                shape = tuple(int(d) for d in value)
+            except (TypeError, ValueError):
+                raise InputSpecError(
+                    f"input {c.name!r}: bind() takes a shape (tuple of ints) or a numpy array, got {value!r}",
+                    tensor=c.name,
+                ) from None
+            if any(d < 0 for d in shape) or not c.spec.accepts(shape):
+                raise _shape_error(c, shape)
+            if c.dtype.hasobject:
+                raise InputSpecError(
+                    f"input {c.name!r} is a string tensor: strings have no fixed-size buffer, use run()",
+                    tensor=c.name,
+                )
+            arrays[c.name] = aligned_zeros(shape, c.dtype)
+        out_arrays: dict[str, np.ndarray] = {}
+        for name, arr in (outputs or {}).items():
+            spec = next((s for s in self.outputs if s.name == name), None)
+            if spec is None:
+                raise InputSpecError(
+                    f"the model has no output {name!r}; its outputs are: {', '.join(self._output_names)}",
+                    tensor=name,
+                )
+            out_arrays[name] = check_bound_array("output", spec, arr)
+        try:
+            binding = backend.bind(arrays, out_arrays)
+        except InfercoreError:
+            raise
+        except Exception as e:
+            raise BackendRuntimeError(f"{self.backend_name}: bind() failed: {e}") from e
+        io = BoundIO(self, binding)
+        self._bindings.add(io)
+        return io
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the runtime. Idempotent; bound I/O of this engine stops working."""
+        with self._close_lock:
+            backend, self._backend = self._backend, None
+            if backend is None:
+                return
+            for io in list(self._bindings):
+                io.close()
+            backend.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if self._backend is not None:
+                self.close()
+        except Exception:
+            pass
+
+
+def _closed_run() -> None:
+    raise EngineClosedError("this bound I/O is closed (or its engine is): bind again on an open engine")
+
+
+class BoundIO:
+    """Buffers bound for one set of shapes. ``run()`` moves no data through Python."""
+
+    __slots__ = ("__weakref__", "_binding", "_engine_stats", "_run", "inputs", "outputs")
+
+    def __init__(self, engine: Engine, binding: Binding) -> None:
+        self._binding: Binding | None = binding
+        self._run = binding.run
+        self._engine_stats = engine._stats
+        self.inputs = BufferMap(binding.inputs, "input")
+        self.outputs = BufferMap(binding.outputs, "output")
+
+    def run(self) -> None:
+        """Run on what is in ``inputs`` now; results land in ``outputs``."""
+        stats = self._engine_stats
+        t0 = _perf_ns()
+        try:
+            self._run()
+        except BaseException:
+            stats.errors += 1
+            raise
+        dt = _perf_ns() - t0
+        stats.bound_runs += 1
+        n = stats.n = stats.n + 1
+        stats.lat[n & (_RING - 1)] = dt
+
+    __call__ = run
+
+    @property
+    def closed(self) -> bool:
+        return self._binding is None
+
+    def close(self) -> None:
+        binding, self._binding = self._binding, None
+        self._run = _closed_run
+        if binding is not None:
+            binding.close()
+
+    def __enter__(self) -> BoundIO:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_PRECISIONS = (None, "fp32", "fp16", "bf16", "int8")
+
+
+def load(
+    path: str | os.PathLike[str],
+    backend: str | None = None,
+    *,
+    device: str = "cpu",
+    precision: str | None = None,
+    threads: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Engine:
+    """Open a model file on a backend and return an ``Engine``.
+
+    ``backend=None`` picks one from the file's suffix (``.onnx`` → ort, ``.xml`` → openvino,
+    ``.tflite`` → litert, ``.engine``/``.plan`` → tensorrt), the highest-priority one installed.
+    """
+    from .plugins import open_backend, registry
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"model file not found: {p}", path=str(p))
+    if p.is_dir():
+        raise ModelLoadError(f"{p} is a directory; pass the model file inside it", path=str(p))
+    if precision is not None:
+        precision = precision.lower()
+        aliases = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16"}
+        precision = aliases.get(precision, precision)
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of fp32, fp16, bf16, int8 (or None), got {precision!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    reg = registry.get(backend) if backend is not None else registry.pick(p)
+    impl = open_backend(
+        reg, p, device=device, precision=precision, threads=threads, options=dict(options or {})
+    )
+    return Engine(impl, path=p, backend_name=reg.name, precision=precision)

@@ -1,0 +1,231 @@
+"""Backend discovery through pluggy.
+
+One hookspec, ``register_backends(register)``. The built-in backends are registered through the
+very same hook third-party plugins implement; external plugins are found through the
+``infercore.backends`` entry-point group. ``INFERCORE_PLUGINS`` chooses which external plugins
+load: unset loads all, empty loads none, ``"a,b"`` loads the entry points named ``a`` and ``b``.
+
+Hooks run at discovery only (the first ``ic.load()`` or ``ic.available_backends()``), never per
+inference. A third-party package declares::
+
+    [project.entry-points."infercore.backends"]
+    mybackend = "mypackage.infercore_plugin"
+
+and implements, in that module::
+
+    import infercore
+
+    @infercore.hookimpl
+    def register_backends(register):
+        register("mybackend", MyFactory(), suffixes=(".my",), priority=10)
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .errors import BackendUnavailableError, UnknownBackendError
+from .protocol import BackendFactory
+from .specs import BackendInfo
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BackendRegistration",
+    "Registry",
+    "hookimpl",
+    "hookspec",
+    "registry",
+]
+
+ENTRY_POINT_GROUP = "infercore.backends"
+hookspec = pluggy.HookspecMarker("infercore")
+hookimpl = pluggy.HookimplMarker("infercore")
+
+
+class Spec:
+    @hookspec
+    def register_backends(self, register: Callable[..., None]) -> None:  # type: ignore[empty-body]
+        """Call ``register(name, factory, *, suffixes=(), priority=0)`` for each backend.
+
+        ``factory`` has ``open(path, *, device, precision, threads, options) -> Backend`` and
+        ``probe() -> BackendInfo``. For a file suffix, backends are tried by descending priority.
+        """
+
+
+@dataclass(frozen=True)
+class BackendRegistration:
+    name: str
+    factory: BackendFactory
+    suffixes: tuple[str, ...]
+    priority: int
+    plugin: str
+
+
+class Registry:
+    """The backends known to this process. Discovery is lazy and happens once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pm: pluggy.PluginManager | None = None
+        self._backends: dict[str, BackendRegistration] | None = None
+        self._probes: dict[str, BackendInfo] = {}
+        self._extra_plugins: list[tuple[object, str]] = []
+
+    # -- discovery ---------------------------------------------------------------------------
+    def plugin_manager(self) -> pluggy.PluginManager:
+        self._discover()
+        assert self._pm is not None
+        return self._pm
+
+    def _discover(self) -> dict[str, BackendRegistration]:
+        if self._backends is not None:
+            return self._backends
+        with self._lock:
+            if self._backends is not None:
+                return self._backends
+            pm = pluggy.PluginManager("infercore")
+            pm.add_hookspecs(Spec)
+            from .backends import builtin
+
+            pm.register(builtin, name="builtin")
+            self._load_entry_points(pm)
+            for plugin, plugin_name in self._extra_plugins:
+                pm.register(plugin, name=plugin_name)
+            backends: dict[str, BackendRegistration] = {}
+            for impl in pm.hook.register_backends.get_hookimpls():
+                plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+
+                def register(
+                    name: str,
+                    factory: BackendFactory,
+                    *,
+                    suffixes: Sequence[str] = (),
+                    priority: int = 0,
+                    _plugin: str = plugin_name,
+                ) -> None:
+                    if name in backends:
+                        raise ValueError(
+                            f"backend {name!r} registered twice: by {backends[name].plugin!r} and by {_plugin!r}"
+                        )
+                    backends[name] = BackendRegistration(
+                        name, factory, tuple(s.lower() for s in suffixes), int(priority), _plugin
+                    )
+
+                impl.function(register=register)
+            self._pm = pm
+            self._backends = backends
+            return backends
+
+    @staticmethod
+    def _load_entry_points(pm: pluggy.PluginManager) -> None:
+        wanted = os.environ.get("INFERCORE_PLUGINS")
+        if wanted is not None and not wanted.strip():
+            return
+        from importlib.metadata import entry_points
+
+        names = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if names is not None and ep.name not in names:
+                continue
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            pm.register(ep.load(), name=ep.name)
+
+    def add_plugin(self, plugin: object, name: str | None = None) -> None:
+        """Register an in-process plugin object (a module or instance with hookimpls).
+
+        Used by tests and by applications that ship a backend without packaging it; discovery
+        reruns on next use so the new backends appear.
+        """
+        with self._lock:
+            self._extra_plugins.append((plugin, name or getattr(plugin, "__name__", repr(plugin))))
+            self._backends = None
+            self._probes.clear()
+
+    def remove_plugin(self, plugin: object) -> None:
+        with self._lock:
+            self._extra_plugins = [(p, n) for p, n in self._extra_plugins if p is not plugin]
+            self._backends = None
+            self._probes.clear()
+
+    def reset(self) -> None:
+        """Forget discovery results (for example after changing ``INFERCORE_PLUGINS``)."""
+        with self._lock:
+            self._backends = None
+            self._pm = None
+            self._probes.clear()
+
+    # -- queries -----------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self._discover())
+
+    def get(self, name: str) -> BackendRegistration:
+        backends = self._discover()
+        aliases = {"onnxruntime": "ort", "ov": "openvino", "tflite": "litert", "trt": "tensorrt"}
+        key = aliases.get(name.lower(), name.lower())
+        if key not in backends:
+            close = difflib.get_close_matches(name, list(backends), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownBackendError(
+                f"no backend named {name!r}{hint} Registered: {', '.join(sorted(backends))}"
+            )
+        return backends[key]
+
+    def probe(self, name: str) -> BackendInfo:
+        reg = self.get(name)
+        info = self._probes.get(reg.name)
+        if info is None:
+            try:
+                info = reg.factory.probe()
+            except Exception as e:  # a plugin's probe must not take discovery down
+                info = BackendInfo(reg.name, False, reason=f"probe failed: {type(e).__name__}: {e}")
+            info = replace(info, name=reg.name, suffixes=reg.suffixes, priority=reg.priority, plugin=reg.plugin)
+            self._probes[reg.name] = info
+        return info
+
+    def available(self) -> dict[str, BackendInfo]:
+        regs = sorted(self._discover().values(), key=lambda r: (-r.priority, r.name))
+        return {r.name: self.probe(r.name) for r in regs}
+
+    def candidates(self, path: Path) -> list[BackendRegistration]:
+        """Backends that read this file's suffix, best first."""
+        name = path.name.lower()
+        regs = [r for r in self._discover().values() if any(name.endswith(s) for s in r.suffixes)]
+        return sorted(regs, key=lambda r: (-r.priority, r.name))
+
+    def pick(self, path: Path) -> BackendRegistration:
+        """The highest-priority available backend for ``path``'s suffix."""
+        regs = self.candidates(path)
+        if not regs:
+            known = sorted({s for r in self._discover().values() for s in r.suffixes})
+            raise UnknownBackendError(
+                f"no backend reads {path.name!r}: known suffixes are {', '.join(known)}; "
+                "pass backend= to choose one explicitly"
+            )
+        reasons = []
+        for reg in regs:
+            info = self.probe(reg.name)
+            if info.available:
+                return reg
+            reasons.append(f"{reg.name}: {info.reason}")
+        raise BackendUnavailableError(
+            f"no installed backend can read {path.name!r}. " + "; ".join(reasons)
+        )
+
+
+registry = Registry()
+
+
+def open_backend(reg: BackendRegistration, path: Path, **kwargs: Any) -> Any:
+    info = registry.probe(reg.name)
+    if not info.available:
+        raise BackendUnavailableError(f"backend {reg.name!r} is unavailable: {info.reason}")
+    return reg.factory.open(path, **kwargs)

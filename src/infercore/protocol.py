@@ -1,0 +1,73 @@
+"""The contract between the Engine and a backend.
+
+A backend adapts one runtime. ``Engine`` validates every input once, in Python, before it calls
+the backend, so a backend never re-validates; it translates the runtime's own exceptions into
+``infercore.errors`` with the original kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .specs import BackendInfo, TensorSpec
+
+__all__ = ["Backend", "BackendFactory", "Binding"]
+
+
+@runtime_checkable
+class Binding(Protocol):
+    """Buffers bound to a runtime for one set of input shapes (the zero-copy path).
+
+    ``inputs`` are arrays the caller writes into and the runtime reads (in place where the runtime
+    allows, else copied in by ``run``). ``outputs`` are reused arrays the runtime writes; an entry
+    may be replaced by ``run`` only when the runtime could not write into it in place (an output
+    whose shape depends on the data). Not thread-safe: one binding per thread.
+    """
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+    def run(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An opened model on one runtime. ``run`` must be safe to call from several threads."""
+
+    name: str
+    device: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    metadata: Mapping[str, str]
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run on validated feeds; return the requested outputs as arrays the caller owns."""
+        ...
+
+    def bind(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> Binding:
+        """Bind validated, C-contiguous input arrays (and optional caller-given output arrays)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BackendFactory(Protocol):
+    """What a plugin registers: something that can say whether it works here and open models."""
+
+    def probe(self) -> BackendInfo: ...
+
+    def open(
+        self,
+        path: Path,
+        *,
+        device: str,
+        precision: str | None,
+        threads: int | None,
+        options: Mapping[str, Any],
+    ) -> Backend: ...

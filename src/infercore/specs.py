@@ -1,0 +1,113 @@
+"""Tensor and backend descriptions shared by every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["BackendInfo", "Quantization", "TensorSpec", "format_shape"]
+
+Dim = int | None
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization of an integer tensor: ``real = scale * (q - zero_point)``.
+
+    ``scale``/``zero_point`` are scalars for per-tensor quantization and 1-d arrays along
+    ``axis`` for per-channel quantization.
+    """
+
+    scale: float | tuple[float, ...]
+    zero_point: int | tuple[int, ...]
+    axis: int | None = None
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        scale = np.asarray(self.scale, dtype=np.float32)
+        zero = np.asarray(self.zero_point, dtype=np.float32)
+        if self.axis is not None and scale.ndim == 1:
+            shape = [1] * q.ndim
+            shape[self.axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        out: np.ndarray = (q.astype(np.float32) - zero) * scale
+        return out
+
+    def quantize(self, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        info = np.iinfo(dtype)
+        scale = np.asarray(self.scale, dtype=np.float32)
+        zero = np.asarray(self.zero_point, dtype=np.float32)
+        if self.axis is not None and scale.ndim == 1:
+            shape = [1] * x.ndim
+            shape[self.axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        out: np.ndarray = np.clip(np.rint(x / scale + zero), info.min, info.max).astype(dtype)
+        return out
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a model.
+
+    ``shape`` has ``None`` for a dynamic dimension; ``dim_names`` keeps the model's symbolic name
+    for it (``"batch"``, ``"sequence"``) or ``None``. ``dtype`` is a numpy dtype (``object`` for
+    string tensors). ``quantization`` is set for quantized integer tensors (LiteRT).
+    """
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...]
+    dim_names: tuple[str | None, ...] = ()
+    quantization: Quantization | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "shape", tuple(None if d is None or d < 0 else int(d) for d in self.shape))
+        names = tuple(self.dim_names) if self.dim_names else (None,) * len(self.shape)
+        if len(names) != len(self.shape):
+            raise ValueError(f"dim_names {names} do not match shape {self.shape}")
+        object.__setattr__(self, "dim_names", names)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return None not in self.shape
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        """Whether a concrete shape fits this spec (same rank, fixed dimensions equal)."""
+        if len(shape) != len(self.shape):
+            return False
+        return all(d is None or d == s for d, s in zip(self.shape, shape, strict=True))
+
+    def concrete(self, fill: int = 1) -> tuple[int, ...]:
+        """This shape with every dynamic dimension replaced by ``fill``."""
+        return tuple(fill if d is None else d for d in self.shape)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype} {format_shape(self.shape, self.dim_names)}"
+
+
+def format_shape(shape: Sequence[Dim], dim_names: Sequence[str | None] = ()) -> str:
+    names = list(dim_names) or [None] * len(shape)
+    parts = [str(d) if d is not None else (n or "?") for d, n in zip(shape, names, strict=False)]
+    return "[" + ", ".join(parts) + "]"
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What ``ic.available_backends()`` says about one registered backend."""
+
+    name: str
+    available: bool
+    reason: str | None = None
+    version: str | None = None
+    devices: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    extra: str | None = None
+    priority: int = 0
+    plugin: str = "builtin"
+    details: dict[str, str] = field(default_factory=dict)
