@@ -52,7 +52,7 @@ hookimpl = pluggy.HookimplMarker("infercore")
 
 class Spec:
     @hookspec
-    def register_backends(self, register: Callable[..., None]) -> None:  # type: ignore[empty-body]
+    def register_backends(self, register: Callable[..., None]) -> None:
         """Call ``register(name, factory, *, suffixes=(), priority=0)`` for each backend.
 
         ``factory`` has ``open(path, *, device, precision, threads, options) -> Backend`` and
@@ -146,7 +146,7 @@ class Registry:
         reruns on next use so the new backends appear.
         """
         with self._lock:
-            self._extra_plugins.append((plugin, name or getattr(plugin, "__name__", repr(plugin))))
+            self._extra_plugins.append((plugin, str(name or getattr(plugin, "__name__", None) or repr(plugin))))
             self._backends = None
             self._probes.clear()
 

@@ -247,7 +247,7 @@ class OrtBackend:
             values = sess.run(outputs, feeds)
         except Exception as e:
             raise BackendRuntimeError(f"onnxruntime failed running {self.path.name}: {e}") from e
-        return dict(zip(outputs, values, strict=True))
+        return dict(zip(outputs, values))  # noqa: B905 (same length by construction)
 
     def _run_ort_values(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """bfloat16 has no numpy type ORT knows: pass such tensors as typed OrtValues."""
@@ -327,7 +327,7 @@ class OrtBinding:
             if spec.name in given:
                 self._bind_output(spec.name, given[spec.name])
             elif spec.is_static:
-                self._bind_output(spec.name, aligned_empty(spec.shape, spec.dtype))
+                self._bind_output(spec.name, aligned_empty(spec.concrete(), spec.dtype))
             else:
                 unsized.append(spec.name)
         if unsized:
@@ -372,6 +372,9 @@ class OrtBinding:
         self.outputs = {k: self.outputs[k] for k in order if k in self.outputs}
 
     def run(self) -> None:
+        if self._dynamic:  # an output IOBinding allocated last run would be reused as if preallocated
+            for name in self._dynamic:
+                self._iob.bind_output(name, "cpu")
         try:
             self._c_run(self._c_iob, None)
         except Exception as e:

@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "MEDIAPIPE_VERSION",
@@ -214,7 +215,7 @@ def minilm() -> Path:
     return out
 
 
-def text_image(text: str = "infercore reads text", height: int = 96, width: int = 640):
+def text_image(text: str = "infercore reads text", height: int = 96, width: int = 640) -> Any:
     """A real text image (black text on white, HWC uint8 RGB) rendered with Pillow, for OCR models."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont

@@ -1,0 +1,41 @@
+"""``infercore backends``: which backends are registered, and whether they work here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("backends", help="list backends: available, version, devices, why not")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import available_backends
+
+    infos = available_backends()
+    if args.json:
+        rows = [
+            {"name": i.name, "available": i.available, "version": i.version, "devices": list(i.devices),
+             "suffixes": list(i.suffixes), "extra": i.extra, "plugin": i.plugin, "reason": i.reason}
+            for i in infos.values()
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("backend", "available", "version", "devices", "reads", "plugin")
+    rows_t = [
+        (i.name, "yes" if i.available else "no", i.version or "-", ", ".join(i.devices) or "-",
+         " ".join(i.suffixes) or "-", i.plugin)
+        for i in infos.values()
+    ]
+    widths = [max(len(r[c]) for r in (header, *rows_t)) for c in range(len(header))]
+    for row in (header, *rows_t):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    missing = [i for i in infos.values() if not i.available]
+    if missing:
+        print()
+        for i in missing:
+            print(f"{i.name}: {i.reason}")
+    return 0

@@ -1,0 +1,143 @@
+"""The ONNX Runtime backend against raw onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import infercore as ic
+from tests import onnx_models as m
+
+ort = pytest.importorskip("onnxruntime")
+
+DTYPES = [
+    (TensorProto.FLOAT, np.float32), (TensorProto.DOUBLE, np.float64), (TensorProto.FLOAT16, np.float16),
+    (TensorProto.INT8, np.int8), (TensorProto.INT16, np.int16), (TensorProto.INT32, np.int32),
+    (TensorProto.INT64, np.int64), (TensorProto.UINT8, np.uint8), (TensorProto.UINT16, np.uint16),
+    (TensorProto.UINT32, np.uint32), (TensorProto.UINT64, np.uint64), (TensorProto.BOOL, np.bool_),
+]
+
+
+@pytest.mark.parametrize(("elem", "dtype"), DTYPES, ids=[np.dtype(d).name for _, d in DTYPES])
+def test_every_numeric_dtype_run_and_bind(tmp_path, elem, dtype):
+    path = m.identity(tmp_path / "id.onnx", elem)
+    x = (np.arange(6) % 2 == 0) if dtype is np.bool_ else np.arange(6).astype(dtype)
+    with ic.load(path) as eng:
+        assert eng.inputs[0].dtype == np.dtype(dtype)
+        out = eng.run(x)["y"]
+        assert out.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(out, x)
+        with eng.bind({"x": x.shape}) as io:
+            io.inputs["x"][...] = x
+            io.run()
+            np.testing.assert_array_equal(io.outputs["y"], x)
+
+
+def test_bfloat16_through_ml_dtypes(tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    path = m.identity(tmp_path / "bf.onnx", TensorProto.BFLOAT16)
+    x = np.array([1.5, -2.0, 3.25, 0.0], dtype=ml_dtypes.bfloat16)
+    with ic.load(path) as eng:
+        assert eng.inputs[0].dtype == np.dtype(ml_dtypes.bfloat16)
+        out = eng.run(x)["y"]
+        assert out.dtype == x.dtype
+        np.testing.assert_array_equal(out.astype(np.float32), x.astype(np.float32))
+        with eng.bind({"x": (4,)}) as io:
+            io.inputs["x"][...] = x
+            io.run()
+            np.testing.assert_array_equal(io.outputs["y"].astype(np.float32), x.astype(np.float32))
+
+
+def test_strings_run_but_cannot_bind(tmp_path):
+    path = m.identity(tmp_path / "s.onnx", TensorProto.STRING)
+    with ic.load(path) as eng:
+        assert eng.inputs[0].dtype == np.dtype(object)
+        out = eng.run(np.array(["a", "bc"]))["y"]
+        assert out.tolist() == ["a", "bc"]
+        with pytest.raises(ic.InputSpecError, match="string tensor"):
+            eng.bind({"x": (2,)})
+
+
+def test_bit_exact_against_raw_onnxruntime(tmp_path):
+    path, _ = m.mlp(tmp_path / "mlp.onnx", d_in=32, d_hidden=64, d_out=10)
+    x = np.random.default_rng(0).standard_normal((7, 32)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    raw = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with ic.load(path, threads=1) as eng:
+        out = eng.run(x)
+        np.testing.assert_array_equal(out["logits"], raw[0])
+        np.testing.assert_array_equal(out["probs"], raw[1])
+        with eng.bind({"x": x.shape}) as io:
+            io.inputs["x"][...] = x
+            io.run()
+            np.testing.assert_array_equal(io.outputs["probs"], raw[1])
+
+
+def test_data_dependent_output_falls_back_and_stays_right(tmp_path):
+    path = m.nonzero(tmp_path / "nz.onnx")
+    with ic.load(path) as eng, eng.bind({"x": (6,)}) as io:
+        for x in ([1, 0, 2, 0, 0, 3], [0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1], [0] * 6):
+            io.inputs["x"][...] = x
+            io.run()
+            np.testing.assert_array_equal(io.outputs["y"], np.array(np.nonzero(x)))
+            np.testing.assert_array_equal(eng.run(np.array(x, np.float32))["y"], np.array(np.nonzero(x)))
+
+
+def test_wrongly_declared_output_shape_is_survived(tmp_path):
+    """Real models declare wrong output shapes; the runtime's shape wins."""
+    path = m.save(tmp_path / "lie.onnx", [helper.make_node("Identity", ["x"], ["y"])],
+                  [m.vi("x", TensorProto.FLOAT, ["n"])], [m.vi("y", TensorProto.FLOAT, [2])])
+    with ic.load(path) as eng, eng.bind({"x": (5,)}) as io:
+        io.inputs["x"][...] = np.arange(5)
+        io.run()
+        np.testing.assert_array_equal(io.outputs["y"], np.arange(5, dtype=np.float32))
+
+
+def test_session_options_are_validated_and_applied(tmp_path):
+    path, w = m.mlp(tmp_path / "mlp.onnx")
+    x = np.ones((2, 8), np.float32)
+    with ic.load(path, options={"graph_optimization_level": "disable", "intra_op_num_threads": 1,
+                                "session_config": {"session.intra_op.allow_spinning": "0"},
+                                "free_dimension_overrides": {"batch": 2}}) as eng:
+        np.testing.assert_allclose(eng.run(x)["logits"], m.mlp_numpy(x, w)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ic.BackendError, match=r"unknown option\(s\) 'graph_optimisation_level' \(did you mean 'graph_optimization_level'\?\)"):
+        ic.load(path, options={"graph_optimisation_level": "all"})
+    with pytest.raises(ic.BackendError, match="graph_optimization_level='fast' is invalid"):
+        ic.load(path, options={"graph_optimization_level": "fast"})
+    with pytest.raises(ic.BackendError, match="intra_op_num_threads='2' is invalid"):
+        ic.load(path, options={"intra_op_num_threads": "2"})
+
+
+def test_cuda_without_provider_names_the_package(tmp_path):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    path, _ = m.add_bias(tmp_path / "a.onnx")
+    with pytest.raises(ic.BackendUnavailableError, match="onnxruntime-gpu"):
+        ic.load(path, device="cuda:0")
+    with pytest.raises(ic.BackendError, match="unknown device 'npu'"):
+        ic.load(path, device="npu")
+
+
+def test_precision_other_than_model_is_refused(tmp_path):
+    path, _ = m.add_bias(tmp_path / "a.onnx")
+    with pytest.raises(ic.BackendError, match=r"ic\.calibrate"):
+        ic.load(path, precision="int8")
+
+
+def test_runtime_failure_keeps_cause(tmp_path):
+    """A shape the declared spec allows but the graph cannot compute: ORT's error, translated."""
+    path = m.save(tmp_path / "mm.onnx", [helper.make_node("MatMul", ["a", "b"], ["y"])],
+                  [m.vi("a", TensorProto.FLOAT, ["n", "k"]), m.vi("b", TensorProto.FLOAT, ["k2", "m"])],
+                  [m.vi("y", TensorProto.FLOAT, ["n", "m"])])
+    with ic.load(path) as eng:
+        with pytest.raises(ic.BackendRuntimeError, match=r"onnxruntime failed running mm\.onnx") as e:
+            eng.run({"a": np.ones((2, 3), np.float32), "b": np.ones((4, 2), np.float32)})
+        assert e.value.__cause__ is not None
+        assert eng.stats.errors == 1
+
+
+def test_metadata_and_probe():
+    info = ic.available_backends()["ort"]
+    assert info.available and info.version == ort.__version__ and "cpu" in info.devices

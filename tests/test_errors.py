@@ -1,0 +1,133 @@
+"""Every bad input gets a clear error naming the tensor, the expected and the given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import infercore as ic
+from tests import onnx_models as m
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(params=["ort", "reference"])
+def eng(request, tmp_path):
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    with ic.load(path, backend=request.param) as e:
+        yield e
+
+
+def test_error_tree():
+    assert issubclass(ic.BackendUnavailableError, ic.BackendError) and issubclass(ic.BackendUnavailableError, ImportError)
+    assert issubclass(ic.UnknownBackendError, KeyError) and issubclass(ic.BackendRuntimeError, ic.BackendError)
+    assert issubclass(ic.InputSpecError, ValueError) and issubclass(ic.ModelLoadError, ic.InfercoreError)
+    assert issubclass(ic.QueueFullError, ic.BatchingError) and issubclass(ic.DeadlineExceededError, TimeoutError)
+    assert issubclass(ic.CalibrationError, ic.InfercoreError)
+
+
+def test_missing_input(tmp_path):
+    path = m.two_inputs(tmp_path / "two.onnx")
+    with ic.load(path) as eng, pytest.raises(ic.InputSpecError, match=r"missing input\(s\) 'b'") as e:
+        eng.run({"a": np.ones((1, 4), np.float32)})
+    assert e.value.tensor == "b"
+
+
+def test_extra_and_misnamed_input(eng):
+    x = np.ones((1, 8), np.float32)
+    with pytest.raises(ic.InputSpecError, match=r"unknown input\(s\) 'y'.*x: float32 \[batch, 8\]"):
+        eng.run({"x": x, "y": x})
+    with pytest.raises(ic.InputSpecError, match=r"missing input\(s\) 'x'; unknown input\(s\) 'X'"):
+        eng.run({"X": x})
+
+
+def test_wrong_dtype_says_which_cast(eng):
+    with pytest.raises(ic.InputSpecError, match=r"'x': expected dtype float32, got float64.*x\.astype\(np\.float32\)"):
+        eng.run(np.ones((1, 8)))  # no silent float64 -> float32
+    with pytest.raises(ic.InputSpecError, match="got int64"):
+        eng.run(np.ones((1, 8), np.int64))
+
+
+def test_python_floats_never_become_ints(tmp_path):
+    path = m.identity(tmp_path / "i.onnx", m.TensorProto.INT64)
+    with ic.load(path) as eng, pytest.raises(ic.InputSpecError, match="expected dtype int64, got float64"):
+        eng.run([1.5, 2.0])
+
+
+def test_wrong_rank_and_dimension(eng):
+    with pytest.raises(ic.InputSpecError, match=r"rank 1 where the model takes rank 2"):
+        eng.run(np.ones(8, np.float32))
+    with pytest.raises(ic.InputSpecError, match=r"expected shape \[batch, 8\], got \(2, 7\): dimension 1 must be 8, got 7"):
+        eng.run(np.ones((2, 7), np.float32))
+
+
+def test_ragged_list(eng):
+    with pytest.raises(ic.InputSpecError, match="'x'"):
+        eng.run([[1.0, 2.0], [3.0]])
+
+
+def test_unknown_output(eng):
+    with pytest.raises(ic.InputSpecError, match=r"no output 'nope'; its outputs are: logits, probs"):
+        eng.run(np.ones((1, 8), np.float32), outputs=["nope"])
+
+
+def test_bind_rejects_non_contiguous_read_only_and_wrong_dtype(eng):
+    base = np.ones((8, 4), np.float32)
+    with pytest.raises(ic.InputSpecError, match=r"'x'.*C-contiguous"):
+        eng.bind({"x": base.T})  # (4, 8) view with swapped strides
+    ro = np.ones((1, 8), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ic.InputSpecError, match=r"'x'.*read-only"):
+        eng.bind({"x": ro})
+    with pytest.raises(ic.InputSpecError, match=r"'x': expected dtype float32, got float64"):
+        eng.bind({"x": np.ones((1, 8))})
+    with pytest.raises(ic.InputSpecError, match=r"dimension 1 must be 8"):
+        eng.bind({"x": (1, 9)})
+    with pytest.raises(ic.InputSpecError, match=r"output 'probs'.*C-contiguous"):
+        eng.bind({"x": (2, 8)}, outputs={"probs": np.ones((4, 2), np.float32).T})
+
+
+def test_bound_buffers_cannot_be_replaced(eng):
+    with eng.bind({"x": (1, 8)}) as io:
+        with pytest.raises(TypeError, match=r"io\.inputs\['x'\]\[\.\.\.\] = value"):
+            io.inputs["x"] = np.ones((1, 8), np.float32)
+        with pytest.raises(KeyError, match="no bound input named 'y'"):
+            io.inputs["y"]
+
+
+def test_missing_and_corrupt_model_files(tmp_path):
+    with pytest.raises(ic.ModelLoadError, match="not found") as e:
+        ic.load(tmp_path / "nope.onnx")
+    assert e.value.path.endswith("nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00 not a protobuf at all \xff" * 10)
+    for backend in ("ort", "reference"):
+        with pytest.raises(ic.ModelLoadError, match=r"bad\.onnx") as e:
+            ic.load(bad, backend=backend)
+        assert e.value.__cause__ is not None
+    with pytest.raises(ic.ModelLoadError, match="directory"):
+        ic.load(tmp_path)
+
+
+def test_unknown_backend_and_suffix(tmp_path):
+    path, _ = m.add_bias(tmp_path / "a.onnx")
+    with pytest.raises(ic.UnknownBackendError, match=r"no backend named 'ortt'; did you mean 'ort'\?"):
+        ic.load(path, backend="ortt")
+    other = tmp_path / "model.pt"
+    other.write_bytes(b"x")
+    with pytest.raises(ic.UnknownBackendError, match=r"no backend reads 'model\.pt'"):
+        ic.load(other)
+
+
+def test_reference_refuses_unknown_ops(tmp_path):
+    path = m.nonzero(tmp_path / "nz.onnx")
+    with pytest.raises(ic.ModelLoadError, match="no numpy implementation of NonZero"):
+        ic.load(path, backend="reference")
+
+
+def test_bad_arguments_to_load(tmp_path):
+    path, _ = m.add_bias(tmp_path / "a.onnx")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ic.load(path, precision="fp8")
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        ic.load(path, threads=0)

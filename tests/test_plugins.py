@@ -1,0 +1,178 @@
+"""Plugin discovery: built-ins through the same hook as external plugins, entry points, env var."""
+
+from __future__ import annotations
+
+import sys
+import types
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import infercore as ic
+from infercore.specs import BackendInfo, TensorSpec
+
+
+class DoublerBackend:
+    """A third-party backend for '.dbl' files: y = 2 * x, float32 [n]."""
+
+    name = "doubler"
+    device = "cpu"
+    inputs = (TensorSpec("x", np.float32, (None,)),)
+    outputs = (TensorSpec("y", np.float32, (None,)),)
+    metadata: dict[str, str] = {}
+
+    def run(self, feeds, outputs):
+        return {"y": feeds["x"] * 2}
+
+    def bind(self, inputs, outputs):
+        backend = self
+
+        class Binding:
+            def __init__(self):
+                self.inputs = inputs
+                self.outputs = {"y": np.empty_like(inputs["x"])}
+
+            def run(self):
+                np.multiply(self.inputs["x"], 2, out=self.outputs["y"])
+
+            def close(self):
+                pass
+
+        assert backend
+        return Binding()
+
+    def close(self):
+        pass
+
+
+class DoublerFactory:
+    def probe(self):
+        return BackendInfo("doubler", True, version="1.0", devices=("cpu",))
+
+    def open(self, path, *, device, precision, threads, options):
+        return DoublerBackend()
+
+
+def make_plugin(name="doubler", available=True):
+    mod = types.ModuleType(f"infercore_{name}_plugin")
+
+    class Factory(DoublerFactory):
+        def probe(self):
+            return BackendInfo(name, available, reason=None if available else "needs the doubler SDK")
+
+    @ic.hookimpl
+    def register_backends(register):
+        register(name, Factory(), suffixes=(".dbl",), priority=10)
+
+    mod.register_backends = register_backends
+    return mod
+
+
+def test_builtins_are_registered_through_the_hook():
+    pm = ic.registry.plugin_manager()
+    assert pm.get_plugin("builtin") is not None
+    names = ic.registry.names()
+    for name in ("ort", "openvino", "litert", "tensorrt", "reference"):
+        assert name in names
+
+
+def test_in_process_plugin_is_discovered_and_runs(tmp_path):
+    plugin = make_plugin()
+    ic.registry.add_plugin(plugin)
+    info = ic.available_backends()["doubler"]
+    assert info.available and info.plugin == plugin.__name__ and info.suffixes == (".dbl",)
+    model = tmp_path / "m.dbl"
+    model.write_bytes(b"")
+    with ic.load(model) as eng:  # picked by suffix
+        assert eng.backend_name == "doubler"
+        np.testing.assert_array_equal(eng.run(np.array([1, 2], np.float32))["y"], [2, 4])
+        with eng.bind({"x": (3,)}) as io:
+            io.inputs["x"][...] = [1, 2, 3]
+            io.run()
+            np.testing.assert_array_equal(io.outputs["y"], [2, 4, 6])
+        with pytest.raises(ic.InputSpecError):  # the Engine validates for every backend
+            eng.run(np.array([1, 2], np.float64))
+
+
+def test_unavailable_plugin_is_reported_not_picked(tmp_path):
+    ic.registry.add_plugin(make_plugin("sdkless", available=False))
+    info = ic.available_backends()["sdkless"]
+    assert not info.available and "doubler SDK" in info.reason
+    model = tmp_path / "m.dbl"
+    model.write_bytes(b"")
+    with pytest.raises(ic.BackendUnavailableError, match="sdkless: needs the doubler SDK"):
+        ic.load(model)
+
+
+def test_duplicate_names_are_refused():
+    ic.registry.add_plugin(make_plugin("ort"))
+    with pytest.raises(ValueError, match="backend 'ort' registered twice"):
+        ic.registry.names()
+
+
+def test_entry_points_and_INFERCORE_PLUGINS(tmp_path, monkeypatch):
+    """A real entry point in a dist-info on sys.path, filtered by INFERCORE_PLUGINS."""
+    site = tmp_path / "site"
+    pkg = site / "infercore_ep_plugin.py"
+    site.mkdir()
+    pkg.write_text(
+        "import infercore, tests.test_plugins as t\n"
+        "@infercore.hookimpl\n"
+        "def register_backends(register):\n"
+        "    register('epdoubler', t.DoublerFactory(), suffixes=('.epd',))\n"
+    )
+    dist = site / "infercore_ep_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: infercore-ep-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[infercore.backends]\nepdoubler = infercore_ep_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert any(ep.name == "epdoubler" for ep in metadata.entry_points(group="infercore.backends"))
+    try:
+        for env, expected in ((None, True), ("", False), ("other", False), ("epdoubler,other", True)):
+            if env is None:
+                monkeypatch.delenv("INFERCORE_PLUGINS", raising=False)
+            else:
+                monkeypatch.setenv("INFERCORE_PLUGINS", env)
+            ic.registry.reset()
+            assert ("epdoubler" in ic.registry.names()) is expected, env
+            assert "ort" in ic.registry.names()  # built-ins always load
+    finally:
+        monkeypatch.delenv("INFERCORE_PLUGINS", raising=False)
+        ic.registry.reset()
+        sys.modules.pop("infercore_ep_plugin", None)
+
+
+def test_probe_that_raises_is_contained():
+    mod = types.ModuleType("infercore_broken_plugin")
+
+    class Broken(DoublerFactory):
+        def probe(self):
+            raise RuntimeError("driver exploded")
+
+    @ic.hookimpl
+    def register_backends(register):
+        register("broken", Broken(), suffixes=(".brk",))
+
+    mod.register_backends = register_backends
+    ic.registry.add_plugin(mod)
+    info = ic.available_backends()["broken"]
+    assert not info.available and "driver exploded" in info.reason
+
+
+def test_suffix_falls_back_to_next_available_backend(tmp_path):
+    ic.registry.add_plugin(make_plugin("first", available=False))
+    second = make_plugin("second")
+    second_factory_register = second.register_backends
+
+    @ic.hookimpl
+    def register_backends(register):
+        second_factory_register(register=lambda n, f, **kw: register(n, f, suffixes=kw["suffixes"], priority=1))
+
+    second.register_backends = register_backends
+    ic.registry.add_plugin(second)
+    model = Path(tmp_path / "m.dbl")
+    model.write_bytes(b"")
+    with ic.load(model) as eng:
+        assert eng.backend_name == "second"
