@@ -1,0 +1,614 @@
+"""OpenVINO backend.
+
+Reads OpenVINO IR (``.xml`` + ``.bin``), ONNX and TFLite files. Spec discovery from the compiled
+model's ports (dynamic dimensions stay dynamic); ``run`` takes an idle ``InferRequest`` from a
+pool (one request per concurrent caller, never shared between threads), sets the caller's arrays
+as shared input tensors, infers and copies the requested outputs out; ``bind`` gives a binding
+its own request with shared ``ov.Tensor``s over our aligned arrays set once, and its ``run`` is
+``infer()`` with no arguments. ``run_many`` is the throughput mode, on an ``AsyncInferQueue``.
+
+Measured facts this file is built around (OpenVINO 2026.4, this CPU):
+
+- The CPU default inference precision is bf16, which changes results (cosine 0.935 on MediaPipe
+  pose): ``precision=None`` pins ``INFERENCE_PRECISION_HINT=f32``; ``"bf16"``/``"fp16"`` opt in.
+  A CPU without fp16 arithmetic runs bf16 when asked for fp16; ``metadata["inference_precision"]``
+  says what was compiled.
+- Per call on a 1x16 Add model: the Python ``InferRequest.infer`` wrapper costs ~2x the C++ one
+  (it builds an ``OVDict`` and copies every output); the bound path calls the C++ ``infer`` with
+  ``share_outputs=True`` and so returns nothing it has to copy.
+- The numpy arrays behind shared tensors are kept alive as long as the compiled model, and no
+  request is dropped before it: dropping a request and its shared arrays, then running another
+  request of the same compiled model with dynamic shapes, segfaulted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib.metadata
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..buffers import aligned_empty
+from ..errors import BackendError, BackendRuntimeError, BackendUnavailableError, ModelLoadError
+from ..specs import BackendInfo, TensorSpec
+from . import require
+
+log = logging.getLogger(__name__)
+
+EXTRA = "openvino"
+
+# OpenVINO element type name -> numpy dtype. ``Type.to_dtype()`` is not used: it maps bf16 to
+# float16 and the 4-bit types to uint8, both silently wrong for a buffer.
+_OV_DTYPES: dict[str, str] = {
+    "f32": "float32",
+    "f64": "float64",
+    "f16": "float16",
+    "i8": "int8",
+    "i16": "int16",
+    "i32": "int32",
+    "i64": "int64",
+    "u8": "uint8",
+    "u16": "uint16",
+    "u32": "uint32",
+    "u64": "uint64",
+    "boolean": "bool",
+}
+_PRECISION_HINTS = {None: "f32", "fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_PERFORMANCE_HINTS = {
+    "latency": "LATENCY",
+    "throughput": "THROUGHPUT",
+    "cumulative_throughput": "CUMULATIVE_THROUGHPUT",
+}
+_EXECUTION_MODES = {"performance": "PERFORMANCE", "accuracy": "ACCURACY"}
+_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+_OPTIONS = {
+    "cache_dir": "directory where OpenVINO caches compiled models (CACHE_DIR); later loads skip compiling",
+    "performance_hint": "'latency' (default), 'throughput' or 'cumulative_throughput' (PERFORMANCE_HINT)",
+    "num_requests": "int >= 1: PERFORMANCE_HINT_NUM_REQUESTS, and the default size of run_many's queue",
+    "num_streams": "int >= 1 or 'auto' (NUM_STREAMS)",
+    "execution_mode": "'performance' or 'accuracy' (EXECUTION_MODE_HINT)",
+    "reshape": "dict input name -> shape (ints; -1 or None for a dynamic dimension), applied before compiling",
+    "config": "dict of raw OpenVINO properties for compile_model; overrides everything above",
+}
+
+
+def _ov() -> Any:
+    return require("openvino", EXTRA)
+
+
+def _cause(e: BaseException) -> str:
+    """OpenVINO's messages are C++ traces ("Exception from src/...cpp:84:", "Check '...' failed at
+    ..."): keep the lines a user can act on, the failed operators first."""
+    lines: list[str] = []
+    failed = None
+    for raw in str(e).splitlines():
+        line = re.sub(
+            r"^(?:FrontEnd API failed with \w+:?|While validating ONNX node '[^']*':)\s*", "", raw.strip()
+        )
+        line = re.sub(r"^Check '.*' failed at \S+:\s*", "", line).removeprefix("-- ").strip()
+        if not line or line.startswith("Exception from ") or line in ("Summary:", *lines):
+            continue
+        if line.startswith("Conversion is failed for:"):
+            failed = line.removeprefix("Conversion is failed for:").strip()
+        elif not line.startswith("Model wasn't fully converted"):
+            lines.append(line)
+    text = "; ".join(lines).replace(" with a message:; ", ": ") or type(e).__name__
+    if failed:
+        text = f"operators OpenVINO could not convert: {failed} ({text})"
+    return text if len(text) <= 800 else text[:800] + "..."
+
+
+def _numpy_dtype(element_type: Any, name: str, path: Path) -> np.dtype:
+    type_name = element_type.get_type_name()
+    if type_name == "string":
+        raise ModelLoadError(
+            f"openvino: tensor {name!r} of {path.name} is a string tensor; infercore's openvino backend passes "
+            "numeric tensors only: use backend='ort' for models with string inputs or outputs",
+            path=str(path),
+        )
+    try:
+        return np.dtype(_OV_DTYPES[type_name])
+    except KeyError:
+        raise ModelLoadError(
+            f"openvino: tensor {name!r} of {path.name} has element type {type_name}, which infercore does not "
+            f"map to a numpy array (supported: {', '.join(_OV_DTYPES)})",
+            path=str(path),
+        ) from None
+
+
+def _spec(port: Any, path: Path) -> TensorSpec:
+    try:
+        name = port.get_any_name()
+    except RuntimeError:  # a port with no tensor name (rare in IR): its node's name is all there is
+        name = port.get_node().get_friendly_name()
+    pshape = port.get_partial_shape()
+    if pshape.rank.is_dynamic:
+        raise ModelLoadError(
+            f"openvino: tensor {name!r} of {path.name} has a dynamic rank; infercore needs a known rank: "
+            "pass options={'reshape': {name: [...]}} to fix it",
+            path=str(path),
+        )
+    dims = tuple(d.get_length() if d.is_static else None for d in pshape)
+    return TensorSpec(name, _numpy_dtype(port.get_element_type(), name, path), dims)
+
+
+def _device(device: str, core: Any) -> str:
+    """infercore's ``cpu`` and OpenVINO's names, case-insensitive: CPU, GPU, GPU.1 (or gpu:1), AUTO[:...]."""
+    d = device.strip().upper()
+    available = list(core.available_devices)
+    head, sep, rest = d.partition(":")
+    if head in _VIRTUAL_DEVICES:
+        return head + sep + rest
+    if sep and rest.isdigit():  # cpu:0, gpu:1 -> CPU, GPU.1
+        d = head if head == "CPU" and rest == "0" else f"{head}.{rest}"
+    if d in available or any(a.startswith(d + ".") for a in available):
+        return d
+    listed = ", ".join(available) or "none"
+    if d.split(".")[0] in ("CPU", "GPU", "NPU"):
+        raise BackendUnavailableError(
+            f"openvino: device {device!r} is not available here; OpenVINO sees: {listed} "
+            "(GPU and NPU need Intel's drivers installed)"
+        )
+    raise BackendError(
+        f"openvino: unknown device {device!r}; available here: {listed}, plus AUTO (or AUTO:GPU,CPU)"
+    )
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = [k for k in options if k not in _OPTIONS]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, list(_OPTIONS), n=1)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        valid = "; ".join(f"{k}: {v}" for k, v in _OPTIONS.items())
+        raise BackendError(f"openvino: unknown option(s) {', '.join(hints)}. Valid options: {valid}")
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BackendError(f"openvino: option {key}={value!r} is invalid; expected {_OPTIONS[key]}")
+    return value
+
+
+def _choice(key: str, value: Any, choices: Mapping[str, str]) -> str:
+    hint = choices.get(str(value).lower())
+    if hint is None:
+        raise BackendError(f"openvino: option {key}={value!r} is invalid; expected {_OPTIONS[key]}")
+    return hint
+
+
+def _compile_config(precision: str | None, threads: int | None, options: Mapping[str, Any]) -> dict[str, Any]:
+    if precision not in _PRECISION_HINTS:
+        raise BackendError(
+            f"openvino: precision={precision!r} is not a hint OpenVINO takes; an int8 model is made by "
+            "quantizing (ic.calibrate(..., backend='openvino') uses NNCF), and a quantized IR or Q/DQ ONNX "
+            "runs in int8 with precision=None"
+        )
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision]}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    for key, value in options.items():
+        if key == "cache_dir":
+            if not isinstance(value, (str, os.PathLike)):
+                raise BackendError(
+                    f"openvino: option cache_dir={value!r} is invalid; expected {_OPTIONS[key]}"
+                )
+            Path(value).mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(value)
+        elif key == "performance_hint":
+            config["PERFORMANCE_HINT"] = _choice(key, value, _PERFORMANCE_HINTS)
+        elif key == "execution_mode":
+            config["EXECUTION_MODE_HINT"] = _choice(key, value, _EXECUTION_MODES)
+        elif key == "num_requests":
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = _positive_int(key, value)
+        elif key == "num_streams":
+            if isinstance(value, str) and value.lower() == "auto":
+                config["NUM_STREAMS"] = "AUTO"
+            else:
+                config["NUM_STREAMS"] = _positive_int(key, value)
+        elif key == "config":
+            if not isinstance(value, Mapping):
+                raise BackendError(f"openvino: option config={value!r} is invalid; expected {_OPTIONS[key]}")
+            config.update({str(k): v for k, v in value.items()})
+    return config
+
+
+def _reshape(ov: Any, model: Any, shapes: Any, path: Path) -> None:
+    if not isinstance(shapes, Mapping):
+        raise BackendError(f"openvino: option reshape={shapes!r} is invalid; expected {_OPTIONS['reshape']}")
+    names = {n for port in model.inputs for n in port.get_names()}
+    target = {}
+    for name, shape in shapes.items():
+        if name not in names:
+            raise BackendError(
+                f"openvino: option reshape names input {name!r}, which {path.name} does not have; "
+                f"its inputs are: {', '.join(sorted(names))}"
+            )
+        try:
+            target[name] = ov.PartialShape([-1 if d is None else int(d) for d in shape])
+        except (TypeError, ValueError) as e:
+            raise BackendError(
+                f"openvino: reshape shape for {name!r} must be a list of ints or None, got {shape!r}"
+            ) from e
+    try:
+        model.reshape(target)
+    except Exception as e:
+        raise ModelLoadError(f"openvino could not reshape {path}: {_cause(e)}", path=str(path)) from e
+
+
+def _flatten_rt_info(info: Any, prefix: str = "") -> dict[str, str]:
+    """``Model.get_rt_info()`` as flat strings; an ONNX model's metadata_props sit under "framework"."""
+    out: dict[str, str] = {}
+    for key in info.keys():  # noqa: SIM118 -- RTMap is not iterable
+        value = info[key]
+        if isinstance(value, Mapping) or hasattr(value, "keys"):
+            sub = _flatten_rt_info(value, f"{prefix}{key}.")
+            if prefix == "" and key == "framework":
+                out.update({k.removeprefix("framework."): v for k, v in sub.items()})
+            else:
+                out.update(sub)
+            continue
+        try:
+            text = value.astype(str)
+        except Exception:
+            text = str(value)
+        out[f"{prefix}{key}"] = text
+    return out
+
+
+class OpenVINOFactory:
+    """Registered as ``openvino``; reads ``.xml`` (IR), ``.onnx`` and ``.tflite`` files."""
+
+    extra = EXTRA
+
+    def __init__(self) -> None:
+        self._core: Any = None
+        self._lock = threading.Lock()
+
+    def _get_core(self) -> Any:
+        """One ``ov.Core`` for every model (OpenVINO's advice: plugins load once per Core)."""
+        with self._lock:
+            if self._core is None:
+                self._core = _ov().Core()
+            return self._core
+
+    def probe(self) -> BackendInfo:
+        try:
+            ov = _ov()
+        except BackendUnavailableError as e:
+            return BackendInfo("openvino", False, reason=str(e), extra=EXTRA)
+        core = self._get_core()
+        devices = list(core.available_devices)
+        try:
+            dist = importlib.metadata.version("openvino")
+        except importlib.metadata.PackageNotFoundError:
+            dist = str(ov.__version__)
+        details = {"build": str(ov.get_version())}
+        for dev in devices:
+            try:
+                details[dev] = str(core.get_property(dev, "FULL_DEVICE_NAME"))
+            except Exception:
+                pass
+        return BackendInfo(
+            "openvino", True, version=dist, devices=(*devices, "AUTO"), extra=EXTRA, details=details
+        )
+
+    def open(
+        self,
+        path: Path,
+        *,
+        device: str,
+        precision: str | None,
+        threads: int | None,
+        options: Mapping[str, Any],
+    ) -> OpenVINOBackend:
+        ov = _ov()
+        core = self._get_core()
+        _check_options(options)
+        config = _compile_config(precision, threads, options)
+        dev = _device(device, core)
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:
+            why = _cause(e)
+            weights = path.with_suffix(".bin")
+            if path.suffix.lower() == ".xml" and not weights.exists():
+                why = f"{why} (an IR needs its weights file beside it, and there is no {weights.name})"
+            raise ModelLoadError(f"openvino could not read {path}: {why}", path=str(path)) from e
+        if "reshape" in options:
+            _reshape(ov, model, options["reshape"], path)
+        try:
+            compiled = core.compile_model(model, dev, config)
+        except Exception as e:
+            raise ModelLoadError(
+                f"openvino could not compile {path} for {dev} with {config}: {_cause(e)}", path=str(path)
+            ) from e
+        num_requests = options.get("num_requests")
+        return OpenVINOBackend(ov, model, compiled, dev, path, precision, num_requests)
+
+
+class OpenVINOBackend:
+    """A compiled model. ``run`` is thread-safe (an idle request per call, from a pool); ``bind``
+    gives each binding its own request; ``run_many`` runs many feeds on an ``AsyncInferQueue``."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        ov: Any,
+        model: Any,
+        compiled: Any,
+        device: str,
+        path: Path,
+        precision: str | None,
+        num_requests: int | None,
+    ) -> None:
+        self._ov = ov
+        self._compiled: Any = compiled
+        self.device = device
+        self.path = path
+        self.inputs = tuple(_spec(p, path) for p in compiled.inputs)
+        self.outputs = tuple(_spec(p, path) for p in compiled.outputs)
+        self._in_index = {s.name: i for i, s in enumerate(self.inputs)}
+        self._out_index = {s.name: i for i, s in enumerate(self.outputs)}
+        self._num_requests = num_requests
+        # Requests live until close: ``_idle`` holds [request, last feeds] pairs free for run(),
+        # ``_keep`` every binding's request and the arrays behind its shared tensors.
+        self._idle: list[list[Any]] = []
+        self._keep: list[Any] = []
+        self._queue: Any = None
+        self._queue_lock = threading.Lock()
+        self._infer: Callable[..., Any] = ov._pyopenvino.InferRequest.infer  # the C++ infer, no OVDict
+        self.metadata = self._metadata(ov, model, compiled, precision)
+
+    def _metadata(self, ov: Any, model: Any, compiled: Any, precision: str | None) -> dict[str, str]:
+        md = _flatten_rt_info(model.get_rt_info())
+        md["openvino_version"] = str(ov.get_version())
+        for key, prop in (
+            ("inference_precision", "INFERENCE_PRECISION_HINT"),
+            ("execution_devices", "EXECUTION_DEVICES"),
+        ):
+            try:
+                value = compiled.get_property(prop)
+            except Exception:  # AUTO answers for few properties
+                continue
+            md[key] = value.get_type_name() if hasattr(value, "get_type_name") else ", ".join(value)
+        got = md.get("inference_precision")
+        want = _PRECISION_HINTS.get(precision)
+        if got is not None and want is not None and got != want:
+            log.warning(
+                "openvino: asked for %s inference on %s, OpenVINO compiled %s", want, self.device, got
+            )
+        return md
+
+    # -- run -------------------------------------------------------------------------------------
+    def _compiled_or_raise(self) -> Any:
+        compiled = self._compiled
+        if compiled is None:
+            raise BackendRuntimeError("openvino: model is closed")
+        return compiled
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        compiled = self._compiled_or_raise()
+        try:
+            slot = self._idle.pop()  # list.pop/append are atomic: no lock on the hot path
+        except IndexError:
+            slot = [compiled.create_infer_request(), None]
+        request = slot[0]
+        tensor = self._ov.Tensor
+        index = self._in_index
+        slot[1] = feeds  # the arrays behind the request's shared tensors live until its next use
+        try:
+            for name, a in feeds.items():
+                # shared where numpy allows it (a read-only array would be refused: copy it in)
+                request.set_input_tensor(index[name], tensor(a, shared_memory=a.flags.writeable))
+            self._infer(request, {}, True, False)
+            get = request.get_output_tensor
+            result = {name: get(self._out_index[name]).data.copy() for name in outputs}
+        except Exception as e:
+            raise BackendRuntimeError(f"openvino failed running {self.path.name}: {_cause(e)}") from e
+        finally:
+            self._idle.append(slot)
+        return result
+
+    def run_many(
+        self,
+        feeds: Sequence[Mapping[str, np.ndarray]],
+        outputs: Sequence[str],
+        *,
+        jobs: int | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """Run many validated feeds at once on an ``AsyncInferQueue``; results in feed order.
+
+        The throughput mode: requests overlap on the device's streams, so open the model with
+        ``options={"performance_hint": "throughput"}`` for it to pay. ``jobs`` (the queue size) defaults
+        to ``num_requests`` or OpenVINO's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``; the queue is made on
+        first use and reused. Inputs are copied into the requests' own tensors (a request keeps no
+        pointer into the caller's arrays). One ``run_many`` at a time; ``run`` may go on beside it.
+        """
+        compiled = self._compiled_or_raise()
+        if not feeds:
+            return []
+        results: list[dict[str, np.ndarray] | None] = [None] * len(feeds)
+        out_index = [(name, self._out_index[name]) for name in outputs]
+
+        def done(request: Any, i: int) -> None:
+            get = request.get_output_tensor
+            results[i] = {name: get(j).data.copy() for name, j in out_index}
+
+        with self._queue_lock:
+            queue = self._async_queue(compiled, jobs)
+            queue.set_callback(done)
+            try:
+                for i, feed in enumerate(feeds):
+                    queue.start_async({self._in_index[n]: a for n, a in feed.items()}, i, share_inputs=False)
+                queue.wait_all()
+            except Exception as e:
+                raise BackendRuntimeError(
+                    f"openvino failed running {self.path.name} (run_many): {_cause(e)}"
+                ) from e
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            raise BackendRuntimeError(
+                f"openvino: run_many on {self.path.name} produced no result for feed(s) {missing[:10]}"
+            )
+        return [r for r in results if r is not None]
+
+    def _async_queue(self, compiled: Any, jobs: int | None) -> Any:
+        if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+            raise BackendError(f"openvino: run_many jobs must be a positive int, got {jobs!r}")
+        if self._queue is None or (jobs is not None and len(self._queue) != jobs):
+            if self._queue is not None:
+                self._keep.append(self._queue)  # its requests live until close
+            n = jobs or self._num_requests or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._queue = self._ov.AsyncInferQueue(compiled, max(1, n))
+        return self._queue
+
+    # -- bind ------------------------------------------------------------------------------------
+    def bind(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> OpenVINOBinding:
+        compiled = self._compiled_or_raise()
+        request = compiled.create_infer_request()
+        keep: list[Any] = [request]
+        self._keep.append(keep)  # the request and its shared arrays outlive the binding, until close
+        return OpenVINOBinding(self, request, keep, inputs, outputs)
+
+    def close(self) -> None:
+        with self._queue_lock:
+            self._queue = None
+        self._idle.clear()
+        self._keep.clear()
+        self._compiled = None
+
+
+class OpenVINOBinding:
+    """One request, with shared ``ov.Tensor``s over aligned arrays set once; ``run`` is ``infer()``.
+
+    Outputs with a static shape are preallocated and set as the request's output tensors, so the
+    runtime writes into ``outputs`` in place. An output with dynamic dimensions is sized by one run
+    at bind time and then set the same way. If a later run produces another shape for it (a
+    data-dependent output), that output is handed back to the runtime and copied out after each
+    run, and ``outputs[name]`` is replaced by the copy.
+    """
+
+    def __init__(
+        self,
+        backend: OpenVINOBackend,
+        request: Any,
+        keep: list[Any],
+        inputs: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+    ) -> None:
+        self._backend = backend
+        self._ov = backend._ov
+        self._request = request
+        self._keep = keep  # held by the backend: every array behind this request's shared tensors
+        self._specs = {s.name: s for s in backend.outputs}
+        self._index = backend._out_index
+        self.inputs = inputs
+        self.outputs: dict[str, np.ndarray] = {}
+        self._copied: list[str] = []  # outputs the runtime allocates, copied out after each run
+        try:
+            for name, arr in inputs.items():
+                self._keep.append(arr)
+                request.set_input_tensor(backend._in_index[name], self._ov.Tensor(arr, shared_memory=True))
+            unsized = []
+            for spec in backend.outputs:
+                if spec.name in outputs:
+                    self._set_output(spec.name, outputs[spec.name])
+                elif spec.is_static:
+                    self._set_output(spec.name, aligned_empty(spec.concrete(), spec.dtype))
+                else:
+                    unsized.append(spec.name)
+            if unsized:
+                self._size_by_probe(unsized)
+        except BackendError:
+            raise
+        except Exception as e:
+            raise BackendRuntimeError(f"openvino: bind() on {backend.path.name} failed: {_cause(e)}") from e
+        self.outputs = {s.name: self.outputs[s.name] for s in backend.outputs}
+        # dynamic outputs bound in place: their shape is checked after each run
+        self._watch = [n for n in self.outputs if not self._specs[n].is_static and n not in self._copied]
+        self._run: Callable[[], Any] = functools.partial(backend._infer, request, {}, True, False)
+
+    def _set_output(self, name: str, arr: np.ndarray) -> None:
+        self._keep.append(arr)
+        self._request.set_output_tensor(self._index[name], self._ov.Tensor(arr, shared_memory=True))
+        self.outputs[name] = arr
+
+    def _size_by_probe(self, names: list[str]) -> None:
+        """One run on the bound inputs to learn the dynamic outputs' shapes."""
+        try:
+            self._backend._infer(self._request, {}, True, False)
+        except Exception as e:
+            log.debug(
+                "openvino: probing run failed (%s); outputs %s stay runtime-allocated", _cause(e), names
+            )
+            for name in names:
+                self.outputs[name] = np.empty((0,) * self._specs[name].rank, self._specs[name].dtype)
+                self._copied.append(name)
+            return
+        for name in names:
+            shape = tuple(self._request.get_output_tensor(self._index[name]).shape)
+            self._set_output(name, aligned_empty(shape, self._specs[name].dtype))
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:
+            if self._backend._compiled is None:
+                raise BackendRuntimeError("openvino: model is closed") from e
+            if not self._watch:
+                raise BackendRuntimeError(
+                    f"openvino failed running {self._backend.path.name}: {_cause(e)}"
+                ) from e
+            # a dynamic output outgrew its bound array: give every such output back to the runtime
+            log.debug("openvino: %s; outputs %s are now runtime-allocated and copied", _cause(e), self._watch)
+            for name in list(self._watch):
+                self._unbind_output(name)
+            try:
+                self._run()
+            except Exception as e2:
+                raise BackendRuntimeError(
+                    f"openvino failed running {self._backend.path.name}: {_cause(e2)}"
+                ) from e2
+        if self._watch:
+            self._check_shapes()
+        if self._copied:
+            get = self._request.get_output_tensor
+            for name in self._copied:
+                self.outputs[name] = get(self._index[name]).data.copy()
+
+    def _check_shapes(self) -> None:
+        """A dynamic output bound in place came out smaller: hand it back to the runtime."""
+        get = self._request.get_output_tensor
+        for name in list(self._watch):
+            if tuple(get(self._index[name]).shape) != self.outputs[name].shape:
+                log.debug("openvino: output %r changed shape; it is now runtime-allocated and copied", name)
+                self._unbind_output(name, keep_result=True)
+
+    def _unbind_output(self, name: str, keep_result: bool = False) -> None:
+        index = self._index[name]
+        tensor = self._request.get_output_tensor(index)
+        if keep_result:
+            self.outputs[name] = tensor.data.copy()
+        port = self._backend._compiled.outputs[index]
+        shape = tuple(tensor.shape) if keep_result else (0,) * self._specs[name].rank
+        self._request.set_output_tensor(index, self._ov.Tensor(port.get_element_type(), shape))
+        self._watch.remove(name)
+        self._copied.append(name)
+
+    def close(self) -> None:
+        self._run = _closed
+
+
+def _closed() -> None:
+    raise BackendRuntimeError("openvino: binding is closed")
