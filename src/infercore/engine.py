@@ -328,11 +328,16 @@ class Engine:
             inputs = {self._single: inputs}
         if set(inputs) != set(self._checks):
             self._name_error(inputs)
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, Any] = {}
+        allocate = getattr(backend, "allocate", None)  # e.g. pinned host memory for TensorRT
+        device_arrays = getattr(backend, "accepts_device_arrays", False)
         for c in self._check_list:
             value = inputs[c.name]
             if isinstance(value, np.ndarray):
                 arrays[c.name] = check_bound_array("input", c.spec, value)
+                continue
+            if device_arrays and (hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__")):
+                arrays[c.name] = value  # device-resident: the backend checks and binds it in place
                 continue
             try:
                 shape = tuple(int(d) for d in value)
@@ -348,8 +353,8 @@ class Engine:
                     f"input {c.name!r} is a string tensor: strings have no fixed-size buffer, use run()",
                     tensor=c.name,
                 )
-            arrays[c.name] = aligned_zeros(shape, c.dtype)
-        out_arrays: dict[str, np.ndarray] = {}
+            arrays[c.name] = allocate(shape, c.dtype) if allocate is not None else aligned_zeros(shape, c.dtype)
+        out_arrays: dict[str, Any] = {}
         for name, arr in (outputs or {}).items():
             spec = next((s for s in self.outputs if s.name == name), None)
             if spec is None:
@@ -357,6 +362,11 @@ class Engine:
                     f"the model has no output {name!r}; its outputs are: {', '.join(self._output_names)}",
                     tensor=name,
                 )
+            if device_arrays and not isinstance(arr, np.ndarray) and (
+                hasattr(arr, "__cuda_array_interface__") or hasattr(arr, "__dlpack__")
+            ):
+                out_arrays[name] = arr
+                continue
             out_arrays[name] = check_bound_array("output", spec, arr)
         try:
             binding = backend.bind(arrays, out_arrays)
@@ -452,7 +462,7 @@ def load(
     path: str | os.PathLike[str],
     backend: str | None = None,
     *,
-    device: str = "cpu",
+    device: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
     options: Mapping[str, Any] | None = None,
@@ -461,6 +471,7 @@ def load(
 
     ``backend=None`` picks one from the file's suffix (``.onnx`` → ort, ``.xml`` → openvino,
     ``.tflite`` → litert, ``.engine``/``.plan`` → tensorrt), the highest-priority one installed.
+    ``device=None`` is the backend's default (``cpu``; ``cuda:0`` for TensorRT).
     """
     from .plugins import open_backend, registry
 
@@ -478,6 +489,8 @@ def load(
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     reg = registry.get(backend) if backend is not None else registry.pick(p)
+    if device is None:
+        device = getattr(reg.factory, "default_device", None) or "cpu"
     impl = open_backend(
         reg, p, device=device, precision=precision, threads=threads, options=dict(options or {})
     )

@@ -56,6 +56,10 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional, looked up with getattr by the Engine:
+    #   allocate(shape, dtype) -> np.ndarray     host buffers for bind() by shape (e.g. pinned memory)
+    #   accepts_device_arrays: bool              bind() passes __cuda_array_interface__/DLPack objects through
+
 
 class BackendFactory(Protocol):
     """What a plugin registers: something that can say whether it works here and open models."""

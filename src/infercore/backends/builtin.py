@@ -19,8 +19,9 @@ from ..specs import BackendInfo
 class LazyFactory:
     """Stands for ``module.attr()`` until a probe or open needs the real factory."""
 
-    def __init__(self, name: str, module: str, attr: str, extra: str) -> None:
+    def __init__(self, name: str, module: str, attr: str, extra: str, default_device: str = "cpu") -> None:
         self.name, self.module, self.attr, self.extra = name, module, attr, extra
+        self.default_device = default_device
         self._factory: BackendFactory | None = None
 
     def _load(self) -> BackendFactory:
@@ -49,7 +50,7 @@ def register_backends(register: Callable[..., None]) -> None:
              suffixes=(".xml", ".onnx", ".tflite"), priority=50)
     register("litert", LazyFactory("litert", f"{here}.litert", "LiteRTFactory", "litert"),
              suffixes=(".tflite",), priority=100)
-    register("tensorrt", LazyFactory("tensorrt", f"{here}.trt", "TensorRTFactory", "tensorrt"),
+    register("tensorrt", LazyFactory("tensorrt", f"{here}.trt", "TensorRTFactory", "tensorrt", "cuda:0"),
              suffixes=(".engine", ".plan"), priority=100)
     register("reference", LazyFactory("reference", f"{here}.reference", "ReferenceFactory", "onnx"),
              suffixes=(".onnx",), priority=-100)

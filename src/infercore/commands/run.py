@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="an input from a .npy file (repeat per input); FILE.npz alone gives all inputs by name")
     p.add_argument("--output", "-o", type=Path, help="write the outputs to this .npz file")
     p.add_argument("--backend", help="backend (default: from the file suffix)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", help="device (default: the backend's, cpu or cuda:0)")
     p.add_argument("--precision")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=run)
