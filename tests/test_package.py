@@ -36,7 +36,8 @@ def test_all_is_sorted_and_complete():
         name for name, value in vars(ic).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
-    assert public - {"annotations"} <= set(ic.__all__) | {"registry"}
+    assert public - {"annotations"} <= set(ic.__all__)
+    assert set(ic._LAZY) <= set(ic.__all__)
     for name in ic.__all__:
         assert hasattr(ic, name), name
 

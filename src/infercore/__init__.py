@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import importlib as _importlib
+
 from .engine import BoundIO, Engine, EngineStats, load
 from .errors import (
     BackendError,
     BackendRuntimeError,
     BackendUnavailableError,
+    BatcherClosedError,
     BatchingError,
     CalibrationError,
     DeadlineExceededError,
@@ -29,6 +32,27 @@ from .specs import BackendInfo, Quantization, TensorSpec
 
 __version__ = "0.1.0.dev0"
 
+# The layers above the Engine load on first use, so ``import infercore`` stays numpy + pluggy.
+_LAZY = {
+    "Batcher": "batching",
+    "BatcherMetrics": "batching",
+    "CompareReport": "compare",
+    "compare": "compare",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'infercore' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 def available_backends() -> dict[str, BackendInfo]:
     """Every registered backend, best first, with whether it works here and why not."""
@@ -40,9 +64,13 @@ __all__ = [
     "BackendInfo",
     "BackendRuntimeError",
     "BackendUnavailableError",
+    "Batcher",
+    "BatcherClosedError",
+    "BatcherMetrics",
     "BatchingError",
     "BoundIO",
     "CalibrationError",
+    "CompareReport",
     "DeadlineExceededError",
     "Engine",
     "EngineClosedError",
@@ -56,6 +84,7 @@ __all__ = [
     "UnknownBackendError",
     "__version__",
     "available_backends",
+    "compare",
     "hookimpl",
     "load",
     "registry",

@@ -12,7 +12,8 @@ the original kept as ``__cause__``::
     ├── InputSpecError (also ValueError)                 tensor name, expected vs given dtype/shape
     ├── BatchingError
     │   ├── QueueFullError                               overload: refused at once, never dropped later
-    │   └── DeadlineExceededError (also TimeoutError)
+    │   ├── DeadlineExceededError (also TimeoutError)
+    │   └── BatcherClosedError                           submit after close, or ended by close(drain=False)
     └── CalibrationError
 
 ``EngineClosedError`` (a ``BackendError``) is raised by any call on a closed engine.
@@ -24,6 +25,7 @@ __all__ = [
     "BackendError",
     "BackendRuntimeError",
     "BackendUnavailableError",
+    "BatcherClosedError",
     "BatchingError",
     "CalibrationError",
     "DeadlineExceededError",
@@ -89,6 +91,10 @@ class QueueFullError(BatchingError):
 
 class DeadlineExceededError(BatchingError, TimeoutError):
     """The request's deadline passed before it ran; it was not run."""
+
+
+class BatcherClosedError(BatchingError):
+    """The batcher is closed (or closing): a submit was refused, or a queued request was ended."""
 
 
 class CalibrationError(InfercoreError):

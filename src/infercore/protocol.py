@@ -25,7 +25,8 @@ class Binding(Protocol):
     ``inputs`` are arrays the caller writes into and the runtime reads (in place where the runtime
     allows, else copied in by ``run``). ``outputs`` are reused arrays the runtime writes; an entry
     may be replaced by ``run`` only when the runtime could not write into it in place (an output
-    whose shape depends on the data). Not thread-safe: one binding per thread.
+    whose shape depends on the data), and then in place: the Engine holds these very dicts, so a
+    backend must update them, never rebind the attributes. Not thread-safe: one binding per thread.
     """
 
     inputs: dict[str, np.ndarray]

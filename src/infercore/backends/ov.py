@@ -353,6 +353,7 @@ class OpenVINOBackend:
         num_requests: int | None,
     ) -> None:
         self._ov = ov
+        self._model = model  # kept to learn, per bound shape, which outputs the data can resize
         self._compiled: Any = compiled
         self.device = device
         self.path = path
@@ -389,6 +390,16 @@ class OpenVINOBackend:
                 "openvino: asked for %s inference on %s, OpenVINO compiled %s", want, self.device, got
             )
         return md
+
+    def _outputs_fixed_by(self, shapes: Mapping[str, tuple[int, ...]]) -> set[str]:
+        """Outputs whose shape OpenVINO's shape inference fixes once the inputs have these shapes."""
+        try:
+            model = self._model.clone()
+            model.reshape({model.input(self._in_index[n]): self._ov.PartialShape(list(s)) for n, s in shapes.items()})
+            return {s.name for i, s in enumerate(self.outputs) if model.output(i).get_partial_shape().is_static}
+        except Exception as e:  # shape inference refused: watch every dynamic output
+            log.debug("openvino: static reshape for %s failed: %s", dict(shapes), _cause(e))
+            return set()
 
     # -- run -------------------------------------------------------------------------------------
     def _compiled_or_raise(self) -> Any:
@@ -487,6 +498,7 @@ class OpenVINOBackend:
         self._idle.clear()
         self._keep.clear()
         self._compiled = None
+        self._model = None
 
 
 class OpenVINOBinding:
@@ -535,8 +547,12 @@ class OpenVINOBinding:
         except Exception as e:
             raise BackendRuntimeError(f"openvino: bind() on {backend.path.name} failed: {_cause(e)}") from e
         self.outputs = {s.name: self.outputs[s.name] for s in backend.outputs}
-        # dynamic outputs bound in place: their shape is checked after each run
-        self._watch = [n for n in self.outputs if not self._specs[n].is_static and n not in self._copied]
+        # dynamic outputs bound in place whose shape the bound input shapes do not fix (data-dependent):
+        # their shape is checked after each run. Reading a shape back costs as much as a tiny run.
+        fixed = backend._outputs_fixed_by({k: v.shape for k, v in inputs.items()})
+        self._watch = [
+            n for n in self.outputs if not self._specs[n].is_static and n not in self._copied and n not in fixed
+        ]
         self._run: Callable[[], Any] = functools.partial(backend._infer, request, {}, True, False)
 
     def _set_output(self, name: str, arr: np.ndarray) -> None:

@@ -1,0 +1,708 @@
+"""Run one model on several backends with the same inputs and say whether they agree.
+
+    report = ic.compare("model.onnx", backends=["ort", "openvino"])
+    report.passed            # False when any output of any backend disagrees with the first
+    print(report.table())    # per output: max abs/rel error, cosine, share of mismatching elements
+
+The first backend is the reference; every other one is compared with it, output by output. A
+backend may carry a precision: ``"openvino:bf16"``. Tolerances follow the loosest precision in
+the comparison (``fp32`` < ``fp16`` < ``bf16`` < ``int8``) unless ``tolerance=`` names one.
+
+An element agrees when ``|a - b| <= atol_eff + rtol * |ref|`` with
+``atol_eff = max(atol, atol_scale * scale)``, ``scale`` being the largest magnitude of the output
+on either backend: differences below a small absolute floor never count, and above it an output
+may differ by a small share of its own magnitude. An output passes when the share of elements
+that disagree is at most ``max_mismatch`` and, if the output is not nearly zero everywhere (its
+RMS is at least 10x ``atol``), its cosine similarity is at least ``min_cosine``. Relative error
+and cosine mean nothing on outputs that are ~0 everywhere (a text detector on random pixels), so
+there only the absolute floor judges.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InfercoreError, InputSpecError
+from .specs import TensorSpec
+
+__all__ = [
+    "DYNAMIC_DIM",
+    "PRECISION_ORDER",
+    "TOLERANCES",
+    "BackendRun",
+    "CompareReport",
+    "InputInfo",
+    "OutputComparison",
+    "Tolerance",
+    "compare",
+    "compare_arrays",
+    "load_inputs",
+    "make_inputs",
+    "parse_backend",
+]
+
+DYNAMIC_DIM = 64
+"""Size given to a dynamic dimension that is not a batch dimension (batch dimensions get 1)."""
+
+
+# -- tolerances ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tolerance:
+    """When two outputs agree. See the module docstring for how the fields combine."""
+
+    rtol: float
+    atol: float
+    atol_scale: float
+    min_cosine: float
+    max_mismatch: float
+    int_atol: int = 0
+
+    def effective_atol(self, scale: float) -> float:
+        return max(self.atol, self.atol_scale * scale)
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(rtol=1e-4, atol=1e-6, atol_scale=1e-3, min_cosine=0.9999, max_mismatch=1e-3),
+    "fp16": Tolerance(rtol=5e-3, atol=1e-5, atol_scale=5e-3, min_cosine=0.999, max_mismatch=1e-2),
+    "bf16": Tolerance(rtol=2e-2, atol=1e-4, atol_scale=2e-2, min_cosine=0.99, max_mismatch=2e-2),
+    "int8": Tolerance(rtol=5e-2, atol=1e-3, atol_scale=5e-2, min_cosine=0.98, max_mismatch=5e-2, int_atol=1),
+}
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
+_PRECISION_ALIASES = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def _precision(name: str | None) -> str | None:
+    if name is None:
+        return None
+    p = _PRECISION_ALIASES.get(name.lower(), name.lower())
+    if p not in TOLERANCES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_ORDER)}, got {name!r}")
+    return p
+
+
+def parse_backend(text: str) -> tuple[str, str | None]:
+    """``"openvino:bf16"`` -> ``("openvino", "bf16")``; ``"ort"`` -> ``("ort", None)``."""
+    name, _, precision = text.strip().partition(":")
+    if not name:
+        raise ValueError(f"empty backend name in {text!r}")
+    return name, _precision(precision) if precision else None
+
+
+# -- inputs -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InputInfo:
+    """One input as fed to every backend, and where it came from."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    source: str  # "given", "generated: uniform [-1, 1)", ...
+
+
+def _vocab_size(metadata: Mapping[str, str]) -> int | None:
+    for key, value in metadata.items():
+        if key.lower().endswith("vocab_size"):
+            try:
+                return int(value)
+            except ValueError:
+                continue
+    return None
+
+
+def _generate(
+    spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator, distribution: str, vocab: int | None
+) -> tuple[np.ndarray, str]:
+    dt = spec.dtype
+    name = spec.name.lower()
+    if dt.hasobject:
+        raise InputSpecError(
+            f"input {spec.name!r} is a string tensor: give it with --inputs / inputs=", tensor=spec.name
+        )
+    if dt == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_), "generated: random bool"
+    if dt.kind in "fc" or dt.name == "bfloat16":
+        if distribution == "normal":
+            return rng.standard_normal(shape).astype(dt), "generated: normal(0, 1)"
+        return rng.uniform(-1.0, 1.0, shape).astype(dt), "generated: uniform [-1, 1)"
+    if dt.kind in "iu":
+        if "mask" in name:
+            return np.ones(shape, dt), "generated: ones (a mask)"
+        if "type_id" in name or "segment" in name:
+            return np.zeros(shape, dt), "generated: zeros (token types)"
+        if dt.itemsize == 1:
+            info = np.iinfo(dt)
+            return rng.integers(info.min, int(info.max) + 1, shape).astype(
+                dt
+            ), f"generated: [{info.min}, {info.max}]"
+        if vocab is not None and ("id" in name or "token" in name):
+            return rng.integers(0, vocab, shape).astype(dt), f"generated: token ids [0, {vocab})"
+        return rng.integers(0, 100, shape).astype(dt), "generated: integers [0, 100)"
+    raise InputSpecError(
+        f"input {spec.name!r}: cannot generate dtype {dt}; give it with inputs=", tensor=spec.name
+    )
+
+
+def _as_input(spec: TensorSpec, value: Any, shape: tuple[int, ...] | None) -> tuple[np.ndarray, str]:
+    a = np.asarray(value)
+    source = "given"
+    if a.dtype != spec.dtype:
+        python_scalar = isinstance(value, (int, float, bool))
+        if not python_scalar and not np.can_cast(a.dtype, spec.dtype, casting="same_kind"):
+            raise InputSpecError(
+                f"input {spec.name!r}: given dtype {a.dtype} cannot become the model's {spec.dtype} "
+                f"without changing kind; cast it with .astype(np.{spec.dtype.name})",
+                tensor=spec.name,
+            )
+        source = f"given ({a.dtype} cast to {spec.dtype})" if not python_scalar else "given"
+        a = a.astype(spec.dtype)
+    if a.ndim == 0 and spec.rank > 0:  # one value fills the whole tensor
+        a = np.full(shape or spec.concrete(1), a, spec.dtype)
+        source = f"given (filled with {value})"
+    if not spec.accepts(a.shape):
+        raise InputSpecError(
+            f"input {spec.name!r}: given shape {a.shape} does not fit the model's {spec.shape}",
+            tensor=spec.name,
+        )
+    return np.ascontiguousarray(a) if a.ndim else a, source
+
+
+def make_inputs(
+    specs: Sequence[TensorSpec],
+    *,
+    seed: int = 0,
+    values: Mapping[str, Any] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    distribution: str = "uniform",
+    dynamic_dim: int = DYNAMIC_DIM,
+    info: dict[str, InputInfo] | None = None,
+) -> dict[str, np.ndarray]:
+    """Inputs that fit ``specs``: the given ``values``, the rest generated from ``seed``.
+
+    Generated values: floats uniform in [-1, 1) (``distribution="normal"``: N(0, 1)); integer
+    inputs whose name contains ``mask`` are ones, ``type_id``/``segment`` zeros, token ids
+    (``id``/``token`` in the name) below the model's ``*vocab_size`` metadata when it has one,
+    8-bit integers over their whole range, other integers in [0, 100); bools random. 0-d inputs
+    stay 0-d. A dynamic dimension takes, in order: the size its symbolic name already has in
+    another input (without names: the size given for an input with the same declared shape), 1
+    for a batch dimension (the first one, or one named ``*batch*``), else
+    ``dynamic_dim`` (64). ``shapes`` fixes a tensor's shape; a value that is a plain number fills
+    the whole tensor (``{"sr": 16000}`` for a 0-d input, ``{"mask": 1}`` for any shape).
+    """
+    if distribution not in ("uniform", "normal"):
+        raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
+    values = dict(values or {})
+    shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
+    by_name = {s.name: s for s in specs}
+    for name in [*values, *shapes]:
+        if name not in by_name:
+            raise InputSpecError(
+                f"the model has no input {name!r}; its inputs are: {', '.join(by_name)}", tensor=name
+            )
+    named: dict[str, int] = {}
+    patterns: dict[tuple[int | None, ...], tuple[int, ...]] = {}  # for runtimes that drop dim names
+    for name, shape in [*shapes.items(), *((n, np.shape(v)) for n, v in values.items())]:
+        spec = by_name[name]
+        if len(shape) == spec.rank:
+            patterns.setdefault(spec.shape, tuple(int(d) for d in shape))
+            for d, dim_name, size in zip(spec.shape, spec.dim_names, shape, strict=True):
+                if d is None and dim_name:
+                    named.setdefault(dim_name, int(size))
+    rng = np.random.default_rng(seed)
+    vocab = _vocab_size(metadata or {})
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        shape = shapes.get(spec.name)
+        if shape is not None and not spec.accepts(shape):
+            raise InputSpecError(
+                f"input {spec.name!r}: shape {shape} does not fit the model's {spec.shape}", tensor=spec.name
+            )
+        if shape is None:
+            dims = []
+            for i, (d, dim_name) in enumerate(zip(spec.shape, spec.dim_names, strict=True)):
+                if d is not None:
+                    dims.append(d)
+                    continue
+                if dim_name and dim_name in named:
+                    size = named[dim_name]
+                elif not dim_name and spec.shape in patterns:
+                    size = patterns[spec.shape][i]
+                elif i == 0 or (dim_name and "batch" in dim_name.lower()):
+                    size = 1
+                else:
+                    size = dynamic_dim
+                if dim_name:
+                    named.setdefault(dim_name, size)
+                dims.append(size)
+            shape = tuple(dims)
+        if spec.name in values:
+            arr, source = _as_input(spec, values[spec.name], shape)
+        else:
+            arr, source = _generate(spec, shape, rng, distribution, vocab)
+        out[spec.name] = arr
+        if info is not None:
+            info[spec.name] = InputInfo(spec.name, str(arr.dtype), tuple(arr.shape), source)
+    return out
+
+
+def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Arrays from a ``.npz`` (name -> array) file."""
+    p = Path(path)
+    with np.load(p, allow_pickle=False) as data:
+        if isinstance(data, np.ndarray):
+            raise ValueError(f"{p} holds one unnamed array; save inputs with np.savez(path, name=array, ...)")
+        return {k: data[k] for k in data.files}
+
+
+# -- comparing two arrays -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputComparison:
+    """One output of one backend against the reference backend."""
+
+    output: str
+    backend: str
+    reference: str
+    shape: tuple[int, ...]
+    dtype: str
+    max_abs: float | None
+    max_rel: float | None  # over elements whose reference magnitude is above atol_eff
+    cosine: float | None
+    cosine_judged: bool
+    mismatch: float  # share of elements outside tolerance
+    scale: float  # largest magnitude on either side
+    atol: float  # the effective absolute tolerance used
+    rtol: float
+    passed: bool
+    note: str = ""
+
+
+def _finite_max(a: np.ndarray) -> float:
+    finite = a[np.isfinite(a)]
+    return float(np.abs(finite).max()) if finite.size else 0.0
+
+
+def compare_arrays(
+    ref: np.ndarray,
+    got: np.ndarray,
+    tol: Tolerance,
+    *,
+    output: str = "",
+    backend: str = "",
+    reference: str = "",
+) -> OutputComparison:
+    """Compare one output with the reference's (see the module docstring for the rule)."""
+    ref = np.asarray(ref)
+    got = np.asarray(got)
+    notes = []
+    if ref.dtype != got.dtype:
+        notes.append(f"dtype {got.dtype} vs reference {ref.dtype}")
+    base = {"output": output, "backend": backend, "reference": reference, "dtype": str(ref.dtype)}
+    if ref.shape != got.shape:
+        return OutputComparison(
+            **base,
+            shape=tuple(got.shape),
+            max_abs=None,
+            max_rel=None,
+            cosine=None,
+            cosine_judged=False,
+            mismatch=1.0,
+            scale=0.0,
+            atol=0.0,
+            rtol=tol.rtol,
+            passed=False,
+            note=f"shape {got.shape} vs reference {ref.shape}",
+        )
+    if ref.size == 0:
+        return OutputComparison(
+            **base,
+            shape=tuple(ref.shape),
+            max_abs=0.0,
+            max_rel=0.0,
+            cosine=None,
+            cosine_judged=False,
+            mismatch=0.0,
+            scale=0.0,
+            atol=0.0,
+            rtol=tol.rtol,
+            passed=True,
+            note="empty",
+        )
+    exact_kind = ref.dtype == np.bool_ or (ref.dtype.kind in "iu" and got.dtype.kind in "iub")
+    a = got.astype(np.float64)
+    b = ref.astype(np.float64)
+    diff = np.abs(a - b)
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    same_special = (nan_a & nan_b) | (np.isinf(a) & np.isinf(b) & (a == b))
+    diff[same_special] = 0.0
+    scale = max(_finite_max(a), _finite_max(b))
+    if exact_kind:
+        atol_eff = float(tol.int_atol)
+        close = diff <= atol_eff
+        rtol = 0.0
+    else:
+        atol_eff = tol.effective_atol(scale)
+        rtol = tol.rtol
+        close = diff <= atol_eff + rtol * np.abs(b)
+    close[np.isnan(diff)] = False  # NaN on one side only
+    close[same_special] = True
+    mismatch = float(1.0 - close.mean())
+    finite_diff = diff[np.isfinite(diff)]
+    max_abs = float(finite_diff.max()) if finite_diff.size else math.inf
+    meaningful = np.abs(b) > atol_eff
+    max_rel = float((diff[meaningful] / np.abs(b[meaningful])).max()) if meaningful.any() else None
+    cosine: float | None = None
+    judged = False
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.any():
+        na, nb = float(np.linalg.norm(a[ok])), float(np.linalg.norm(b[ok]))
+        if na > 0 and nb > 0:
+            cosine = float(np.dot(a[ok], b[ok]) / (na * nb))
+        elif na == 0 and nb == 0:
+            cosine = 1.0
+        rms = float(np.sqrt(np.mean(b[ok] ** 2)))
+        judged = ref.dtype != np.bool_ and rms >= 10 * tol.atol and not exact_kind
+        if not judged and not exact_kind:
+            notes.append("nearly zero everywhere: cosine not judged")
+    passed = mismatch <= tol.max_mismatch and (
+        not judged or (cosine is not None and cosine >= tol.min_cosine)
+    )
+    if mismatch > tol.max_mismatch:
+        notes.append(f"{mismatch:.2%} of elements outside tolerance (max {tol.max_mismatch:.2%})")
+    if judged and cosine is not None and cosine < tol.min_cosine:
+        notes.append(f"cosine {cosine:.6f} < {tol.min_cosine}")
+    return OutputComparison(
+        **base,
+        shape=tuple(ref.shape),
+        max_abs=max_abs,
+        max_rel=max_rel,
+        cosine=cosine,
+        cosine_judged=judged,
+        mismatch=mismatch,
+        scale=scale,
+        atol=atol_eff,
+        rtol=rtol,
+        passed=passed,
+        note="; ".join(notes),
+    )
+
+
+# -- the report ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BackendRun:
+    """One backend's run: what it was, how long its one run took, or why it failed."""
+
+    label: str
+    backend: str
+    precision: str | None
+    device: str
+    run_ms: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    """The result of ``ic.compare``: ``passed`` is False on any mismatch or failed backend."""
+
+    model: str
+    reference: str
+    runs: tuple[BackendRun, ...]
+    inputs: tuple[InputInfo, ...]
+    tolerance_name: str
+    tolerance: Tolerance
+    comparisons: tuple[OutputComparison, ...]
+    seed: int
+    feeds: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    outputs: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.error is None for r in self.runs) and all(c.passed for c in self.comparisons)
+
+    @property
+    def failed_backends(self) -> tuple[str, ...]:
+        return tuple(r.label for r in self.runs if r.error is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the schema ``infercore compare --json`` prints (``schema`` is its version)."""
+        return {
+            "schema": "infercore.compare/1",
+            "model": self.model,
+            "passed": self.passed,
+            "reference": self.reference,
+            "seed": self.seed,
+            "tolerance": {"name": self.tolerance_name, **asdict(self.tolerance)},
+            "backends": [asdict(r) for r in self.runs],
+            "inputs": [{**asdict(i), "shape": list(i.shape)} for i in self.inputs],
+            "outputs": [{**asdict(c), "shape": list(c.shape)} for c in self.comparisons],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_json_default)
+
+    def rows(self) -> list[list[str]]:
+        rows = []
+        for c in self.comparisons:
+            rows.append(
+                [
+                    c.output,
+                    f"{c.backend} vs {c.reference}",
+                    _fmt(c.max_abs),
+                    _fmt(c.max_rel),
+                    ("" if c.cosine_judged or c.cosine is None else "(")
+                    + _fmt(c.cosine, ".6f")
+                    + ("" if c.cosine_judged or c.cosine is None else ")"),
+                    f"{c.mismatch:.2%}",
+                    _fmt(c.atol),
+                    "ok" if c.passed else "MISMATCH",
+                    c.note,
+                ]
+            )
+        return rows
+
+    HEADERS = ("output", "backends", "max abs", "max rel", "cosine", "mismatch", "atol", "verdict", "note")
+
+    def table(self) -> str:
+        """A plain-text table and a one-line verdict."""
+        rows = [list(self.HEADERS), *self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.HEADERS))]
+        lines = [self._title()]
+        for j, r in enumerate(rows):
+            lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+            if j == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        for run in self.runs:
+            if run.error:
+                lines.append(f"{run.label}: FAILED: {run.error}")
+        lines.append(self.verdict())
+        return "\n".join(lines)
+
+    def _title(self) -> str:
+        ins = ", ".join(f"{i.name} {i.dtype}{list(i.shape)}" for i in self.inputs)
+        return f"{self.model}: tolerance {self.tolerance_name}, seed {self.seed}, inputs {ins}"
+
+    def verdict(self) -> str:
+        if self.failed_backends:
+            return f"FAILED: {', '.join(self.failed_backends)} could not run the model"
+        bad = sorted({f"{c.backend}:{c.output}" for c in self.comparisons if not c.passed})
+        if bad:
+            return f"MISMATCH ({self.tolerance_name} tolerance): {', '.join(bad)}"
+        labels = ", ".join(r.label for r in self.runs)
+        return f"AGREE: {labels} within {self.tolerance_name} tolerance"
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _fmt(v: float | None, spec: str = ".3g") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# -- compare ------------------------------------------------------------------------------------
+def _pick_tolerance(
+    tolerance: str | Tolerance | None, precisions: Sequence[str | None]
+) -> tuple[str, Tolerance]:
+    if isinstance(tolerance, Tolerance):
+        return "custom", tolerance
+    if tolerance is not None:
+        name = _precision(tolerance)
+        assert name is not None
+        return name, TOLERANCES[name]
+    name = max((p or "fp32" for p in precisions), key=PRECISION_ORDER.index)
+    return name, TOLERANCES[name]
+
+
+def _default_backends(path: Path) -> list[str]:
+    from .plugins import registry
+
+    names = [
+        r.name
+        for r in registry.candidates(path)
+        if r.name != "reference" and registry.probe(r.name).available
+    ]
+    if len(names) < 2:
+        raise ValueError(
+            f"compare needs two backends that read {path.name}; installed: {', '.join(names) or 'none'}. "
+            "Name them with backends=[...] / --backends"
+        )
+    return names
+
+
+def compare(
+    model: str | os.PathLike[str],
+    backends: Sequence[str] | None = None,
+    *,
+    inputs: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    distribution: str = "uniform",
+    tolerance: str | Tolerance | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    keep_outputs: bool = False,
+) -> CompareReport:
+    """Run ``model`` on each of ``backends`` with the same inputs and compare every output.
+
+    ``backends``: names, each optionally with a precision (``["ort", "openvino:bf16"]``); the
+    first is the reference. Default: every installed backend that reads the file. ``inputs``: a
+    ``.npz`` path or a dict name -> array (or a number that fills the tensor); inputs not given are
+    generated (see ``make_inputs``), ``shapes`` fixes the shape of generated ones. ``tolerance``:
+    ``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"`` or a ``Tolerance``; default the loosest
+    precision among the backends. ``rtol``/``atol`` override that tolerance's fields.
+    ``report.feeds`` holds the inputs used; ``keep_outputs=True`` keeps every backend's outputs in
+    ``report.outputs``.
+    """
+    from .engine import Engine, load
+
+    path = Path(model)
+    specs_in = [parse_backend(b) for b in (backends if backends is not None else _default_backends(path))]
+    if len(specs_in) < 2:
+        raise ValueError(f"compare needs at least two backends, got {[b for b, _ in specs_in]}")
+    from .plugins import registry
+
+    for name, _ in specs_in:
+        registry.get(name)  # an unknown name is a usage error, not a backend failure
+    labels = [b if p is None else f"{b}:{p}" for b, p in specs_in]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"a backend is named twice: {labels}")
+    tol_name, tol = _pick_tolerance(tolerance, [p for _, p in specs_in])
+    if rtol is not None or atol is not None:
+        tol = replace(tol, rtol=tol.rtol if rtol is None else rtol, atol=tol.atol if atol is None else atol)
+        tol_name += " (overridden)"
+    given: Mapping[str, Any] = (
+        load_inputs(inputs) if isinstance(inputs, (str, os.PathLike)) else (inputs or {})
+    )
+
+    engines: list[Engine | None] = []
+    runs: list[BackendRun] = []
+    try:
+        for (name, precision), label in zip(specs_in, labels, strict=True):
+            try:
+                engines.append(load(path, name, device=device, precision=precision, threads=threads))
+            except InfercoreError as e:
+                if not engines:
+                    raise  # the reference must load: nothing to compare against
+                engines.append(None)
+                runs.append(BackendRun(label, name, precision, device, None, f"{type(e).__name__}: {e}"))
+                continue
+            runs.append(BackendRun(label, name, precision, device, None))
+        ref_engine = engines[0]
+        assert ref_engine is not None
+        info: dict[str, InputInfo] = {}
+        feeds = make_inputs(
+            ref_engine.inputs,
+            seed=seed,
+            values=given,
+            shapes=shapes,
+            metadata=ref_engine.metadata,
+            distribution=distribution,
+            info=info,
+        )
+        results: dict[str, dict[str, np.ndarray]] = {}
+        for i, (eng, label) in enumerate(zip(engines, labels, strict=True)):
+            if eng is None:
+                continue
+            try:
+                these = _feeds_for(eng, feeds)
+                t0 = time.perf_counter()
+                results[label] = eng.run(these)
+                runs[i] = replace(runs[i], run_ms=(time.perf_counter() - t0) * 1e3)
+            except InfercoreError as e:
+                if i == 0:
+                    raise InfercoreError(
+                        f"{label} (the reference) failed on the inputs: {e}. Give real inputs with "
+                        "inputs= / --inputs, values with --input NAME=VALUE, or shapes with --shape NAME=AxB"
+                    ) from e
+                runs[i] = replace(runs[i], error=f"{type(e).__name__}: {e}")
+    finally:
+        for eng in engines:
+            if eng is not None:
+                eng.close()
+
+    comparisons = []
+    ref_label = labels[0]
+    ref_out = results[ref_label]
+    for label in labels[1:]:
+        if label not in results:
+            continue
+        got = results[label]
+        pairs = _pair_outputs(ref_out, got)
+        for ref_name, got_name, note in pairs:
+            c = compare_arrays(
+                ref_out[ref_name], got[got_name], tol, output=ref_name, backend=label, reference=ref_label
+            )
+            if note:
+                c = replace(c, note="; ".join(x for x in (note, c.note) if x))
+            comparisons.append(c)
+        if len(ref_out) != len(got):
+            comparisons.append(
+                OutputComparison(
+                    "(outputs)",
+                    label,
+                    ref_label,
+                    (),
+                    "",
+                    None,
+                    None,
+                    None,
+                    False,
+                    1.0,
+                    0.0,
+                    0.0,
+                    tol.rtol,
+                    False,
+                    f"{len(got)} outputs vs {len(ref_out)} on the reference",
+                )
+            )
+    return CompareReport(
+        model=str(path),
+        reference=ref_label,
+        runs=tuple(runs),
+        inputs=tuple(info.values()),
+        tolerance_name=tol_name,
+        tolerance=tol,
+        comparisons=tuple(comparisons),
+        seed=seed,
+        feeds=feeds,
+        outputs=results if keep_outputs else {},
+    )
+
+
+def _feeds_for(eng: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The reference's inputs, cast where another backend declares a different dtype of the same kind."""
+    out = {}
+    for spec in eng.inputs:
+        if spec.name not in feeds:
+            raise InputSpecError(
+                f"{eng.backend_name} names its inputs {[s.name for s in eng.inputs]}, the reference "
+                f"{list(feeds)}",
+                tensor=spec.name,
+            )
+        a = feeds[spec.name]
+        if a.dtype != spec.dtype and np.can_cast(a.dtype, spec.dtype, casting="same_kind"):
+            a = a.astype(spec.dtype)
+        out[spec.name] = a
+    return out
+
+
+def _pair_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> list[tuple[str, str, str]]:
+    """Outputs matched by name, or by position when the runtimes name them differently."""
+    if set(ref) == set(got):
+        return [(n, n, "") for n in ref]
+    return [(r, g, "" if r == g else f"matched by position: {g!r}") for r, g in zip(ref, got, strict=False)]

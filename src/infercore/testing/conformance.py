@@ -1,0 +1,795 @@
+"""The backend conformance kit: one set of checks every backend must pass.
+
+The kit is a pytest class. Subclass it in your own test module and give it a ``target`` fixture
+that says which backend to test and how to make models in that backend's format::
+
+    import pytest
+    from infercore.testing.conformance import BackendConformance, BackendUnderTest
+
+    class TestMyBackend(BackendConformance):
+        @pytest.fixture
+        def target(self) -> BackendUnderTest:
+            return BackendUnderTest("mybackend", model_format="onnx", unsupported_dtypes=("bool",))
+
+The checks build tiny models (``ModelCase``: a two-input MLP with two outputs, a 0-d scale input,
+a transpose per dtype) as ONNX with ``onnx.helper`` or as ``.tflite`` written straight from the
+TFLite flatbuffer schema, or through the target's own ``model_factory`` for any other format.
+Every result is checked against numpy (an oracle that shares no code with any runtime) and,
+where the target names one, against the raw runtime running the same file.
+
+What is checked: specs (names, dtypes, shapes as declared), dtypes (float32, float16, int32,
+int64, int8, uint8, bool; a dtype the target declares unsupported must fail loudly or work, never
+return wrong data), dynamic shapes (several batch sizes on one engine), error paths (missing and
+extra inputs, wrong dtype, rank and fixed dimension, closed engine, non-contiguous and read-only
+arrays on ``bind``), bound and unbound results identical, thread safety of ``run()`` (4 threads x
+50 runs, each checking its own result), and close semantics (idempotent, context manager, bound
+I/O stops working).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import infercore as ic
+from infercore.errors import EngineClosedError, InfercoreError, InputSpecError
+from infercore.specs import TensorSpec
+
+__all__ = [
+    "CASES",
+    "DTYPES",
+    "BackendConformance",
+    "BackendUnderTest",
+    "ModelCase",
+    "RawRunner",
+    "build_onnx",
+    "build_tflite",
+    "builtin_target",
+    "mlp_case",
+    "raw_runner",
+    "scale_case",
+    "transpose_case",
+]
+
+Feeds = Mapping[str, np.ndarray]
+RawRunner = Callable[[Feeds], dict[str, np.ndarray]]
+"""The raw runtime running a model file: feeds -> outputs in the model's output order."""
+
+DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype(d) for d in ("float32", "float16", "int32", "int64", "int8", "uint8", "bool")
+)
+
+
+# -- the model cases ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelCase:
+    """A tiny model: what it declares (``inputs``/``outputs``) and what numpy says it computes.
+
+    ``kind`` is ``"mlp"``, ``"scale"`` or ``"transpose"``; a ``model_factory`` builds the model
+    from these facts. The batch dimension (named ``"batch"``) is dynamic in every case.
+    """
+
+    kind: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    weights: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.kind if self.kind != "transpose" else f"transpose-{self.inputs[0].dtype}"
+
+    def feeds(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        out: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            shape = spec.concrete(batch)
+            out[spec.name] = _random(rng, spec.dtype, shape)
+        return out
+
+    def reference(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        """What the model computes, in numpy."""
+        if self.kind == "mlp":
+            h = feeds["x"] @ self.weights["w"] + self.weights["b"] + feeds["s"]
+            e = np.exp(h - h.max(axis=-1, keepdims=True))
+            return {"y": np.maximum(h, 0), "p": e / e.sum(axis=-1, keepdims=True)}
+        if self.kind == "scale":
+            return {"y": feeds["x"] * feeds["k"]}
+        if self.kind == "transpose":
+            return {"y": np.ascontiguousarray(np.transpose(feeds["x"], (0, 2, 1)))}
+        raise ValueError(f"unknown case kind {self.kind!r}")
+
+
+def _random(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -100), min(info.max, 100) + 1, shape).astype(dtype)
+
+
+_F32 = np.dtype(np.float32)
+_B = ("batch",)
+
+
+def mlp_case() -> ModelCase:
+    """``h = x @ w + b + s``; outputs ``y = relu(h)`` and ``p = softmax(h)``; x [batch, 8], s [batch, 4]."""
+    rng = np.random.default_rng(1234)
+    w = (rng.standard_normal((8, 4)) / 3).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32) / 10
+    return ModelCase(
+        "mlp",
+        (TensorSpec("x", _F32, (None, 8), (*_B, None)), TensorSpec("s", _F32, (None, 4), (*_B, None))),
+        (TensorSpec("y", _F32, (None, 4), (*_B, None)), TensorSpec("p", _F32, (None, 4), (*_B, None))),
+        {"w": w, "b": b},
+    )
+
+
+def scale_case() -> ModelCase:
+    """``y = x * k`` with ``k`` a 0-d input: scalars must stay scalars end to end."""
+    return ModelCase(
+        "scale",
+        (TensorSpec("x", _F32, (None, 4), (*_B, None)), TensorSpec("k", _F32, ())),
+        (TensorSpec("y", _F32, (None, 4), (*_B, None)),),
+    )
+
+
+def transpose_case(dtype: np.dtype | str) -> ModelCase:
+    """``y = transpose(x, (0, 2, 1))``, x [batch, 2, 3] of ``dtype``: moves data without arithmetic."""
+    dt = np.dtype(dtype)
+    return ModelCase(
+        "transpose",
+        (TensorSpec("x", dt, (None, 2, 3), (*_B, None, None)),),
+        (TensorSpec("y", dt, (None, 3, 2), (*_B, None, None)),),
+    )
+
+
+CASES: dict[str, Callable[[], ModelCase]] = {"mlp": mlp_case, "scale": scale_case}
+
+
+# -- ONNX builder -------------------------------------------------------------------------------
+def build_onnx(case: ModelCase, directory: Path) -> Path:
+    """Write ``case`` as an ONNX model (opset 17) with ``onnx.helper``."""
+    from onnx import helper, numpy_helper, save
+
+    def vi(spec: TensorSpec) -> Any:
+        elem = helper.np_dtype_to_tensor_dtype(spec.dtype)
+        dims = [n if d is None else d for d, n in zip(spec.shape, spec.dim_names, strict=True)]
+        return helper.make_tensor_value_info(spec.name, elem, dims)
+
+    inits = []
+    if case.kind == "mlp":
+        inits = [
+            numpy_helper.from_array(case.weights["w"], "w"),
+            numpy_helper.from_array(case.weights["b"], "b"),
+        ]
+        nodes = [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["xwb"]),
+            helper.make_node("Add", ["xwb", "s"], ["h"]),
+            helper.make_node("Relu", ["h"], ["y"]),
+            helper.make_node("Softmax", ["h"], ["p"], axis=-1),
+        ]
+    elif case.kind == "scale":
+        nodes = [helper.make_node("Mul", ["x", "k"], ["y"])]
+    elif case.kind == "transpose":
+        nodes = [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1])]
+    else:
+        raise ValueError(f"unknown case kind {case.kind!r}")
+    graph = helper.make_graph(
+        nodes, case.key, [vi(s) for s in case.inputs], [vi(s) for s in case.outputs], inits
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="infercore-conformance"
+    )
+    model.ir_version = 8
+    path = directory / f"{case.key}.onnx"
+    save(model, str(path))
+    return path
+
+
+# -- TFLite builder -----------------------------------------------------------------------------
+_TFL_TYPES = {"float32": 0, "float16": 1, "int32": 2, "uint8": 3, "int64": 4, "bool": 6, "int8": 9}
+
+
+def build_tflite(case: ModelCase, directory: Path) -> Path:
+    """Write ``case`` as a ``.tflite`` flatbuffer from the TFLite schema (no converter needed).
+
+    Uses the schema module that ships with ai-edge-litert (``schema_py_generated``) and the
+    ``flatbuffers`` package. Dynamic dimensions are written as ``shape_signature`` -1.
+    """
+    from infercore.backends import require
+
+    s = require("ai_edge_litert.schema_py_generated", "litert", package="ai-edge-litert")
+    flatbuffers = require("flatbuffers", "litert")
+
+    model = s.ModelT()
+    model.version = 3
+    model.description = f"infercore conformance {case.key}"
+    model.buffers = [s.BufferT()]
+    tensors: list[Any] = []
+    index: dict[str, int] = {}
+
+    def add_tensor(
+        name: str, dtype: np.dtype, shape: Sequence[int | None], data: np.ndarray | None = None
+    ) -> int:
+        t = s.TensorT()
+        t.name = name
+        t.type = _TFL_TYPES[np.dtype(dtype).name]
+        t.shape = [1 if d is None else int(d) for d in shape]
+        t.shapeSignature = [-1 if d is None else int(d) for d in shape]
+        t.buffer = 0
+        if data is not None:
+            buf = s.BufferT()
+            buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+            model.buffers.append(buf)
+            t.buffer = len(model.buffers) - 1
+        tensors.append(t)
+        index[name] = len(tensors) - 1
+        return index[name]
+
+    codes: list[int] = []
+
+    def add_op(
+        code: int, ins: Sequence[str | None], outs: Sequence[str], options_type: int = 0, options: Any = None
+    ) -> Any:
+        if code not in codes:
+            codes.append(code)
+        op = s.OperatorT()
+        op.opcodeIndex = codes.index(code)
+        op.inputs = [-1 if n is None else index[n] for n in ins]
+        op.outputs = [index[n] for n in outs]
+        if options is not None:
+            op.builtinOptionsType = options_type
+            op.builtinOptions = options
+        return op
+
+    for spec in case.inputs:
+        add_tensor(spec.name, spec.dtype, spec.shape)
+    ops = []
+    op_codes = s.BuiltinOperator
+    opts = s.BuiltinOptions
+    if case.kind == "mlp":
+        add_tensor("w", _F32, (4, 8), case.weights["w"].T)  # FULLY_CONNECTED takes [out, in]
+        add_tensor("b", _F32, (4,), case.weights["b"])
+        add_tensor("xwb", _F32, (None, 4))
+        for spec in case.outputs:
+            add_tensor(spec.name, spec.dtype, spec.shape)
+        add_tensor("h", _F32, (None, 4))
+        fc = s.FullyConnectedOptionsT()
+        ops.append(add_op(op_codes.FULLY_CONNECTED, ["x", "w", "b"], ["xwb"], opts.FullyConnectedOptions, fc))
+        ops.append(add_op(op_codes.ADD, ["xwb", "s"], ["h"], opts.AddOptions, s.AddOptionsT()))
+        ops.append(add_op(op_codes.RELU, ["h"], ["y"]))
+        sm = s.SoftmaxOptionsT()
+        sm.beta = 1.0
+        ops.append(add_op(op_codes.SOFTMAX, ["h"], ["p"], opts.SoftmaxOptions, sm))
+    elif case.kind == "scale":
+        add_tensor("y", _F32, (None, 4))
+        ops.append(add_op(op_codes.MUL, ["x", "k"], ["y"], opts.MulOptions, s.MulOptionsT()))
+    elif case.kind == "transpose":
+        spec = case.outputs[0]
+        add_tensor("y", spec.dtype, spec.shape)
+        add_tensor("perm", np.dtype(np.int32), (3,), np.array([0, 2, 1], np.int32))
+        ops.append(
+            add_op(op_codes.TRANSPOSE, ["x", "perm"], ["y"], opts.TransposeOptions, s.TransposeOptionsT())
+        )
+    else:
+        raise ValueError(f"unknown case kind {case.kind!r}")
+
+    graph = s.SubGraphT()
+    graph.tensors = tensors
+    graph.inputs = [index[sp.name] for sp in case.inputs]
+    graph.outputs = [index[sp.name] for sp in case.outputs]
+    graph.operators = ops
+    graph.name = "main"
+    model.subgraphs = [graph]
+    model.operatorCodes = []
+    for code in codes:
+        oc = s.OperatorCodeT()
+        oc.builtinCode = code
+        oc.deprecatedBuiltinCode = min(code, 127)
+        oc.version = 1
+        model.operatorCodes.append(oc)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path = directory / f"{case.key}.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+_BUILDERS: dict[str, Callable[[ModelCase, Path], Path]] = {"onnx": build_onnx, "tflite": build_tflite}
+
+
+# -- raw runtimes, for "same answer as the runtime itself" -------------------------------------
+def _raw_ort(path: Path) -> RawRunner:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+
+    def run(feeds: Feeds) -> dict[str, np.ndarray]:
+        return dict(zip(names, sess.run(names, dict(feeds)), strict=True))
+
+    return run
+
+
+def _raw_openvino(path: Path) -> RawRunner:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    in_names = [p.get_any_name() for p in compiled.inputs]
+
+    def run(feeds: Feeds) -> dict[str, np.ndarray]:
+        result = request.infer({i: feeds[n] for i, n in enumerate(in_names)})
+        return {port.get_any_name(): np.array(value, copy=True) for port, value in result.items()}
+
+    return run
+
+
+def _raw_litert(path: Path) -> RawRunner:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+
+    interpreter = Interpreter(str(path))
+    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
+    lock = threading.Lock()
+
+    def run(feeds: Feeds) -> dict[str, np.ndarray]:
+        with lock:
+            for name, a in feeds.items():
+                interpreter.resize_tensor_input(inputs[name], list(a.shape), strict=False)
+            interpreter.allocate_tensors()
+            for name, a in feeds.items():
+                interpreter.set_tensor(inputs[name], a)
+            interpreter.invoke()
+            return {
+                d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()
+            }
+
+    return run
+
+
+_RAW: dict[str, Callable[[Path], RawRunner]] = {
+    "ort": _raw_ort,
+    "openvino": _raw_openvino,
+    "litert": _raw_litert,
+}
+
+
+def raw_runner(backend: str) -> Callable[[Path], RawRunner] | None:
+    """The raw-runtime runner the kit uses for a built-in backend (None for ``reference``)."""
+    return _RAW.get(backend)
+
+
+# -- what is under test -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BackendUnderTest:
+    """A backend and how the kit gets models for it.
+
+    ``model_format``: ``"onnx"`` or ``"tflite"`` (built by the kit), or give ``model_factory``
+    ``(case, directory) -> path`` for any other format (it may raise ``NotImplementedError`` for
+    a case its format cannot express: that check is skipped). ``unsupported_dtypes``: dtypes the
+    backend does not run; for these the kit only requires a clear ``InfercoreError`` or a correct
+    result, never wrong data. ``raw``: opens a file on the raw runtime for the "same answer as the
+    runtime itself" checks. ``real_models``: callables returning real model paths to compare with
+    the raw runtime. ``load_kwargs`` go to ``ic.load`` (device, precision, threads, options).
+    """
+
+    backend: str
+    model_format: str = "onnx"
+    model_factory: Callable[[ModelCase, Path], Path] | None = None
+    unsupported_dtypes: Iterable[str | np.dtype] = ()
+    dynamic_shapes: bool = True
+    raw: Callable[[Path], RawRunner] | None = None
+    real_models: tuple[Callable[[], Path], ...] = ()
+    load_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+    def build(self, case: ModelCase, directory: Path) -> Path:
+        factory = self.model_factory or _BUILDERS.get(self.model_format)
+        if factory is None:
+            raise ValueError(f"model_format must be one of {sorted(_BUILDERS)} or give a model_factory")
+        try:
+            return factory(case, directory)
+        except NotImplementedError as e:
+            pytest.skip(f"{self.label}: the model factory cannot express {case.key}: {e}")
+
+    def load(self, path: Path, **kwargs: Any) -> ic.Engine:
+        return ic.load(path, self.backend, **{**self.load_kwargs, **kwargs})
+
+    def supports(self, dtype: np.dtype) -> bool:
+        return np.dtype(dtype) not in {np.dtype(d) for d in self.unsupported_dtypes}
+
+    @property
+    def label(self) -> str:
+        return self.id or self.backend
+
+
+_BUILTIN_RUNTIMES = {
+    "ort": "onnxruntime",
+    "openvino": "openvino",
+    "litert": "ai_edge_litert",
+    "reference": "onnx",
+}
+
+
+def builtin_target(name: str) -> BackendUnderTest:
+    """The kit's settings for a built-in backend: ``ort``, ``openvino``, ``openvino-tflite``
+    (OpenVINO reading ``.tflite`` files), ``litert`` or ``reference``.
+
+    Skips (with the reason) only when the backend's runtime package is not installed; a runtime
+    that is installed but that infercore cannot use is a failure, not a skip.
+    """
+    from infercore.testing import models
+
+    backend = name.split("-")[0]
+    module = _BUILTIN_RUNTIMES[backend]
+    if backend == "litert":
+        try:
+            __import__("ai_edge_litert")
+        except ImportError:
+            pytest.importorskip(
+                "tflite_runtime", reason="neither ai-edge-litert nor tflite-runtime is installed"
+            )
+    else:
+        pytest.importorskip(module, reason=f"{module} is not installed")
+    info = ic.available_backends()[backend]
+    assert info.available, (
+        f"{backend}: the runtime is installed but the backend is unavailable: {info.reason}"
+    )
+    if name == "ort":
+        return BackendUnderTest("ort", raw=_raw_ort, real_models=(models.ppocr_cls,))
+    if name == "openvino":
+        return BackendUnderTest("openvino", raw=_raw_openvino, real_models=(models.ppocr_cls,))
+    if name == "openvino-tflite":
+        return BackendUnderTest(
+            "openvino",
+            model_format="tflite",
+            raw=_raw_openvino,
+            id=name,
+            real_models=(lambda: models.mediapipe("hand_landmark_lite"),),
+        )
+    if name == "litert":
+        return BackendUnderTest(
+            "litert",
+            model_format="tflite",
+            raw=_raw_litert,
+            real_models=(lambda: models.mediapipe("hand_landmark_lite"),),
+        )
+    if name == "reference":
+        return BackendUnderTest("reference")
+    raise ValueError(f"no built-in target {name!r}")
+
+
+# -- the checks ---------------------------------------------------------------------------------
+def _assert_close(
+    got: Mapping[str, np.ndarray],
+    want: Mapping[str, np.ndarray],
+    what: str,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+) -> None:
+    assert list(got) == list(want), f"{what}: outputs {list(got)}, expected {list(want)}"
+    for name, w in want.items():
+        g = got[name]
+        assert isinstance(g, np.ndarray), f"{what}: output {name!r} is a {type(g).__name__}, not an ndarray"
+        assert g.dtype == w.dtype, f"{what}: output {name!r} dtype {g.dtype}, expected {w.dtype}"
+        assert g.shape == w.shape, f"{what}: output {name!r} shape {g.shape}, expected {w.shape}"
+        if w.dtype.kind == "f":
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"{what}: output {name!r}")
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=f"{what}: output {name!r}")
+
+
+def _error_names(exc: BaseException, *needles: str) -> None:
+    text = str(exc)
+    for needle in needles:
+        assert needle in text, f"error message should name {needle!r}: {text}"
+
+
+class BackendConformance:
+    """The conformance checks. Subclass as ``TestSomething`` and override the ``target`` fixture."""
+
+    @pytest.fixture
+    def target(self) -> BackendUnderTest:
+        raise NotImplementedError("override the `target` fixture to return a BackendUnderTest")
+
+    @pytest.fixture
+    def mlp(self, target: BackendUnderTest, tmp_path: Path) -> tuple[ModelCase, Path]:
+        case = mlp_case()
+        return case, target.build(case, tmp_path)
+
+    @pytest.fixture
+    def engine(self, target: BackendUnderTest, mlp: tuple[ModelCase, Path]) -> Iterable[ic.Engine]:
+        eng = target.load(mlp[1])
+        yield eng
+        eng.close()
+
+    # -- specs ----------------------------------------------------------------------------------
+    @pytest.mark.parametrize("kind", ["mlp", "scale", "transpose"])
+    def test_specs_match_the_model(self, target: BackendUnderTest, tmp_path: Path, kind: str) -> None:
+        case = transpose_case("float32") if kind == "transpose" else CASES[kind]()
+        with target.load(target.build(case, tmp_path)) as eng:
+            for role, got, want in (
+                ("input", eng.inputs, case.inputs),
+                ("output", eng.outputs, case.outputs),
+            ):
+                assert [s.name for s in got] == [s.name for s in want], f"{role} names"
+                for g, w in zip(got, want, strict=True):
+                    assert isinstance(g, TensorSpec)
+                    assert g.dtype == w.dtype, f"{role} {w.name!r}: dtype {g.dtype}, model declares {w.dtype}"
+                    assert g.rank == w.rank, f"{role} {w.name!r}: shape {g.shape}, model declares {w.shape}"
+                    for i, (gd, wd) in enumerate(zip(g.shape, w.shape, strict=True)):
+                        if wd is not None:
+                            assert gd == wd, f"{role} {w.name!r} dim {i}: {gd}, model declares {wd}"
+                        elif role == "input" and target.dynamic_shapes:
+                            assert gd is None, f"input {w.name!r} dim {i} is dynamic in the model, got {gd}"
+            assert eng.backend_name == target.backend
+            assert not eng.closed
+
+    # -- numerics -------------------------------------------------------------------------------
+    @pytest.mark.parametrize("kind", ["mlp", "scale"])
+    def test_outputs_match_numpy(self, target: BackendUnderTest, tmp_path: Path, kind: str) -> None:
+        case = CASES[kind]()
+        with target.load(target.build(case, tmp_path)) as eng:
+            feeds = case.feeds(2)
+            _assert_close(eng.run(feeds), case.reference(feeds), f"{target.label} {kind} run()")
+            if kind == "scale":
+                assert eng.input("k").shape == (), "a 0-d input must stay 0-d in the spec"
+                out = eng.run({"x": feeds["x"], "k": np.float32(3.0)})  # a numpy scalar is a 0-d input
+                np.testing.assert_allclose(out["y"], feeds["x"] * 3, rtol=1e-6)
+
+    def test_outputs_match_raw_runtime(self, target: BackendUnderTest, mlp: tuple[ModelCase, Path]) -> None:
+        if target.raw is None:
+            pytest.skip(f"{target.label}: no raw runtime to compare with (numpy is the oracle)")
+        case, path = mlp
+        feeds = case.feeds(3, seed=7)
+        with target.load(path) as eng:
+            got = eng.run(feeds)
+        want = target.raw(path)(feeds)
+        assert len(got) == len(want)
+        for (name, g), w in zip(got.items(), want.values(), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7, err_msg=f"{target.label}: {name} vs raw")
+
+    def test_real_models_match_raw_runtime(self, target: BackendUnderTest) -> None:
+        if target.raw is None or not target.real_models:
+            pytest.skip(f"{target.label}: no real model or raw runtime given")
+        from infercore.compare import make_inputs
+        from infercore.testing.models import ModelUnavailable
+
+        for get_path in target.real_models:
+            try:
+                path = get_path()
+            except ModelUnavailable as e:
+                pytest.skip(f"real model not available here: {e}")
+            with target.load(path) as eng:
+                feeds = make_inputs(eng.inputs, seed=3)
+                got = eng.run(feeds)
+            want = target.raw(path)(feeds)
+            assert len(got) == len(want), f"{path.name}: {list(got)} vs raw {list(want)}"
+            for (name, g), w in zip(got.items(), want.values(), strict=True):
+                assert g.shape == w.shape and g.dtype == w.dtype, (
+                    f"{path.name} {name}: {g.shape} vs {w.shape}"
+                )
+                np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=f"{path.name}: {name} vs raw")
+
+    @pytest.mark.parametrize("dtype", [d.name for d in DTYPES])
+    def test_dtypes(self, target: BackendUnderTest, tmp_path: Path, dtype: str) -> None:
+        case = transpose_case(dtype)
+        feeds = case.feeds(2, seed=5)
+        want = case.reference(feeds)
+        if not target.supports(case.inputs[0].dtype):
+            # declared unsupported: a clear InfercoreError, or a right answer; never wrong data
+            try:
+                with target.load(target.build(case, tmp_path)) as eng:
+                    got = eng.run(feeds)
+            except InfercoreError:
+                return
+            _assert_close(got, want, f"{target.label} {dtype} (declared unsupported) run()")
+            return
+        with target.load(target.build(case, tmp_path)) as eng:
+            assert eng.inputs[0].dtype == case.inputs[0].dtype
+            _assert_close(eng.run(feeds), want, f"{target.label} {dtype} run()")
+            with eng.bind({"x": feeds["x"].shape}) as io:
+                io.inputs["x"][...] = feeds["x"]
+                io.run()
+                _assert_close(dict(io.outputs), want, f"{target.label} {dtype} bound")
+
+    def test_dynamic_batch(self, target: BackendUnderTest, engine: ic.Engine) -> None:
+        if not target.dynamic_shapes:
+            pytest.skip(f"{target.label} declares no dynamic shapes")
+        case = mlp_case()
+        for batch in (1, 3, 1, 5):
+            feeds = case.feeds(batch, seed=batch)
+            _assert_close(engine.run(feeds), case.reference(feeds), f"run() batch {batch}")
+        for batch in (2, 4):
+            feeds = case.feeds(batch, seed=10 + batch)
+            with engine.bind({k: v.shape for k, v in feeds.items()}) as io:
+                for k, v in feeds.items():
+                    io.inputs[k][...] = v
+                io.run()
+                _assert_close(dict(io.outputs), case.reference(feeds), f"bound batch {batch}")
+
+    # -- bound path -----------------------------------------------------------------------------
+    def test_bound_equals_unbound(self, engine: ic.Engine) -> None:
+        case = mlp_case()
+        with engine.bind({"x": (2, 8), "s": (2, 4)}) as io:
+            for seed in range(3):  # rewriting the same buffers: every run sees the new data
+                feeds = case.feeds(2, seed=seed)
+                for k, v in feeds.items():
+                    io.inputs[k][...] = v
+                io.run()
+                unbound = engine.run(feeds)
+                assert list(io.outputs) == list(unbound)
+                for name, value in unbound.items():
+                    np.testing.assert_array_equal(io.outputs[name], value, err_msg=f"bound {name} != run()")
+                _assert_close(dict(io.outputs), case.reference(feeds), "bound vs numpy")
+
+    def test_bind_uses_caller_arrays(self, engine: ic.Engine) -> None:
+        case = mlp_case()
+        feeds = case.feeds(2, seed=4)
+        x, s = feeds["x"].copy(), feeds["s"].copy()
+        y = np.zeros((2, 4), np.float32)
+        with engine.bind({"x": x, "s": s}, outputs={"y": y}) as io:
+            io.run()
+            np.testing.assert_allclose(
+                y,
+                case.reference(feeds)["y"],
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg="a caller-given output array must be written in place",
+            )
+            x[...] = feeds["x"] * 2  # the bound input is read in place at each run
+            io.run()
+            want = case.reference({"x": feeds["x"] * 2, "s": s})
+            np.testing.assert_allclose(io.outputs["y"], want["y"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(io.outputs["p"], want["p"], rtol=1e-5, atol=1e-6)
+            with pytest.raises(TypeError):
+                io.inputs["x"] = x  # replacing a bound buffer rebinds nothing
+
+    # -- errors ---------------------------------------------------------------------------------
+    def test_missing_and_extra_inputs(self, engine: ic.Engine) -> None:
+        feeds = mlp_case().feeds(1)
+        with pytest.raises(InputSpecError) as e:
+            engine.run({"x": feeds["x"]})
+        _error_names(e.value, "'s'")
+        with pytest.raises(InputSpecError) as e:
+            engine.run({**feeds, "zzz": feeds["s"]})
+        _error_names(e.value, "'zzz'")
+        with pytest.raises(InputSpecError):
+            engine.run(feeds["x"])  # one array for a two-input model
+        with pytest.raises(InputSpecError):
+            engine.run(feeds, outputs=["nope"])
+        with pytest.raises(InputSpecError):
+            engine.bind({"x": (1, 8)})
+        assert engine.stats.runs == 0
+
+    def test_wrong_dtype_rank_and_dim(self, engine: ic.Engine) -> None:
+        feeds = mlp_case().feeds(2)
+        cases = {
+            "dtype": {**feeds, "x": feeds["x"].astype(np.float64)},
+            "rank": {**feeds, "x": feeds["x"][None]},
+            "fixed dim": {**feeds, "x": np.zeros((2, 7), np.float32)},
+        }
+        for what, bad in cases.items():
+            with pytest.raises(InputSpecError) as e:
+                engine.run(bad)
+            _error_names(e.value, "'x'")
+            assert e.value.tensor == "x", what
+        with pytest.raises(InputSpecError):
+            engine.bind({"x": (2, 7), "s": (2, 4)})
+        with pytest.raises(InputSpecError):
+            engine.bind({"x": (2, 8, 1), "s": (2, 4)})
+        with pytest.raises(InputSpecError):
+            engine.bind({"x": np.zeros((2, 8), np.float64), "s": (2, 4)})
+        # the engine still works after refusing bad input
+        _assert_close(engine.run(feeds), mlp_case().reference(feeds), "run() after errors")
+
+    def test_bind_refuses_non_contiguous_and_read_only(self, engine: ic.Engine) -> None:
+        strided = np.zeros((2, 16), np.float32)[:, ::2]
+        with pytest.raises(InputSpecError) as e:
+            engine.bind({"x": strided, "s": (2, 4)})
+        _error_names(e.value, "'x'", "contiguous")
+        frozen = np.zeros((2, 8), np.float32)
+        frozen.flags.writeable = False
+        with pytest.raises(InputSpecError) as e:
+            engine.bind({"x": frozen, "s": (2, 4)})
+        _error_names(e.value, "'x'", "read-only")
+        # run() may copy: non-contiguous and read-only inputs are fine there
+        feeds = mlp_case().feeds(2, seed=9)
+        x_strided = np.repeat(feeds["x"], 2, axis=1)[:, ::2]
+        x_frozen = feeds["s"].copy()
+        x_frozen.flags.writeable = False
+        _assert_close(
+            engine.run({"x": x_strided, "s": x_frozen}), mlp_case().reference(feeds), "strided run()"
+        )
+
+    # -- threads --------------------------------------------------------------------------------
+    def test_concurrent_run(self, engine: ic.Engine) -> None:
+        case = mlp_case()
+        threads, runs = 4, 50
+        per_thread = [case.feeds(1 + i % 2, seed=100 + i) for i in range(threads)]
+        expected = [engine.run(f) for f in per_thread]
+        failures: list[str] = []
+        barrier = threading.Barrier(threads)
+
+        def work(i: int) -> None:
+            barrier.wait()
+            try:
+                for r in range(runs):
+                    got = engine.run(per_thread[i])
+                    for name, want in expected[i].items():
+                        if not np.allclose(got[name], want, rtol=1e-6, atol=1e-7):
+                            failures.append(f"thread {i} run {r}: {name} differs")
+                            return
+            except Exception as e:  # reported below with the thread that saw it
+                failures.append(f"thread {i}: {type(e).__name__}: {e}")
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(timeout=120)
+        assert not failures, failures[:5]
+        assert engine.stats.runs >= threads  # counters are lock-free: a few increments may be lost
+
+    def test_one_binding_per_thread(self, engine: ic.Engine) -> None:
+        case = mlp_case()
+        failures: list[str] = []
+
+        def work(i: int) -> None:
+            feeds = case.feeds(2, seed=200 + i)
+            want = case.reference(feeds)
+            try:
+                with engine.bind({k: v.shape for k, v in feeds.items()}) as io:
+                    for k, v in feeds.items():
+                        io.inputs[k][...] = v
+                    for _ in range(20):
+                        io.run()
+                        if not np.allclose(io.outputs["p"], want["p"], rtol=1e-5, atol=1e-6):
+                            failures.append(f"thread {i}: bound output differs")
+                            return
+            except Exception as e:
+                failures.append(f"thread {i}: {type(e).__name__}: {e}")
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(timeout=120)
+        assert not failures, failures
+
+    # -- close ----------------------------------------------------------------------------------
+    def test_close_semantics(self, target: BackendUnderTest, mlp: tuple[ModelCase, Path]) -> None:
+        case, path = mlp
+        feeds = case.feeds(1)
+        with target.load(path) as eng:
+            io = eng.bind({"x": (1, 8), "s": (1, 4)})
+            io.run()
+            eng.run(feeds)
+        assert eng.closed
+        eng.close()  # idempotent
+        with pytest.raises(EngineClosedError):
+            eng.run(feeds)
+        with pytest.raises(EngineClosedError):
+            eng.bind({"x": (1, 8), "s": (1, 4)})
+        assert io.closed
+        with pytest.raises(EngineClosedError):
+            io.run()
+        # a bound I/O closed on its own leaves the engine working
+        with target.load(path) as eng2:
+            with eng2.bind({"x": (1, 8), "s": (1, 4)}) as io2:
+                io2.run()
+            assert io2.closed
+            with pytest.raises(EngineClosedError):
+                io2.run()
+            _assert_close(eng2.run(feeds), case.reference(feeds), "run() after a binding closed")
