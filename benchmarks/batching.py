@@ -1,0 +1,277 @@
+"""Dynamic batching: throughput and latency against concurrency, beside the offline best and a naive baseline.
+
+    python benchmarks/batching.py [--duration 3] [--json results/batching.json] [--plot results/batching.png]
+
+Model: MiniLM sentence embedding at sequence 128 (real sentences from ``pydoc_data.topics``,
+tokenized once before timing). Measured in the same run, on the same Engine:
+  offline   bound batches of 1..64 back to back: the best items/s is the ceiling
+  naive     C caller threads, each calling ``Engine.run`` on its own request (no batching)
+  threads   C caller threads, each calling ``Batcher.run``
+  asyncio   C asyncio tasks on one event loop, each awaiting ``Batcher.infer``
+for C in 1, 4, 16, 64, 128. Each caller sends one request (one sentence) and waits for it before
+the next; latencies are per request, seen by the caller; the first ``--warmup`` seconds of each run
+are not counted. Done-when target, checked at 64 callers: throughput >= 90% of the offline best,
+p99 <= max_queue_delay + 2 x the batcher's median batch execution time in that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import infercore as ic
+from _common import machine, write_json
+from infercore.batching import Batcher
+from infercore.preprocess import TextPipeline
+from infercore.testing import models
+
+_now = time.perf_counter
+
+
+def sentences(n: int) -> list[str]:
+    from pydoc_data.topics import topics
+
+    words = " ".join(topics.values()).split()
+    return [" ".join(words[i * 60 : (i + 1) * 60]) for i in range(n)]  # ~60 words: fills 128 tokens
+
+
+def summarize(lat: list[float], items: int, seconds: float) -> dict[str, Any]:
+    if not lat:  # nothing finished inside the window: --duration is shorter than a batch here
+        return {"items_per_s": 0.0, "requests": 0, "p50_ms": None, "p99_ms": None, "mean_ms": None}
+    a = np.asarray(lat) * 1e3
+    return {
+        "items_per_s": items / seconds,
+        "requests": len(lat),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+    }
+
+
+def offline(
+    eng: ic.Engine, feeds: dict[str, np.ndarray], sizes: list[int], seconds: float
+) -> dict[int, dict]:
+    """Bound batches back to back (the zero-copy path): the throughput ceiling per batch size."""
+    out = {}
+    for b in sizes:
+        batch = {k: np.repeat(v, b, axis=0) for k, v in feeds.items()}
+        with eng.bind({k: v.shape for k, v in batch.items()}) as io:
+            for k, v in batch.items():
+                io.inputs[k][...] = v
+            io.run()
+            times = []
+            t_end = _now() + seconds
+            while _now() < t_end or len(times) < 3:
+                t0 = _now()
+                io.run()
+                times.append(_now() - t0)
+        med = float(np.median(times))
+        out[b] = {"batch_ms": med * 1e3, "items_per_s": b / med, "runs": len(times)}
+        print(f"  offline batch {b:3d}: {med * 1e3:8.2f} ms  {b / med:8.1f} items/s")
+    return out
+
+
+def closed_loop_threads(
+    call, requests: list[Any], callers: int, warmup: float, seconds: float
+) -> dict[str, Any]:
+    """``callers`` threads, each: call(request) then the next, until time is up."""
+    stop = threading.Event()
+    t_start = _now() + warmup
+    t_stop = t_start + seconds
+    lats: list[list[float]] = [[] for _ in range(callers)]
+
+    def caller(i: int) -> None:
+        own = lats[i]
+        k = i
+        while not stop.is_set():
+            t0 = _now()
+            call(requests[k % len(requests)])
+            t1 = _now()
+            if t_start <= t0 and t1 <= t_stop:
+                own.append(t1 - t0)
+            k += callers
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    time.sleep(max(0.0, t_stop - _now()))
+    stop.set()
+    for t in threads:
+        t.join()
+    lat = [v for own in lats for v in own]
+    return summarize(lat, len(lat), seconds)
+
+
+def closed_loop_asyncio(
+    batcher: Batcher, requests: list[Any], callers: int, warmup: float, seconds: float
+) -> dict:
+    lat: list[float] = []
+
+    async def main() -> None:
+        t_start = _now() + warmup
+        t_stop = t_start + seconds
+
+        async def caller(i: int) -> None:
+            k = i
+            while True:
+                t0 = _now()
+                if t0 >= t_stop:
+                    return
+                await batcher.infer(requests[k % len(requests)])
+                t1 = _now()
+                if t_start <= t0 and t1 <= t_stop:
+                    lat.append(t1 - t0)
+                k += callers
+
+        await asyncio.gather(*(caller(i) for i in range(callers)))
+
+    asyncio.run(main())
+    return summarize(lat, len(lat), seconds)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for mode, style in (("threads", "o-"), ("asyncio", "s-"), ("naive", "x--")):
+        rows = results["runs"][mode]
+        cs = [r["callers"] for r in rows]
+        ax1.plot(cs, [r["items_per_s"] for r in rows], style, label=f"{mode}")
+        nan = float("nan")
+        ax2.plot(cs, [r["p99_ms"] or nan for r in rows], style, label=f"{mode} p99")
+        ax2.plot(cs, [r["p50_ms"] or nan for r in rows], style, alpha=0.35, label=f"{mode} p50")
+    ax1.axhline(results["offline_best"]["items_per_s"], color="k", ls=":", label="offline best batch")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent callers")
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("items/s")
+    ax2.set_ylabel("latency (ms)")
+    ax2.set_yscale("log")
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=7, ncol=2)
+    fig.suptitle(
+        f"MiniLM seq {results['config']['seq']}, Batcher vs offline best and naive ({results['device']})"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=3.0, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, default=0.5, help="seconds per run not counted")
+    ap.add_argument("--callers", default="1,4,16,64,128")
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--max-batch-size", type=int, default=64)
+    ap.add_argument("--max-queue-delay", type=float, default=0.002, help="seconds")
+    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument(
+        "--threads", type=int, default=None, help="ORT intra-op threads per engine (default: all)"
+    )
+    ap.add_argument("--json", default="results/batching.json")
+    ap.add_argument("--plot", default="results/batching.png")
+    args = ap.parse_args()
+    callers = [int(c) for c in args.callers.split(",")]
+
+    path = models.minilm()
+    pipe = TextPipeline(models.minilm_tokenizer(), buckets=(args.seq,))
+    requests = [pipe(s) for s in sentences(256)]  # tokenized before timing: preprocessing is not measured
+    eng = ic.load(path, threads=args.threads)
+    eng.run(requests[0])
+
+    print("offline best batch (bound, back to back):")
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max(args.max_batch_size, 1)]
+    off = offline(eng, requests[0], sizes, max(0.5, args.duration / 3))
+    best_b = max(off, key=lambda b: off[b]["items_per_s"])
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "device": "cpu",
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "config": {**vars(args), "seq": args.seq, "model": str(path)},
+        "offline": off,
+        "offline_best": {"batch": best_b, **off[best_b]},
+        "runs": {"naive": [], "threads": [], "asyncio": []},
+    }
+
+    def batcher() -> Batcher:
+        return Batcher(
+            eng,
+            instances=args.instances,
+            max_batch_size=args.max_batch_size,
+            max_queue_delay=args.max_queue_delay,
+            max_queue_size=4096,
+            name="bench",
+        )
+
+    print(
+        f"{'mode':8s} {'callers':>7s} {'items/s':>9s} {'% best':>7s} {'p50 ms':>8s} {'p99 ms':>8s} "
+        f"{'batch':>6s} {'exec ms':>8s}"
+    )
+    for c in callers:
+        for mode in ("naive", "threads", "asyncio"):
+            b = None
+            if mode == "naive":
+                row = closed_loop_threads(eng.run, requests, c, args.warmup, args.duration)
+            else:
+                b = batcher()
+                if mode == "threads":
+                    row = closed_loop_threads(b.run, requests, c, args.warmup, args.duration)
+                else:
+                    row = closed_loop_asyncio(b, requests, c, args.warmup, args.duration)
+                metrics = b.metrics
+                b.close()
+                row["mean_batch"] = metrics.mean_batch_size
+                row["exec_p50_ms"] = metrics.exec_ms.p50_ms
+                row["queue_p99_ms"] = metrics.queue_ms.p99_ms
+            row["callers"] = c
+            row["vs_offline_best"] = row["items_per_s"] / off[best_b]["items_per_s"]
+            results["runs"][mode].append(row)
+            print(
+                f"{mode:8s} {c:7d} {row['items_per_s']:9.1f} {row['vs_offline_best']:7.1%} {row['p50_ms'] or 0:8.1f} "
+                f"{row['p99_ms'] or 0:8.1f} {row.get('mean_batch') or 1:6.1f} {row.get('exec_p50_ms') or 0:8.1f}"
+            )
+
+    target = {}
+    for mode in ("threads", "asyncio"):
+        row = next((r for r in results["runs"][mode] if r["callers"] == 64), None)
+        if row is None:
+            continue
+        if row["p99_ms"] is None:
+            continue
+        bound_ms = args.max_queue_delay * 1e3 + 2 * (row["exec_p50_ms"] or 0)
+        target[mode] = {
+            "throughput_ratio": row["vs_offline_best"],
+            "throughput_ok": row["vs_offline_best"] >= 0.9,
+            "p99_ms": row["p99_ms"],
+            "p99_bound_ms": bound_ms,
+            "p99_ok": row["p99_ms"] <= bound_ms,
+        }
+        print(
+            f"target @64 {mode}: {row['vs_offline_best']:.1%} of offline best (>= 90%: "
+            f"{target[mode]['throughput_ok']}), p99 {row['p99_ms']:.1f} ms <= {bound_ms:.1f} ms: "
+            f"{target[mode]['p99_ok']}"
+        )
+    results["target_64"] = target
+    print("wrote", write_json(args.json, results))
+    if args.plot:
+        plot(results, Path(args.plot))
+        print("wrote", args.plot)
+    eng.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,898 @@
+"""``Batcher``: dynamic batching over any Engine, for many callers at once (threads or asyncio).
+
+Modelled on Triton's dynamic batcher. Callers submit requests (each carrying ``n >= 1`` items
+along dimension 0); one scheduler thread groups queued requests of the same non-batch shape into
+a batch as soon as an instance is free, waiting at most ``max_queue_delay`` for a batch to fill
+(or dispatching at once when it reaches ``max_batch_size`` or a preferred size). Each instance
+thread copies its requests once, straight into the bound input buffers of that batch size
+(``Engine.bind``, cached per size and shape), runs, and hands each caller its own slice of the
+outputs as arrays the caller owns.
+
+Nothing is lost: every accepted request ends in exactly one result or one error.
+
+- a full queue refuses at submit (``QueueFullError``), nothing is queued;
+- a request whose deadline passes while queued ends with ``DeadlineExceededError`` and is not run;
+- a cancelled future (or a cancelled asyncio task awaiting ``infer``) leaves the queue;
+- a failing batch fails only its own requests, with the runtime's exception;
+- ``close(drain=True)`` finishes everything accepted, ``close(drain=False)`` ends what is still
+  queued with ``BatcherClosedError``; a submit after close raises ``BatcherClosedError``.
+
+    b = Batcher(lambda: ic.load("minilm.onnx", threads=1), instances=2, max_batch_size=32)
+    fut = b.submit({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    emb = fut.result()["embedding"]          # or: await b.infer(feeds); or: b.run(feeds)
+    b.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .engine import BoundIO, Engine
+from .errors import BatcherClosedError, BatchingError, DeadlineExceededError, InputSpecError, QueueFullError
+from .specs import TensorSpec, format_shape
+
+if TYPE_CHECKING:
+    from .preprocess import Pipeline, Prepared
+
+__all__ = ["Batcher", "BatcherClosedError", "BatcherMetrics", "LatencySummary"]
+
+log = logging.getLogger(__name__)
+
+_RING = 4096  # latencies kept per recorder for percentiles (the most recent ones)
+_BIND_CACHE = 128  # bound I/O kept per instance, least recently used dropped first
+_now = time.perf_counter
+
+# request states; every transition out of _QUEUED happens under the batcher's lock
+_QUEUED, _RUNNING, _DONE_EARLY = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Percentiles (milliseconds) over the most recent ``count`` samples (up to 4096 per recorder)."""
+
+    count: int
+    mean_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+
+@dataclass(frozen=True)
+class BatcherMetrics:
+    """A snapshot of a batcher's counters.
+
+    ``submitted`` counts accepted requests; ``rejected`` refused ones (``QueueFullError``, not in
+    ``submitted``). Every accepted request is in exactly one of ``succeeded``, ``failed``,
+    ``timed_out``, ``cancelled``, ``aborted`` (ended by ``close(drain=False)`` or a close timeout),
+    ``queue_depth`` (waiting) or ``in_flight`` (in a batch that is running). ``batch_sizes`` maps
+    items per batch to how many batches ran with that many; ``queue_ms`` is submit to dispatch per
+    request, ``exec_ms`` copy-in + run + copy-out per batch.
+    """
+
+    name: str
+    submitted: int
+    succeeded: int
+    failed: int
+    rejected: int
+    timed_out: int
+    cancelled: int
+    aborted: int
+    queue_depth: int
+    in_flight: int
+    batches: int
+    items: int
+    batch_sizes: Mapping[int, int]
+    queue_ms: LatencySummary
+    exec_ms: LatencySummary
+
+    @property
+    def mean_batch_size(self) -> float | None:
+        return self.items / self.batches if self.batches else None
+
+
+class _Ring:
+    """Latencies written by one thread only: no lock, a snapshot may miss the latest sample."""
+
+    __slots__ = ("buf", "n")
+
+    def __init__(self) -> None:
+        self.buf = [0.0] * _RING
+        self.n = 0
+
+    def add(self, seconds: float) -> None:
+        self.buf[self.n & (_RING - 1)] = seconds
+        self.n += 1
+
+    def values(self) -> list[float]:
+        return self.buf[: min(self.n, _RING)]
+
+
+def _summary(values: list[float]) -> LatencySummary:
+    if not values:
+        return LatencySummary(0, None, None, None, None, None)
+    a = np.asarray(values, dtype=np.float64) * 1e3
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return LatencySummary(int(a.size), float(a.mean()), float(p50), float(p90), float(p99), float(a.max()))
+
+
+class _Request:
+    """One accepted request: its validated arrays (or a pipeline's prepared data) and its state."""
+
+    __slots__ = (
+        "data",
+        "deadline",
+        "dims",
+        "future",
+        "key",
+        "n",
+        "prepared",
+        "priority",
+        "shapes",
+        "state",
+        "t_submit",
+    )
+
+    data: dict[str, np.ndarray] | None
+    prepared: Prepared | None
+    deadline: float | None
+    dims: dict[str, int] | None  # with padding: the request's own length per padded dimension name
+    future: Future[dict[str, np.ndarray]]
+    key: tuple[Any, ...]
+    n: int
+    priority: int
+    shapes: Mapping[str, tuple[int, ...]]
+    state: int
+    t_submit: float
+
+    def __init__(self) -> None:
+        self.state = _QUEUED
+
+
+class _RequestFuture(Future[dict[str, np.ndarray]]):
+    """A Future whose successful ``cancel()`` takes its request out of the batcher's queue."""
+
+    _batcher: Batcher
+    _request: _Request
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._batcher._on_cancel(self._request)
+        return True
+
+
+class _KeyQueue:
+    """Queued requests of one shape key: high priority first, FIFO within a priority."""
+
+    __slots__ = ("high", "normal")
+
+    def __init__(self) -> None:
+        self.high: deque[_Request] = deque()
+        self.normal: deque[_Request] = deque()
+
+    def head(self) -> _Request | None:
+        for dq in (self.high, self.normal):
+            while dq and dq[0].state != _QUEUED:
+                dq.popleft()  # dead entries (cancelled, expired) are dropped when reached
+            if dq:
+                return dq[0]
+        return None
+
+
+class _Instance:
+    """One worker thread with its engine and its own cache of bound I/O."""
+
+    def __init__(self, batcher: Batcher, index: int, engine: Engine) -> None:
+        self.index = index
+        self.engine = engine
+        self.inbox: queue.SimpleQueue[list[_Request] | None] = queue.SimpleQueue()
+        self.bound: OrderedDict[tuple[Any, ...], BoundIO] = OrderedDict()
+        self.succeeded = 0
+        self.failed = 0
+        self.batches = 0
+        self.items = 0
+        self.sizes: dict[int, int] = {}
+        self.exec = _Ring()
+        self.busy = False
+        self.thread = threading.Thread(
+            target=batcher._instance_loop, args=(self,), name=f"{batcher.name}-instance-{index}", daemon=True
+        )
+
+
+class Batcher:
+    """Dynamic batching over an Engine (see the module docstring).
+
+    ``engine``: an Engine (all instances share it; ORT sessions are thread-safe) or a zero-argument
+    callable that makes one Engine per instance, e.g. ``lambda: ic.load(path, threads=1)`` (the
+    batcher closes engines it made). ``pad``: ``False`` groups requests by exact non-batch shape;
+    ``True`` lets requests that differ in any dynamic non-batch dimension share a batch, padded with
+    zeros at the end of those dimensions; a list of dimension names (``["sequence"]``) allows only
+    those. Outputs whose dimension has the same name as a padded input dimension are cut back to each
+    request's own length.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | Callable[[], Engine],
+        *,
+        max_batch_size: int = 32,
+        preferred_batch_sizes: Sequence[int] = (),
+        max_queue_delay: float = 0.002,
+        max_queue_size: int = 1024,
+        timeout: float | None = None,
+        instances: int = 1,
+        pad: bool | Iterable[str] = False,
+        preprocess: Pipeline | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
+        preferred = sorted({int(p) for p in preferred_batch_sizes})
+        if any(p < 1 or p > max_batch_size for p in preferred):
+            raise ValueError(
+                f"preferred_batch_sizes {preferred} must lie in 1..max_batch_size={max_batch_size}"
+            )
+        if max_queue_delay < 0:
+            raise ValueError(f"max_queue_delay is in seconds and must be >= 0, got {max_queue_delay!r}")
+        if not isinstance(max_queue_size, int) or max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be a positive int, got {max_queue_size!r}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout is in seconds and must be > 0 (or None), got {timeout!r}")
+        if not isinstance(instances, int) or instances < 1:
+            raise ValueError(f"instances must be a positive int, got {instances!r}")
+        self.name = name or f"batcher-{id(self):x}"
+        self.max_batch_size = max_batch_size
+        self.preferred_batch_sizes = tuple(preferred)
+        self.max_queue_delay = float(max_queue_delay)
+        self.max_queue_size = max_queue_size
+        self.timeout = timeout
+        self.preprocess = preprocess
+
+        engines, self._owned = self._make_engines(engine, instances)
+        self.engine = engines[0]
+        self.inputs: tuple[TensorSpec, ...] = self.engine.inputs
+        self.outputs: tuple[TensorSpec, ...] = self.engine.outputs
+        try:
+            self._check_model(engines)
+            self._pad_dims = self._pad_plan(pad)
+            if preprocess is not None:
+                self._check_pipeline(preprocess)
+        except BaseException:
+            for e in engines if self._owned else ():
+                e.close()
+            raise
+        self._input_names = tuple(s.name for s in self.inputs)
+        self._crop = self._crop_plan()
+
+        self._cv = threading.Condition(threading.Lock())
+        self._queues: dict[tuple[Any, ...], _KeyQueue] = {}
+        self._deadlines: list[tuple[float, int, _Request]] = []
+        self._seq = itertools.count()
+        self._depth = 0
+        self._idle = instances
+        self._closing = False
+        self._closed = False
+        self._drain = True
+        self._submitted = 0
+        self._rejected = 0
+        self._timed_out = 0
+        self._cancelled = 0
+        self._aborted = 0
+        self._queue_ring = _Ring()  # written by the scheduler thread only
+        self._instances = [_Instance(self, i, e) for i, e in enumerate(engines)]
+        self._scheduler = threading.Thread(
+            target=self._schedule_loop, name=f"{self.name}-scheduler", daemon=True
+        )
+        for inst in self._instances:
+            inst.thread.start()
+        self._scheduler.start()
+
+    # -- construction checks ---------------------------------------------------------------------
+    @staticmethod
+    def _make_engines(engine: Engine | Callable[[], Engine], instances: int) -> tuple[list[Engine], bool]:
+        if isinstance(engine, Engine):
+            if engine.closed:
+                raise BatchingError("the engine given to Batcher is closed")
+            return [engine] * instances, False
+        if not callable(engine):
+            raise TypeError(
+                f"engine must be an Engine or a zero-argument callable returning one, got {engine!r}"
+            )
+        made: list[Engine] = []
+        try:
+            for _ in range(instances):
+                e = engine()
+                if not isinstance(e, Engine):
+                    raise TypeError(
+                        f"the engine factory returned {type(e).__name__}, not an infercore Engine"
+                    )
+                made.append(e)
+        except BaseException:
+            for e in made:
+                e.close()
+            raise
+        return made, True
+
+    def _check_model(self, engines: list[Engine]) -> None:
+        first = engines[0]
+        for e in engines[1:]:
+            if e.inputs != first.inputs or e.outputs != first.outputs:
+                raise BatchingError("the engine factory made engines with different inputs/outputs")
+        for spec in self.inputs:
+            if spec.rank == 0:
+                raise InputSpecError(
+                    f"input {spec.name!r} is a scalar (shape []): it has no batch dimension, so requests cannot "
+                    "be batched; call Engine.run directly",
+                    tensor=spec.name,
+                )
+            if spec.dtype.hasobject:
+                raise InputSpecError(
+                    f"input {spec.name!r} is a string tensor: the batcher binds fixed-size buffers; "
+                    "call Engine.run directly",
+                    tensor=spec.name,
+                )
+            d0 = spec.shape[0]
+            if d0 is not None and not (d0 == 1 and self.max_batch_size == 1):
+                raise InputSpecError(
+                    f"input {spec.name!r} has a fixed batch dimension: shape "
+                    f"{format_shape(spec.shape, spec.dim_names)}; the batcher needs dimension 0 dynamic. "
+                    "Re-export the model with a dynamic batch axis, or use max_batch_size=1",
+                    tensor=spec.name,
+                )
+
+    def _pad_plan(self, pad: bool | Iterable[str]) -> dict[str, tuple[int, ...]]:
+        """Input name -> the axes (>= 1) along which requests may be padded."""
+        if pad is False:
+            return {}
+        if pad is True:
+            return {s.name: tuple(i for i in range(1, s.rank) if s.shape[i] is None) for s in self.inputs}
+        names = {pad} if isinstance(pad, str) else set(pad)
+        plan: dict[str, tuple[int, ...]] = {}
+        found: set[str] = set()
+        for s in self.inputs:
+            axes = tuple(i for i in range(1, s.rank) if s.shape[i] is None and s.dim_names[i] in names)
+            found.update(s.dim_names[i] for i in axes)  # type: ignore[misc]
+            plan[s.name] = axes
+        missing = names - found
+        if missing:
+            dyn = sorted(
+                {str(s.dim_names[i]) for s in self.inputs for i in range(1, s.rank) if s.shape[i] is None}
+            )
+            raise ValueError(
+                f"pad names dimension(s) {sorted(missing)} that no input has as a dynamic non-batch dimension; "
+                f"the model's are: {dyn or 'none'}"
+            )
+        return plan
+
+    def _crop_plan(self) -> dict[str, tuple[tuple[int, str], ...]]:
+        """Output name -> (axis, dim name) to cut back to each request's own length after padding."""
+        padded = {self._spec(n).dim_names[a] for n, axes in self._pad_dims.items() for a in axes}
+        padded.discard(None)
+        plan = {}
+        for s in self.outputs:
+            axes = tuple((i, str(s.dim_names[i])) for i in range(1, s.rank) if s.dim_names[i] in padded)
+            if axes:
+                plan[s.name] = axes
+        return plan
+
+    def _spec(self, name: str) -> TensorSpec:
+        return next(s for s in self.inputs if s.name == name)
+
+    def _check_pipeline(self, pipeline: Pipeline) -> None:
+        want = {s.name: s for s in self.inputs}
+        given = set(pipeline.inputs)
+        if given != set(want):
+            raise InputSpecError(
+                f"the pipeline fills {sorted(given)}, but the model's inputs are {sorted(want)}",
+                tensor=sorted(set(want) ^ given)[0],
+            )
+        for name, dtype in pipeline.dtypes.items():
+            if np.dtype(dtype) != want[name].dtype:
+                raise InputSpecError(
+                    f"input {name!r}: the pipeline produces {np.dtype(dtype)}, the model takes {want[name].dtype}; "
+                    "add a dtype step to the pipeline",
+                    tensor=name,
+                )
+
+    # -- introspection -----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
+    def metrics(self) -> BatcherMetrics:
+        insts = self._instances
+        succeeded = sum(i.succeeded for i in insts)
+        failed = sum(i.failed for i in insts)
+        sizes: dict[int, int] = {}
+        for inst in insts:
+            for k, v in list(inst.sizes.items()):
+                sizes[k] = sizes.get(k, 0) + v
+        with self._cv:
+            submitted, depth = self._submitted, self._depth
+            rejected, timed_out, cancelled, aborted = (
+                self._rejected,
+                self._timed_out,
+                self._cancelled,
+                self._aborted,
+            )
+        in_flight = max(0, submitted - succeeded - failed - timed_out - cancelled - aborted - depth)
+        exec_values = [v for i in insts for v in i.exec.values()]
+        return BatcherMetrics(
+            self.name,
+            submitted,
+            succeeded,
+            failed,
+            rejected,
+            timed_out,
+            cancelled,
+            aborted,
+            depth,
+            in_flight,
+            sum(i.batches for i in insts),
+            sum(i.items for i in insts),
+            dict(sorted(sizes.items())),
+            _summary(self._queue_ring.values()),
+            _summary(exec_values),
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "open"
+        return (
+            f"<Batcher {self.name} {state} instances={len(self._instances)} max_batch_size={self.max_batch_size} "
+            f"max_queue_delay={self.max_queue_delay * 1e3:g}ms engine={self.engine.path}>"
+        )
+
+    # -- submit ------------------------------------------------------------------------------
+    def submit(
+        self, feeds: Any, *, timeout: float | None = None, priority: int = 0
+    ) -> Future[dict[str, np.ndarray]]:
+        """Queue one request; returns a Future of its outputs (arrays the caller owns).
+
+        ``feeds``: a dict name -> array (or one array for a single-input model) whose arrays all
+        carry the same number ``n >= 1`` of items along dimension 0; with a ``preprocess`` pipeline,
+        whatever the pipeline takes (image bytes, strings, ...). Arrays are read when the batch
+        runs, not copied at submit: do not modify them until the future is done. ``timeout``
+        (seconds, default the batcher's): the request ends with ``DeadlineExceededError``, not run,
+        if it has not started by then. ``priority``: 0 normal, 1 high (served first).
+
+        Raises at once, queueing nothing: ``InputSpecError`` for a bad request, ``QueueFullError``
+        when ``max_queue_size`` requests are waiting, ``BatcherClosedError`` after ``close()``.
+        """
+        if self._closing:
+            raise BatcherClosedError(f"batcher {self.name!r} is closed; no new requests are accepted")
+        if priority not in (0, 1):
+            raise ValueError(f"priority must be 0 (normal) or 1 (high), got {priority!r}")
+        if timeout is None:
+            timeout = self.timeout
+        elif timeout <= 0:
+            raise ValueError(f"timeout is in seconds and must be > 0 (or None), got {timeout!r}")
+        req = self._make_request(feeds)
+        req.priority = priority
+        fut: _RequestFuture = _RequestFuture()
+        fut._batcher = self
+        fut._request = req
+        req.future = fut
+        with self._cv:
+            if self._closing:
+                raise BatcherClosedError(f"batcher {self.name!r} is closed; no new requests are accepted")
+            if self._depth >= self.max_queue_size:
+                self._rejected += 1
+                raise QueueFullError(
+                    f"batcher {self.name!r}: queue full ({self.max_queue_size} requests waiting); retry later, "
+                    "or raise max_queue_size / add instances"
+                )
+            now = _now()
+            req.t_submit = now
+            req.deadline = None if timeout is None else now + timeout
+            kq = self._queues.get(req.key)
+            if kq is None:
+                kq = self._queues[req.key] = _KeyQueue()
+            (kq.high if priority else kq.normal).append(req)
+            if req.deadline is not None:
+                heapq.heappush(self._deadlines, (req.deadline, next(self._seq), req))
+            self._depth += 1
+            self._submitted += 1
+            self._cv.notify()
+        return fut
+
+    async def infer(
+        self, feeds: Any, *, timeout: float | None = None, priority: int = 0
+    ) -> dict[str, np.ndarray]:
+        """``submit`` for asyncio: cancelling the awaiting task takes the request out of the queue."""
+        return await asyncio.wrap_future(self.submit(feeds, timeout=timeout, priority=priority))
+
+    def run(self, feeds: Any, *, timeout: float | None = None, priority: int = 0) -> dict[str, np.ndarray]:
+        """``submit`` and wait for the result (the batcher itself enforces ``timeout``)."""
+        return self.submit(feeds, timeout=timeout, priority=priority).result()
+
+    def _make_request(self, feeds: Any) -> _Request:
+        req = _Request()
+        pipeline = self.preprocess
+        if pipeline is not None:
+            prepared: Prepared = pipeline.prepare(feeds)
+            shapes = prepared.shapes
+            for spec in self.inputs:
+                shape = shapes[spec.name]
+                if not spec.accepts(shape):
+                    raise InputSpecError(
+                        f"input {spec.name!r}: the pipeline produced shape {shape}, the model takes "
+                        f"{format_shape(spec.shape, spec.dim_names)}",
+                        tensor=spec.name,
+                    )
+            req.prepared = prepared
+            req.data = None
+        else:
+            checked = self.engine._check_feeds(feeds)
+            shapes = {k: v.shape for k, v in checked.items()}
+            req.prepared = None
+            req.data = checked
+        n = -1
+        for name in self._input_names:
+            shape = shapes[name]
+            if n < 0:
+                n = shape[0]
+            elif shape[0] != n:
+                raise InputSpecError(
+                    f"input {name!r} carries {shape[0]} items along dimension 0 but "
+                    f"{self._input_names[0]!r} carries {n}; every input of a request needs the same batch size",
+                    tensor=name,
+                )
+        if n < 1 or n > self.max_batch_size:
+            raise InputSpecError(
+                f"input {self._input_names[0]!r}: a request carries {n} items along dimension 0; it must carry "
+                f"1..max_batch_size={self.max_batch_size}",
+                tensor=self._input_names[0],
+            )
+        req.n = n
+        req.shapes = shapes
+        pad = self._pad_dims
+        if pad:
+            key = []
+            dims: dict[str, int] = {}
+            for name in self._input_names:
+                rest = list(shapes[name][1:])
+                for axis in pad[name]:
+                    dim = str(self._spec(name).dim_names[axis])
+                    if dims.setdefault(dim, rest[axis - 1]) != rest[axis - 1]:
+                        raise InputSpecError(
+                            f"input {name!r}: dimension {dim!r} is {rest[axis - 1]} here but {dims[dim]} in "
+                            "another input of the same request",
+                            tensor=name,
+                        )
+                    rest[axis - 1] = -1
+                key.append(tuple(rest))
+            req.key = tuple(key)
+            req.dims = dims
+        else:
+            req.key = tuple(shapes[name][1:] for name in self._input_names)
+            req.dims = None
+        return req
+
+    # -- cancellation ------------------------------------------------------------------------
+    def _on_cancel(self, req: _Request) -> None:
+        with self._cv:
+            if req.state != _QUEUED:
+                return  # already taken (and found cancelled) by the scheduler or close
+            req.state = _DONE_EARLY
+            self._depth -= 1
+            self._cancelled += 1
+            self._cv.notify()
+
+    def _end_early(
+        self, req: _Request, error: Exception, pending: list[tuple[Future[Any], Exception]]
+    ) -> bool:
+        """Under the lock: take a queued request out with an error; False if it was cancelled meanwhile."""
+        req.state = _DONE_EARLY
+        self._depth -= 1
+        if not req.future.set_running_or_notify_cancel():
+            self._cancelled += 1
+            return False
+        pending.append((req.future, error))
+        return True
+
+    # -- scheduling --------------------------------------------------------------------------
+    def _schedule_loop(self) -> None:
+        cv = self._cv
+        while True:
+            pending: list[tuple[Future[Any], Exception]] = []
+            batch: list[_Request] | None = None
+            target: _Instance | None = None
+            stop = False
+            with cv:
+                while True:
+                    now = _now()
+                    self._expire(now, pending)
+                    if pending:
+                        break  # resolve outside the lock, then come back
+                    if self._closing and (self._depth == 0 or not self._drain):
+                        stop = True
+                        break
+                    wait: float | None = None
+                    if self._idle > 0 and self._depth > 0:
+                        batch, wait = self._form(now)
+                        if batch is not None:
+                            break
+                    if self._deadlines:
+                        until = self._deadlines[0][0] - now
+                        wait = until if wait is None else min(wait, until)
+                    cv.wait(None if wait is None else max(wait, 0.0))
+                if batch:  # may be empty when every request taken was cancelled meanwhile
+                    self._idle -= 1
+                    target = next(i for i in self._instances if not i.busy)
+                    target.busy = True
+            for fut, err in pending:
+                fut.set_exception(err)
+            if target is not None:
+                target.inbox.put(batch)
+            if stop:
+                for inst in self._instances:
+                    inst.inbox.put(None)
+                return
+
+    def _expire(self, now: float, pending: list[tuple[Future[Any], Exception]]) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, _, req = heapq.heappop(heap)
+            if req.state != _QUEUED:
+                continue
+            waited = (now - req.t_submit) * 1e3
+            err = DeadlineExceededError(
+                f"batcher {self.name!r}: request deadline passed after {waited:.1f} ms in the queue; it was not run"
+            )
+            if self._end_early(req, err, pending):
+                self._timed_out += 1
+
+    def _form(self, now: float) -> tuple[list[_Request] | None, float | None]:
+        """Under the lock, with an instance idle: a batch to dispatch now, or how long to wait."""
+        best: tuple[Any, ...] | None = None
+        best_head: _Request | None = None
+        for key, kq in list(self._queues.items()):
+            head = kq.head()
+            if head is None:
+                del self._queues[key]
+                continue
+            if best_head is None or (head.priority, -head.t_submit) > (
+                best_head.priority,
+                -best_head.t_submit,
+            ):
+                best, best_head = key, head
+        if best_head is None:
+            return None, None
+        kq = self._queues[best]  # type: ignore[index]
+        take: list[_Request] = []
+        total = 0
+        cap = self.max_batch_size
+        full = False
+        for dq in (kq.high, kq.normal):
+            for req in dq:
+                if req.state != _QUEUED:
+                    continue
+                if total + req.n > cap:
+                    full = True
+                    break
+                take.append(req)
+                total += req.n
+            if full:
+                break
+        full = full or total == cap
+        due = self._closing or full or now - best_head.t_submit >= self.max_queue_delay
+        preferred = self.preferred_batch_sizes
+        if preferred and not full:
+            # the largest preferred size that a prefix of the candidates sums to exactly
+            sums = list(itertools.accumulate(r.n for r in take))
+            hits = [i for i, s in enumerate(sums) if s in preferred]
+            if hits and (due or sums[hits[-1]] == preferred[-1] or total >= preferred[-1]):
+                take = take[: hits[-1] + 1]
+                due = True
+        if not due:
+            return None, best_head.t_submit + self.max_queue_delay - now
+        self._pop(kq, take)
+        return take, None
+
+    def _pop(self, kq: _KeyQueue, take: list[_Request]) -> None:
+        remaining = len(take)
+        for dq in (kq.high, kq.normal):
+            while remaining and dq:
+                req = dq.popleft()
+                if req.state == _QUEUED:
+                    remaining -= 1
+        now = _now()
+        ring = self._queue_ring
+        for req in take:
+            self._depth -= 1
+            if req.future.set_running_or_notify_cancel():
+                req.state = _RUNNING
+                ring.add(now - req.t_submit)
+            else:
+                req.state = _DONE_EARLY
+                self._cancelled += 1
+        take[:] = [r for r in take if r.state == _RUNNING]
+
+    # -- running a batch ---------------------------------------------------------------------
+    def _instance_loop(self, inst: _Instance) -> None:
+        while True:
+            batch = inst.inbox.get()
+            if batch is None:
+                break
+            self._execute(inst, batch)
+            with self._cv:
+                inst.busy = False
+                self._idle += 1
+                self._cv.notify()
+        for io in inst.bound.values():
+            io.close()
+        inst.bound.clear()
+
+    def _execute(self, inst: _Instance, batch: list[_Request]) -> None:
+        t0 = _now()
+        total = 0
+        for req in batch:
+            total += req.n
+        try:
+            io, shapes = self._bound_io(inst, batch, total)
+            padded = self._fill(io, batch, shapes)
+            io.run()
+            results = self._split(io, batch, total, padded)
+        except Exception as e:  # the batch fails, only its own requests, with the cause
+            log.debug("batcher %s: batch of %d requests failed: %s", self.name, len(batch), e)
+            for req in batch:
+                req.future.set_exception(e)
+            inst.failed += len(batch)
+            return
+        finally:
+            inst.exec.add(_now() - t0)
+            inst.batches += 1
+            inst.items += total
+            inst.sizes[total] = inst.sizes.get(total, 0) + 1
+        for req, out in zip(batch, results, strict=True):
+            req.future.set_result(out)
+        inst.succeeded += len(batch)
+
+    def _bound_io(
+        self, inst: _Instance, batch: list[_Request], total: int
+    ) -> tuple[BoundIO, dict[str, tuple[int, ...]]]:
+        first = batch[0]
+        if self._pad_dims and len(batch) > 1:
+            shapes = {}
+            for name in self._input_names:
+                shape = list(first.shapes[name])
+                for axis in self._pad_dims[name]:
+                    shape[axis] = max(r.shapes[name][axis] for r in batch)
+                shape[0] = total
+                shapes[name] = tuple(shape)
+        else:
+            shapes = {name: (total, *first.shapes[name][1:]) for name in self._input_names}
+        key = tuple(shapes.values())
+        cache = inst.bound
+        io = cache.get(key)
+        if io is None:
+            io = inst.engine.bind(shapes)
+            cache[key] = io
+            if len(cache) > _BIND_CACHE:
+                _, old = cache.popitem(last=False)
+                old.close()
+        else:
+            cache.move_to_end(key)
+        return io, shapes
+
+    def _fill(self, io: BoundIO, batch: list[_Request], shapes: dict[str, tuple[int, ...]]) -> bool:
+        """Copy each request once into its slot of the bound inputs; True if any was padded."""
+        bufs = io.inputs
+        pipeline = self.preprocess
+        padded = False
+        off = 0
+        for req in batch:
+            n = req.n
+            slots = {}
+            for name in self._input_names:
+                buf = bufs[name]
+                shape = req.shapes[name]
+                if shape[1:] == shapes[name][1:]:
+                    slots[name] = buf[off : off + n]
+                else:
+                    padded = True
+                    region = buf[off : off + n]
+                    region[...] = 0
+                    slots[name] = region[tuple(slice(0, d) for d in shape)]
+            data = req.data
+            if data is None:
+                pipeline.fill(req.prepared, slots)  # type: ignore[union-attr,arg-type]
+            else:
+                for name, slot in slots.items():
+                    slot[...] = data[name]
+            off += n
+        return padded
+
+    def _split(
+        self, io: BoundIO, batch: list[_Request], total: int, padded: bool
+    ) -> list[dict[str, np.ndarray]]:
+        outs = io.outputs
+        for name, arr in outs.items():
+            if arr.ndim == 0 or arr.shape[0] != total:
+                raise BatchingError(
+                    f"output {name!r} has shape {arr.shape} for a batch of {total} items: the batcher needs every "
+                    "output to carry the batch along dimension 0"
+                )
+        results: list[dict[str, np.ndarray]] = []
+        crop = self._crop if padded else None
+        off = 0
+        for req in batch:
+            n = req.n
+            res = {}
+            for name, arr in outs.items():
+                view = arr[off : off + n]
+                if crop and name in crop:
+                    index: list[slice] = [slice(None)] * arr.ndim
+                    for axis, dim in crop[name]:
+                        index[axis] = slice(0, req.dims[dim])  # type: ignore[index]
+                    view = view[tuple(index)]
+                res[name] = np.array(view, copy=True)
+            results.append(res)
+            off += n
+        return results
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop accepting requests. ``drain=True`` runs everything accepted first (``timeout``
+        seconds at most: what is still queued then ends with ``BatcherClosedError``);
+        ``drain=False`` ends every queued request with ``BatcherClosedError`` at once. Batches
+        already running finish either way. Engines the batcher made are closed. Idempotent."""
+        end = None if timeout is None else _now() + timeout
+        with self._cv:
+            if not self._closing:
+                self._closing = True
+                self._drain = drain
+            self._cv.notify_all()
+        if not drain:
+            self._abort_queued("closed without draining")
+        self._scheduler.join(None if end is None else max(0.0, end - _now()))
+        if self._scheduler.is_alive():
+            self._abort_queued(f"close(timeout={timeout}) ran out before the request was run")
+            self._scheduler.join(1.0)
+        for inst in self._instances:
+            inst.thread.join(None if end is None else max(0.0, end - _now()))
+        if self._closed:
+            return
+        self._closed = True
+        if self._owned:
+            for inst in self._instances:
+                if not inst.thread.is_alive():
+                    inst.engine.close()
+
+    def _abort_queued(self, why: str) -> None:
+        pending: list[tuple[Future[Any], Exception]] = []
+        with self._cv:
+            self._drain = False
+            for kq in self._queues.values():
+                for dq in (kq.high, kq.normal):
+                    for req in dq:
+                        if req.state == _QUEUED:
+                            err = BatcherClosedError(f"batcher {self.name!r}: {why}")
+                            if self._end_early(req, err, pending):
+                                self._aborted += 1
+                    dq.clear()
+            self._queues.clear()
+            self._cv.notify_all()
+        for fut, error in pending:
+            fut.set_exception(error)
+
+    def __enter__(self) -> Batcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

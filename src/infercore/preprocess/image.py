@@ -1,0 +1,417 @@
+"""Image preprocessing: decode, resize, letterbox, center-crop, normalize, HWC→CHW, dtype.
+
+Images are HWC ``uint8`` arrays (RGB unless decoded otherwise) until ``Normalize``; every function
+takes ``out=`` and writes there (a view is fine, e.g. one item of a bound batch buffer).
+Resizing is Pillow's bilinear filter (``Image.resize(..., BILINEAR)``, which antialiases when
+shrinking), so results match Pillow exactly; float images are resized per channel in Pillow's
+32-bit float mode ``"F"``. Pillow is imported on first use (extra ``image``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backends import require
+from ..errors import InputSpecError
+from .pipeline import Pipeline, Prepared
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CenterCrop",
+    "Decode",
+    "ImagePipeline",
+    "Letterbox",
+    "LetterboxInfo",
+    "Normalize",
+    "Resize",
+    "ToCHW",
+    "ToDType",
+    "center_crop",
+    "decode",
+    "hwc_to_chw",
+    "letterbox",
+    "normalize",
+    "resize",
+    "to_dtype",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Size = tuple[int, int]  # (height, width)
+
+
+def _pil() -> Any:
+    return require("PIL.Image", "image", package="pillow")
+
+
+def _size(size: int | Sequence[int], what: str = "size") -> Size:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = (int(d) for d in size)
+    if h < 1 or w < 1:
+        raise ValueError(f"{what} must be positive (height, width), got {tuple(size)}")
+    return (h, w)
+
+
+def _check_image(img: np.ndarray, what: str = "image") -> np.ndarray:
+    if not isinstance(img, np.ndarray):
+        raise InputSpecError(f"{what}: expected a numpy array (HWC), got {type(img).__name__}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3:
+        raise InputSpecError(
+            f"{what}: expected an HWC image (rank 3, or 2 for grayscale), got shape {img.shape}"
+        )
+    return img
+
+
+def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return result
+    if out.shape != result.shape:
+        raise InputSpecError(f"out= has shape {out.shape}, the result is {result.shape}")
+    out[...] = result
+    return out
+
+
+# -- functions ---------------------------------------------------------------------------------
+def decode(data: Any, mode: str = "RGB") -> np.ndarray:
+    """Bytes, a path, a PIL image or an array -> HWC ``uint8`` array in ``mode`` ("RGB", "L", ...)."""
+    if isinstance(data, np.ndarray):
+        return _check_image(data)
+    Image = _pil()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            img = Image.open(io.BytesIO(bytes(data)))
+            img.load()
+        except Exception as e:
+            raise InputSpecError(f"could not decode {len(data)} bytes as an image: {e}") from e
+    elif isinstance(data, (str, os.PathLike)):
+        try:
+            img = Image.open(data)
+            img.load()
+        except Exception as e:
+            raise InputSpecError(f"could not read image {os.fspath(data)!r}: {e}") from e
+    elif isinstance(data, Image.Image):
+        img = data
+    else:
+        raise InputSpecError(
+            f"cannot decode {type(data).__name__}: pass bytes, a path, a PIL image or an array"
+        )
+    if img.mode != mode:
+        img = img.convert(mode)
+    return _check_image(np.asarray(img))
+
+
+def _resize_exact(img: np.ndarray, size: Size) -> np.ndarray:
+    Image = _pil()
+    h, w = size
+    if img.shape[:2] == (h, w):
+        return img
+    bilinear = Image.Resampling.BILINEAR
+    if img.dtype == np.uint8 and img.shape[2] in (1, 3, 4):
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[img.shape[2]]
+        src = img[:, :, 0] if img.shape[2] == 1 else img
+        res = np.asarray(Image.fromarray(np.ascontiguousarray(src), mode).resize((w, h), bilinear))
+        return res.reshape(h, w, img.shape[2])
+    chans = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(img[:, :, c], np.float32), "F").resize((w, h), bilinear)
+        )
+        for c in range(img.shape[2])
+    ]
+    return np.stack(chans, axis=2).astype(img.dtype, copy=False)
+
+
+def _shorter_side(shape: tuple[int, ...], side: int) -> Size:
+    h, w = shape[:2]
+    if h <= w:
+        return (side, max(1, int(side * w / h)))
+    return (max(1, int(side * h / w)), side)
+
+
+def resize(img: np.ndarray, size: int | Sequence[int], *, out: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear resize (Pillow's filter). ``size``: (height, width), or an int for the shorter side
+    (aspect kept, the longer side truncated like torchvision's ``Resize(int)``)."""
+    img = _check_image(img)
+    target = _shorter_side(img.shape, size) if isinstance(size, int) else _size(size)
+    return _into(_resize_exact(img, target), out)
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How ``letterbox`` placed the image: original pixel = (letterboxed - (left, top)) / scale."""
+
+    scale: float
+    top: int
+    left: int
+    height: int  # of the resized image inside the canvas
+    width: int
+
+    def to_original(self, xy: np.ndarray) -> np.ndarray:
+        """Map (..., 2) x, y points in the letterboxed image back to the original image."""
+        pts = np.asarray(xy, dtype=np.float32)
+        res: np.ndarray = (pts - np.array([self.left, self.top], np.float32)) / self.scale
+        return res
+
+
+def letterbox(
+    img: np.ndarray, size: int | Sequence[int], *, color: int = 114, out: np.ndarray | None = None
+) -> tuple[np.ndarray, LetterboxInfo]:
+    """Resize keeping the aspect ratio to fit ``size``, centred on a ``color`` canvas.
+
+    scale = min(H / h, W / w); the resized image is round(h * scale) x round(w * scale), placed at
+    top = (H - nh) // 2, left = (W - nw) // 2.
+    """
+    img = _check_image(img)
+    H, W = _size(size)
+    h, w = img.shape[:2]
+    scale = min(H / h, W / w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    top, left = (H - nh) // 2, (W - nw) // 2
+    if out is None:
+        out = np.empty((H, W, img.shape[2]), img.dtype)
+    elif out.shape != (H, W, img.shape[2]):
+        raise InputSpecError(f"out= has shape {out.shape}, the letterboxed image is {(H, W, img.shape[2])}")
+    out[...] = color
+    out[top : top + nh, left : left + nw] = _resize_exact(img, (nh, nw))
+    return out, LetterboxInfo(scale, top, left, nh, nw)
+
+
+def center_crop(img: np.ndarray, size: int | Sequence[int], *, out: np.ndarray | None = None) -> np.ndarray:
+    """Crop ``size`` from the centre: top = round((H - h) / 2), left = round((W - w) / 2) (torchvision)."""
+    img = _check_image(img)
+    h, w = _size(size)
+    H, W = img.shape[:2]
+    if h > H or w > W:
+        raise InputSpecError(f"center_crop to {(h, w)} needs an image at least that large, got {(H, W)}")
+    top, left = round((H - h) / 2.0), round((W - w) / 2.0)
+    return _into(img[top : top + h, left : left + w], out)
+
+
+def normalize(
+    img: np.ndarray,
+    mean: float | Sequence[float],
+    std: float | Sequence[float],
+    *,
+    scale: float = 1 / 255,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """(img * scale - mean) / std per channel (last axis), as float32, computed as one multiply-add."""
+    mean_a = np.asarray(mean, np.float32)
+    std_a = np.asarray(std, np.float32)
+    mul = (np.float32(scale) / std_a).astype(np.float32)
+    add = (-mean_a / std_a).astype(np.float32)
+    if out is None:
+        out = np.empty(img.shape, np.float32)
+    np.multiply(img, mul, out=out, casting="unsafe")
+    np.add(out, add, out=out, casting="unsafe")
+    return out
+
+
+def hwc_to_chw(img: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    img = _check_image(img)
+    if out is None:
+        return np.ascontiguousarray(img.transpose(2, 0, 1))
+    out[...] = img.transpose(2, 0, 1)
+    return out
+
+
+def to_dtype(img: np.ndarray, dtype: Any, *, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return img.astype(dtype)
+    np.copyto(out, img, casting="unsafe")
+    return out
+
+
+# -- steps -------------------------------------------------------------------------------------
+class Decode:
+    """Bytes / path / PIL image -> HWC uint8 (arrays pass through)."""
+
+    stage = "prepare"
+
+    def __init__(self, mode: str = "RGB") -> None:
+        self.mode = mode
+
+    def run(self, x: Any, meta: dict[str, Any]) -> np.ndarray:
+        return decode(x, self.mode)
+
+
+class Resize:
+    stage = "prepare"
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size: int | Size = size if isinstance(size, int) else _size(size)
+
+    def run(self, x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+        return resize(x, self.size)
+
+
+class Letterbox:
+    """Letterbox to ``size``; the item's ``LetterboxInfo`` goes to ``Prepared.meta[i]["letterbox"]``."""
+
+    stage = "prepare"
+
+    def __init__(self, size: int | Sequence[int], color: int = 114) -> None:
+        self.size = _size(size)
+        self.color = color
+
+    def run(self, x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+        img, info = letterbox(x, self.size, color=self.color)
+        meta["letterbox"] = info
+        return img
+
+
+class CenterCrop:
+    stage = "prepare"
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size = _size(size)
+
+    def run(self, x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+        return center_crop(x, self.size)
+
+
+class Normalize:
+    stage = "fill"
+
+    def __init__(
+        self, mean: float | Sequence[float], std: float | Sequence[float], scale: float = 1 / 255
+    ) -> None:
+        self.mean, self.std, self.scale = mean, std, scale
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+    def out_dtype(self, dtype: np.dtype) -> np.dtype:
+        return np.dtype(np.float32)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return normalize(x, self.mean, self.std, scale=self.scale, out=out)
+
+
+class ToCHW:
+    stage = "fill"
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (shape[2], shape[0], shape[1])
+
+    def out_dtype(self, dtype: np.dtype) -> np.dtype:
+        return dtype
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return hwc_to_chw(x, out=out)
+
+
+class ToDType:
+    stage = "fill"
+
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = np.dtype(dtype)
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+    def out_dtype(self, dtype: np.dtype) -> np.dtype:
+        return self.dtype
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return to_dtype(x, self.dtype, out=out)
+
+
+_PrepareStep = Decode | Resize | Letterbox | CenterCrop
+_FillStep = Normalize | ToCHW | ToDType
+
+
+class ImagePipeline(Pipeline):
+    """Raw image(s) -> one model input ``[n, ...]``.
+
+    ``steps``: prepare steps (Decode, Resize, Letterbox, CenterCrop) then fill steps (Normalize,
+    ToCHW, ToDType). ``prepare`` runs in the caller's thread and keeps uint8 images; ``fill`` writes
+    the rest straight into the output buffer (a trailing ToCHW is folded: Normalize writes through a
+    transposed view, one pass). Raw input: one image (bytes, path, PIL image, HWC array) or a list
+    of them, or an NHWC uint8 array; every image must end at the same size.
+    """
+
+    def __init__(self, steps: Sequence[_PrepareStep | _FillStep], *, input: str) -> None:
+        prep: list[_PrepareStep] = []
+        fill: list[_FillStep] = []
+        for st in steps:
+            if st.stage == "prepare":
+                if fill:
+                    raise ValueError(f"{type(st).__name__} must come before {type(fill[0]).__name__}")
+                prep.append(st)  # type: ignore[arg-type]
+            else:
+                fill.append(st)  # type: ignore[arg-type]
+        self._prep = tuple(prep)
+        self._fill = tuple(fill)
+        dtype = np.dtype(np.uint8)
+        for f in fill:
+            dtype = f.out_dtype(dtype)
+        self.input = input
+        self.inputs = (input,)
+        self.dtypes = {input: dtype}
+        self._fold = (
+            len(fill) >= 2 and isinstance(fill[-1], ToCHW) and fill[-2].out_dtype(np.dtype(np.uint8)) == dtype
+        )
+
+    def prepare(self, raw: Any) -> Prepared:
+        if isinstance(raw, np.ndarray) and raw.ndim == 4:
+            items: Sequence[Any] = list(raw)
+        elif isinstance(raw, (list, tuple)):
+            items = raw
+        else:
+            items = [raw]
+        if not items:
+            raise InputSpecError(f"input {self.input!r}: no images given", tensor=self.input)
+        images: list[np.ndarray] = []
+        metas: list[Any] = []
+        for item in items:
+            meta: dict[str, Any] = {}
+            x = item
+            for st in self._prep:
+                x = st.run(x, meta)
+            if not isinstance(x, np.ndarray):
+                x = decode(x)  # no Decode step given: decode anyway
+            x = _check_image(x)
+            if x.dtype != np.uint8:
+                raise InputSpecError(
+                    f"input {self.input!r}: image pipelines take uint8 images, got {x.dtype}",
+                    tensor=self.input,
+                )
+            if images and x.shape != images[0].shape:
+                raise InputSpecError(
+                    f"input {self.input!r}: images of one request end at different sizes {images[0].shape} and "
+                    f"{x.shape}; add a Resize or Letterbox step",
+                    tensor=self.input,
+                )
+            images.append(x)
+            metas.append(meta)
+        shape: tuple[int, ...] = images[0].shape
+        for f in self._fill:
+            shape = f.out_shape(shape)
+        return Prepared({self.input: (len(images), *shape)}, images, metas)
+
+    def fill(self, prepared: Prepared, out: Mapping[str, np.ndarray]) -> None:
+        buf = out[self.input]
+        steps = self._fill
+        for i, x in enumerate(prepared.data):
+            target = buf[i]
+            run: Sequence[_FillStep] = steps
+            if self._fold:
+                target = target.transpose(1, 2, 0)  # HWC view of this item's CHW memory
+                run = steps[:-1]
+            if not run:
+                target[...] = x
+                continue
+            last = len(run) - 1
+            for j, st in enumerate(run):
+                x = st(x, out=target if j == last else None)

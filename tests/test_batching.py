@@ -1,0 +1,362 @@
+"""Batcher: results against numpy, shape grouping, padding, priorities, and every way a request ends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import numpy as np
+import pytest
+
+import infercore as ic
+from infercore.batching import Batcher, BatcherClosedError
+from infercore.engine import Engine
+from infercore.errors import BackendRuntimeError, DeadlineExceededError, InputSpecError, QueueFullError
+from infercore.specs import TensorSpec
+from tests import onnx_models as m
+
+pytest.importorskip("onnxruntime")
+
+
+# -- a gated numpy backend: lets a test hold the instance busy, so the queue fills deterministically
+class _GatedBinding:
+    def __init__(self, backend: GatedBackend, inputs: dict[str, np.ndarray]) -> None:
+        self.backend = backend
+        self.inputs = inputs
+        self.outputs: dict[str, np.ndarray] = {}
+
+    def run(self) -> None:
+        b = self.backend
+        b.started.set()
+        b.gate.wait(10)
+        x = self.inputs["x"]
+        b.batches.append(x.copy())
+        if (x < 0).any():
+            raise BackendRuntimeError("negative input") from ValueError("x < 0")
+        self.outputs.update(y=x * 2, s=x.sum(axis=1, keepdims=True))
+
+    def close(self) -> None:
+        pass
+
+
+class GatedBackend:
+    name = "gated"
+    device = "cpu"
+    metadata: dict[str, str] = {}
+
+    def __init__(self, n: int = 4) -> None:
+        self.inputs = (TensorSpec("x", np.float32, (None, n), ("batch", None)),)
+        self.outputs = (
+            TensorSpec("y", np.float32, (None, n), ("batch", None)),
+            TensorSpec("s", np.float32, (None, 1), ("batch", None)),
+        )
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.batches: list[np.ndarray] = []
+
+    def run(self, feeds, outputs):
+        x = feeds["x"]
+        return {"y": x * 2, "s": x.sum(axis=1, keepdims=True)}
+
+    def bind(self, inputs, outputs):
+        return _GatedBinding(self, inputs)
+
+    def close(self) -> None:
+        pass
+
+
+def _hold(backend: GatedBackend, b: Batcher, n: int = 1) -> object:
+    """Occupy the single instance with one request, so later ones wait in the queue."""
+    backend.gate.clear()
+    backend.started.clear()
+    fut = b.submit(np.zeros((n, 4), np.float32))
+    assert backend.started.wait(5)
+    return fut
+
+
+@pytest.fixture
+def gated():
+    backend = GatedBackend()
+    return backend, Engine(backend)
+
+
+@pytest.fixture
+def mlp(tmp_path):
+    path, w = m.mlp(tmp_path / "mlp.onnx")
+    return path, w
+
+
+# -- results ---------------------------------------------------------------------------------------
+def test_results_match_numpy_for_many_concurrent_callers(mlp):
+    path, w = mlp
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((int(rng.integers(1, 4)), 8)).astype(np.float32) for _ in range(200)]
+    with Batcher(
+        lambda: ic.load(path, threads=1), instances=2, max_batch_size=16, max_queue_delay=0.005
+    ) as b:
+        futs = [b.submit(x) for x in xs]
+        outs = [f.result(10) for f in futs]
+        metrics = b.metrics
+    for x, out in zip(xs, outs, strict=True):
+        logits, probs = m.mlp_numpy(x, w)
+        np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["probs"], probs, rtol=1e-5, atol=1e-6)
+        assert out["probs"].flags.owndata or out["probs"].base is None  # caller-owned, not a buffer view
+    assert metrics.submitted == metrics.succeeded == 200
+    assert metrics.items == sum(len(x) for x in xs)
+    assert metrics.batches < 200  # requests were actually batched
+    assert max(metrics.batch_sizes) <= 16
+
+
+def test_results_are_not_views_of_reused_buffers(gated):
+    _, eng = gated
+    with Batcher(eng, max_queue_delay=0) as b:
+        first = b.run(np.ones((1, 4), np.float32))
+        b.run(np.full((1, 4), 5, np.float32))
+    np.testing.assert_array_equal(first["y"], np.full((1, 4), 2, np.float32))
+
+
+def test_asyncio_infer_and_blocking_run(mlp):
+    path, w = mlp
+    x = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)
+
+    async def main(b: Batcher):
+        return await asyncio.gather(*(b.infer(x[i : i + 1]) for i in range(64)))
+
+    with Batcher(ic.load(path), max_batch_size=8) as b:
+        outs = asyncio.run(main(b))
+        one = b.run(x[:3])
+    np.testing.assert_allclose(
+        np.concatenate([o["logits"] for o in outs]), m.mlp_numpy(x, w)[0], rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(one["logits"], m.mlp_numpy(x[:3], w)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_requests_of_different_shapes_are_batched_apart(tmp_path):
+    path = m.identity(tmp_path / "id.onnx", onnx_float(), shape=("batch", "seq"))
+    eng = ic.load(path)
+    xs = [np.full((1, 3 + i % 3), i, np.float32) for i in range(30)]
+    with Batcher(eng, max_batch_size=8, max_queue_delay=0.01) as b:
+        outs = [f.result(5) for f in [b.submit(x) for x in xs]]
+    for x, out in zip(xs, outs, strict=True):
+        np.testing.assert_array_equal(out["y"], x)
+
+
+def onnx_float() -> int:
+    from onnx import TensorProto
+
+    return TensorProto.FLOAT
+
+
+def test_padding_along_named_dims_and_output_crop(tmp_path):
+    path = m.identity(tmp_path / "id.onnx", onnx_float(), shape=("batch", "seq"))
+    eng = ic.load(path)
+    backend_batches = []
+    xs = [np.arange(1, 2 + i, dtype=np.float32)[None] for i in range(6)]  # lengths 1..6
+    with Batcher(eng, max_batch_size=8, max_queue_delay=0.05, pad=["seq"]) as b:
+        outs = [f.result(5) for f in [b.submit(x) for x in xs]]
+        backend_batches.append(b.metrics.batch_sizes)
+    for x, out in zip(xs, outs, strict=True):
+        np.testing.assert_array_equal(out["y"], x)  # "y" has dim name "seq" too: cut back
+    assert sum(k * v for k, v in backend_batches[0].items()) == 6
+    with pytest.raises(ValueError, match="no input has"):
+        Batcher(eng, pad=["channels"])
+
+
+def test_preferred_batch_sizes(gated):
+    backend, eng = gated
+    with Batcher(eng, max_batch_size=8, preferred_batch_sizes=(4,), max_queue_delay=5.0) as b:
+        held = _hold(backend, b, n=4)  # a preferred size: dispatched without waiting the delay
+        futs = [b.submit(np.full((1, 4), i, np.float32)) for i in range(5)]
+        backend.gate.set()
+        for f in futs[:4]:
+            f.result(5)  # the preferred size 4 goes at once, without waiting the 5 s delay
+        held.result(5)
+        assert len(backend.batches[1]) == 4
+        b.close(drain=True)
+    assert futs[4].result(1)["y"][0, 0] == 8
+
+
+def test_high_priority_is_served_first(gated):
+    backend, eng = gated
+    with Batcher(eng, max_batch_size=2, max_queue_delay=0) as b:
+        held = _hold(backend, b)
+        normal = [b.submit(np.full((1, 4), i, np.float32)) for i in range(1, 4)]
+        high = b.submit(np.full((1, 4), 100, np.float32), priority=1)
+        backend.gate.set()
+        for f in [held, high, *normal]:
+            f.result(5)
+    assert backend.batches[1][0, 0] == 100  # high went in the first batch after the held one
+    with pytest.raises(ValueError, match="priority"):
+        Batcher(eng).submit(np.zeros((1, 4), np.float32), priority=5)
+
+
+# -- validation at submit ------------------------------------------------------------------------
+def test_bad_requests_are_refused_at_submit_naming_the_tensor(tmp_path):
+    eng = ic.load(m.two_inputs(tmp_path / "two.onnx"))
+    specs = {s.name: s for s in eng.inputs}
+    with Batcher(eng, max_batch_size=4) as b:
+        names = list(specs)
+        good = {n: np.zeros((1, *s.concrete()[1:]), s.dtype) for n, s in specs.items()}
+        b.run(good)
+        with pytest.raises(InputSpecError, match=names[0]) as e:
+            b.submit({**good, names[0]: good[names[0]].astype(np.float64)})
+        assert e.value.tensor == names[0]
+        with pytest.raises(InputSpecError, match="missing"):
+            b.submit({names[0]: good[names[0]]})
+        with pytest.raises(InputSpecError, match="same batch size"):
+            b.submit({names[0]: np.repeat(good[names[0]], 2, 0), names[1]: good[names[1]]})
+        with pytest.raises(InputSpecError, match="max_batch_size=4"):
+            b.submit({n: np.repeat(a, 5, 0) for n, a in good.items()})
+        assert b.metrics.submitted == 1
+
+
+def test_model_without_batch_dimension_is_refused(tmp_path):
+    path, _ = m.add_bias(tmp_path / "fixed.onnx", batch=1)
+    eng = ic.load(path)
+    with pytest.raises(InputSpecError, match=r"fixed batch dimension.*max_batch_size=1"):
+        Batcher(eng)
+    with Batcher(eng, max_batch_size=1) as b:
+        np.testing.assert_array_equal(b.run(np.ones((1, 16), np.float32))["y"], 1 + np.arange(16)[None])
+
+
+# -- nothing lost ----------------------------------------------------------------------------------
+def test_queue_full_is_refused_at_once(gated):
+    backend, eng = gated
+    with Batcher(eng, max_queue_size=3, max_queue_delay=0) as b:
+        held = _hold(backend, b)
+        futs = [b.submit(np.zeros((1, 4), np.float32)) for _ in range(3)]
+        with pytest.raises(QueueFullError, match="queue full"):
+            b.submit(np.zeros((1, 4), np.float32))
+        assert b.metrics.rejected == 1 and b.metrics.queue_depth == 3
+        backend.gate.set()
+        for f in [held, *futs]:
+            f.result(5)
+
+
+def test_deadline_ends_queued_request_without_running_it(gated):
+    backend, eng = gated
+    with Batcher(eng, max_batch_size=1, max_queue_delay=0) as b:
+        held = _hold(backend, b)
+        late = b.submit(np.full((1, 4), 7, np.float32), timeout=0.05)
+        with pytest.raises(DeadlineExceededError, match="not run"):
+            late.result(5)  # ended by the scheduler while the instance is still busy
+        with pytest.raises(TimeoutError):
+            b.run(np.full((1, 4), 8, np.float32), timeout=0.05)
+        backend.gate.set()
+        held.result(5)
+        metrics = b.metrics
+    assert metrics.timed_out == 2
+    assert not any((x == 7).any() or (x == 8).any() for x in backend.batches)
+
+
+def test_cancelled_future_leaves_the_queue(gated):
+    backend, eng = gated
+    with Batcher(eng, max_queue_delay=0) as b:
+        held = _hold(backend, b)
+        fut = b.submit(np.full((1, 4), 9, np.float32))
+        assert b.metrics.queue_depth == 1
+        assert fut.cancel()
+        assert b.metrics.queue_depth == 0 and b.metrics.cancelled == 1
+        backend.gate.set()
+        held.result(5)
+    assert not any((x == 9).any() for x in backend.batches)
+    with pytest.raises(CancelledError):
+        fut.result(0)
+
+
+def test_cancelled_asyncio_task_leaves_the_queue(gated):
+    backend, eng = gated
+
+    async def main(b: Batcher) -> None:
+        task = asyncio.ensure_future(b.infer(np.full((1, 4), 9, np.float32)))
+        await asyncio.sleep(0.05)
+        assert b.metrics.queue_depth == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with Batcher(eng, max_queue_delay=0) as b:
+        held = _hold(backend, b)
+        asyncio.run(main(b))
+        assert b.metrics.cancelled == 1 and b.metrics.queue_depth == 0
+        backend.gate.set()
+        held.result(5)
+    assert not any((x == 9).any() for x in backend.batches)
+
+
+def test_failing_batch_fails_only_its_own_requests(gated):
+    backend, eng = gated
+    with Batcher(eng, max_batch_size=2, max_queue_delay=0) as b:
+        held = _hold(backend, b)
+        # two batches of two: the first holds a negative input and fails as a whole
+        futs = [b.submit(np.full((1, 4), v, np.float32)) for v in (-1, 1, 2, 3)]
+        backend.gate.set()
+        held.result(5)
+        for f in futs[:2]:
+            with pytest.raises(BackendRuntimeError, match="negative") as e:
+                f.result(5)
+            assert isinstance(e.value.__cause__, ValueError)
+        assert [f.result(5)["y"][0, 0] for f in futs[2:]] == [4, 6]
+        assert b.metrics.failed == 2
+
+
+def test_close_drain_finishes_everything_accepted(gated):
+    backend, eng = gated
+    b = Batcher(eng, max_batch_size=2, max_queue_delay=0)
+    held = _hold(backend, b)
+    futs = [b.submit(np.full((1, 4), i, np.float32)) for i in range(5)]
+    threading.Timer(0.1, backend.gate.set).start()
+    b.close(drain=True)
+    assert [f.result(0)["y"][0, 0] for f in futs] == [0, 2, 4, 6, 8]
+    held.result(0)
+    with pytest.raises(BatcherClosedError, match="closed"):
+        b.submit(np.zeros((1, 4), np.float32))
+    b.close()  # idempotent
+
+
+def test_close_without_drain_ends_queued_requests(gated):
+    backend, eng = gated
+    b = Batcher(eng, max_queue_delay=0)
+    held = _hold(backend, b)
+    futs = [b.submit(np.zeros((1, 4), np.float32)) for _ in range(3)]
+    threading.Timer(0.1, backend.gate.set).start()
+    b.close(drain=False)
+    held.result(0)  # the batch already running finishes
+    for f in futs:
+        with pytest.raises(BatcherClosedError, match="without draining"):
+            f.result(0)
+    metrics = b.metrics
+    assert metrics.aborted == 3 and metrics.succeeded == 1 and metrics.in_flight == 0
+
+
+def test_factory_engines_are_closed_and_a_shared_engine_is_not(mlp):
+    path, _ = mlp
+    made = []
+
+    def factory():
+        made.append(ic.load(path, threads=1))
+        return made[-1]
+
+    with Batcher(factory, instances=2) as b:
+        assert b.inputs == made[0].inputs and b.outputs == made[0].outputs
+    assert len(made) == 2 and all(e.closed for e in made)
+    shared = ic.load(path)
+    Batcher(shared, instances=2).close()
+    assert not shared.closed
+
+
+def test_metrics_snapshot(mlp):
+    path, _ = mlp
+    with Batcher(ic.load(path), max_batch_size=4) as b:
+        for f in [b.submit(np.zeros((1, 8), np.float32)) for _ in range(10)]:
+            f.result(5)
+        time.sleep(0.01)
+        metrics = b.metrics
+    assert metrics.succeeded == 10 and metrics.queue_ms.count == 10
+    assert metrics.exec_ms.count == metrics.batches == sum(metrics.batch_sizes.values())
+    assert metrics.mean_batch_size is not None and 1 <= metrics.mean_batch_size <= 4
+    assert metrics.queue_ms.p50_ms is not None and metrics.queue_ms.p99_ms >= metrics.queue_ms.p50_ms

