@@ -15,7 +15,6 @@ makes a rank-1 buffer that the compiled model refuses for any input of rank > 1.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib.metadata
 import json
@@ -40,7 +39,7 @@ from ..errors import (
     ModelLoadError,
 )
 from ..specs import BackendInfo, Quantization, TensorSpec
-from . import require
+from . import check_options, require
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +82,7 @@ def _runtime() -> _Runtime:
 
 
 def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = [k for k in options if k not in _OPTIONS]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, list(_OPTIONS), n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        valid = "; ".join(f"{k}: {v}" for k, v in _OPTIONS.items())
-        raise BackendError(f"litert: unknown option(s) {', '.join(hints)}. Valid options: {valid}")
+    check_options("litert", options, _OPTIONS)
     out = {"xnnpack": True, "delegate": [], "delegate_options": [], "dequantize": False, "shape_cache": 4}
     for key in ("xnnpack", "dequantize"):
         if key in options:

@@ -8,7 +8,6 @@ slower per call) and ``run_with_ort_values``.
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 import logging
 import re
@@ -21,7 +20,7 @@ import numpy as np
 from ..buffers import aligned_empty
 from ..errors import BackendError, BackendRuntimeError, BackendUnavailableError, ModelLoadError
 from ..specs import BackendInfo, TensorSpec
-from . import require
+from . import check_options, require
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +121,7 @@ def _device(device: str, ort: Any, provider_options: Mapping[str, Any]) -> tuple
 
 
 def _session_options(ort: Any, threads: int | None, options: Mapping[str, Any]) -> Any:
-    unknown = [k for k in options if k not in _OPTIONS]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, list(_OPTIONS), n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        valid = "; ".join(f"{k}: {v}" for k, v in _OPTIONS.items())
-        raise BackendError(f"ort: unknown option(s) {', '.join(hints)}. Valid options: {valid}")
+    check_options("ort", options, _OPTIONS)
     so = ort.SessionOptions()
     if threads is not None:
         so.intra_op_num_threads = threads

@@ -23,7 +23,6 @@ Measured facts this file is built around (OpenVINO 2026.4, this CPU):
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib.metadata
 import logging
@@ -39,7 +38,7 @@ import numpy as np
 from ..buffers import aligned_empty
 from ..errors import BackendError, BackendRuntimeError, BackendUnavailableError, ModelLoadError
 from ..specs import BackendInfo, TensorSpec
-from . import require
+from . import check_options, require
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +162,7 @@ def _device(device: str, core: Any) -> str:
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
-    unknown = [k for k in options if k not in _OPTIONS]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, list(_OPTIONS), n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        valid = "; ".join(f"{k}: {v}" for k, v in _OPTIONS.items())
-        raise BackendError(f"openvino: unknown option(s) {', '.join(hints)}. Valid options: {valid}")
+    check_options("openvino", options, _OPTIONS)
 
 
 def _positive_int(key: str, value: Any) -> int:

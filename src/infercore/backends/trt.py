@@ -13,7 +13,6 @@ thread and shape, so each thread has its own execution context.
 from __future__ import annotations
 
 import collections
-import difflib
 import hashlib
 import importlib.metadata
 import json
@@ -39,7 +38,7 @@ from ..errors import (
     ModelLoadError,
 )
 from ..specs import BackendInfo, TensorSpec, format_shape
-from . import require
+from . import check_options, require
 
 log = logging.getLogger(__name__)
 
@@ -302,14 +301,7 @@ def _dist_version(trt: ModuleType) -> str:
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
-    unknown = [k for k in options if k not in _OPTIONS]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, list(_OPTIONS), n=1)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        valid = "; ".join(f"{k}: {v}" for k, v in _OPTIONS.items())
-        raise BackendError(f"tensorrt: unknown option(s) {', '.join(hints)}. Valid options: {valid}")
+    check_options("tensorrt", options, _OPTIONS)
 
 
 def _load_engine_file(path: Path, trt: ModuleType, gpu: cuda.DeviceInfo) -> bytes:
