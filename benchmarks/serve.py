@@ -1,0 +1,457 @@
+"""``infercore serve`` under load: requests/s and p50/p99 against concurrency, beside a Flask app and
+the offline ceiling, all in one run.
+
+    python benchmarks/serve.py [--duration 5] [--clients 1,8,32,64] [--models cls,minilm] [--json results/serve.json]
+
+Servers, each in its own process, one at a time, on loopback:
+  infercore-binary  ``infercore serve`` (REST, V2 binary tensor extension in and out), the Batcher underneath
+  infercore-json    the same server, V2 JSON tensors in and out
+  flask-json        Flask + onnxruntime written the way deployment guides write it: one
+                    ``InferenceSession``, ``request.get_json()`` -> ``np.array`` -> ``sess.run`` ->
+                    ``jsonify(out.tolist())`` per request; under gunicorn (sync workers, one per core)
+                    if it is installed, else waitress, else Flask's threaded dev server (the JSON says which)
+  flask-raw         the same app reading the raw little-endian tensor bytes (``np.frombuffer``), so the
+                    comparison is not only about JSON parsing
+and ``offline``: the same Engine in-process, batches of 1..64 back to back, the best items/s.
+
+Load: ``wrk`` (C, one thread, a Lua script that posts a fixed body) when it is installed
+(``apt-get install wrk``), else an asyncio/httpx generator in its own process pinned to the last
+core. Each client sends one request and waits for the answer before the next (closed loop).
+Models: PP-OCR's text direction classifier (x [1, 3, 48, 192], ~1 ms: the server's own overhead
+decides) and MiniLM at sequence 128 (three int64 [1, 128], compute decides).
+
+Targets (issue 8): light model at 32 clients >= 3x the Flask baseline's requests/s at a lower p99;
+MiniLM at 32 clients >= 95% of the offline ceiling with p99 no worse than Flask's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import infercore as ic
+from _common import machine, write_json
+from infercore.testing import models
+
+PY = sys.executable
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def model_inputs(name: str) -> tuple[Path, dict[str, np.ndarray]]:
+    if name == "cls":
+        x = np.random.default_rng(0).random((1, 3, 48, 192), dtype=np.float32)
+        return models.ppocr_cls(), {"x": x}
+    if name == "minilm":
+        from pydoc_data.topics import topics
+
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(models.minilm_tokenizer()))
+        tok.enable_truncation(128)
+        tok.enable_padding(length=128)
+        enc = tok.encode(" ".join(" ".join(topics.values()).split()[:200]))
+        ids = np.array([enc.ids], np.int64)
+        return models.minilm(), {
+            "input_ids": ids,
+            "attention_mask": np.array([enc.attention_mask], np.int64),
+            "token_type_ids": np.zeros_like(ids),
+        }
+    raise ValueError(f"unknown model {name!r} (cls, minilm)")
+
+
+_V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+
+
+def v2_binary_body(feeds: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    header = {
+        "inputs": [
+            {
+                "name": k,
+                "shape": list(v.shape),
+                "datatype": _V2[v.dtype],
+                "parameters": {"binary_data_size": v.nbytes},
+            }
+            for k, v in feeds.items()
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    head = json.dumps(header).encode()
+    body = head + b"".join(v.astype(v.dtype.newbyteorder("<")).tobytes() for v in feeds.values())
+    return body, {
+        "Inference-Header-Content-Length": str(len(head)),
+        "Content-Type": "application/octet-stream",
+    }
+
+
+def v2_json_body(feeds: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    inputs = [
+        {"name": k, "shape": list(v.shape), "datatype": _V2[v.dtype], "data": v.ravel().tolist()}
+        for k, v in feeds.items()
+    ]
+    return json.dumps({"inputs": inputs}).encode(), {"Content-Type": "application/json"}
+
+
+def flask_json_body(feeds: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    return json.dumps({k: v.tolist() for k, v in feeds.items()}).encode(), {
+        "Content-Type": "application/json"
+    }
+
+
+def flask_raw_body(feeds: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    return b"".join(v.tobytes() for v in feeds.values()), {"Content-Type": "application/octet-stream"}
+
+
+# -- servers ---------------------------------------------------------------------------------------
+FLASK_APP = textwrap.dedent(
+    """
+    # A Flask + onnxruntime app the way deployment guides write it: one session, one sess.run per request.
+    import json, os, sys
+    import numpy as np
+    import onnxruntime as ort
+    from flask import Flask, jsonify, request
+
+    MODEL = os.environ["MODEL_PATH"]
+    SPEC = json.loads(os.environ["MODEL_SPEC"])  # [[name, dtype, shape], ...] of the raw body
+    app = Flask(__name__)
+    sess = ort.InferenceSession(MODEL, providers=["CPUExecutionProvider"])
+
+    @app.route("/predict", methods=["POST"])
+    def predict():
+        data = request.get_json()
+        feeds = {name: np.array(data[name], dtype=dtype) for name, dtype, _ in SPEC}
+        out = sess.run(None, feeds)
+        return jsonify({"output": out[0].tolist()})
+
+    @app.route("/predict_raw", methods=["POST"])
+    def predict_raw():
+        raw, feeds, pos = request.get_data(), {}, 0
+        for name, dtype, shape in SPEC:
+            n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            feeds[name] = np.frombuffer(raw[pos:pos + n], dtype=dtype).reshape(shape)
+            pos += n
+        out = sess.run(None, feeds)
+        return jsonify({"output": out[0].tolist()})
+
+    @app.route("/ping")
+    def ping():
+        return "ok"
+
+    if __name__ == "__main__":
+        app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+    """
+)
+
+
+def wsgi_server() -> str:
+    for name in ("gunicorn", "waitress"):
+        try:
+            __import__(name)
+            return name
+        except ImportError:
+            pass
+    return "flask-dev (threaded)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def start_infercore(model: str, path: Path, work: Path) -> tuple[subprocess.Popen, int]:
+    repo = work / "repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    (repo / model / "1").mkdir(parents=True)
+    (repo / model / "1" / "model.onnx").symlink_to(path)
+    cores = os.cpu_count() or 2
+    if model == "minilm":  # compute-bound: one 1-thread instance per core (DESIGN.md: 91 vs 70 items/s)
+        config = f"threads: 1\ninstances: {cores}\nbatching: {{max_batch_size: 16, max_queue_delay_ms: 5}}\n"
+    else:
+        config = f"threads: {cores}\nbatching: {{max_batch_size: 64, max_queue_delay_ms: 2}}\n"
+    (repo / model / "config.yaml").write_text(config)
+    port = free_port()
+    cmd = [
+        PY,
+        "-m",
+        "infercore.cli",
+        "serve",
+        str(repo),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        "off",
+        "--metrics-port",
+        "off",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/v2/models/{model}/ready", proc)
+    return proc, port
+
+
+def start_flask(path: Path, feeds: dict[str, np.ndarray], work: Path) -> tuple[subprocess.Popen, int]:
+    app = work / "flask_app.py"
+    app.write_text(FLASK_APP)
+    spec = [[k, str(v.dtype), list(v.shape)] for k, v in feeds.items()]
+    env = {**os.environ, "MODEL_PATH": str(path), "MODEL_SPEC": json.dumps(spec)}
+    port = free_port()
+    server = wsgi_server()
+    cores = str(os.cpu_count() or 2)
+    if server == "gunicorn":
+        cmd = [
+            PY,
+            "-m",
+            "gunicorn",
+            "-w",
+            cores,
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(work),
+            "flask_app:app",
+        ]
+    elif server == "waitress":
+        cmd = [PY, "-m", "waitress", "--listen", f"127.0.0.1:{port}", "--threads", cores, "flask_app:app"]
+    else:
+        cmd = [PY, str(app), str(port)]
+    proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/ping", proc)
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- load ------------------------------------------------------------------------------------------
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def run_wrk(
+    url: str, body_file: Path, headers: dict[str, str], clients: int, seconds: float
+) -> dict[str, Any]:
+    lua = body_file.with_suffix(".lua")
+    lines = [
+        f'local f = assert(io.open("{body_file}", "rb"))',
+        'wrk.method = "POST"',
+        "wrk.body = f:read('*a')",
+        "f:close()",
+    ]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    lua.write_text("\n".join(lines) + "\n")
+    cmd = [
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        str(clients),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = {}
+    for p, v, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M):
+        pct[p] = float(v) * _UNIT[unit]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    n_err = (int(bad.group(1)) if bad else 0) + (sum(int(g) for g in errors.groups()) if errors else 0)
+    return {"rps": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "errors": n_err}
+
+
+LOADGEN = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    import httpx
+    url, body_file, headers, clients, seconds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    body = open(body_file, "rb").read()
+    async def main():
+        lat, errors = [], 0
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            end = time.perf_counter() + seconds
+            async def one():
+                nonlocal errors
+                while time.perf_counter() < end:
+                    t0 = time.perf_counter()
+                    r = await client.post(url, content=body, headers=headers)
+                    if r.status_code == 200:
+                        lat.append(time.perf_counter() - t0)
+                    else:
+                        errors += 1
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(clients)))
+            took = time.perf_counter() - t0
+        print(json.dumps({"lat": lat, "took": took, "errors": errors}))
+    asyncio.run(main())
+    """
+)
+
+
+def run_httpx(
+    url: str, body_file: Path, headers: dict[str, str], clients: int, seconds: float
+) -> dict[str, Any]:
+    script = body_file.parent / "loadgen.py"
+    script.write_text(LOADGEN)
+    cpu = str((os.cpu_count() or 1) - 1)
+    cmd = ["taskset", "-c", cpu] if shutil.which("taskset") else []
+    cmd += [PY, str(script), url, str(body_file), json.dumps(headers), str(clients), str(seconds)]
+    res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    lat = np.array(res["lat"] or [0.0]) * 1e3
+    return {
+        "rps": len(res["lat"]) / res["took"],
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "errors": res["errors"],
+    }
+
+
+def load(
+    url: str, body: bytes, headers: dict[str, str], clients: int, seconds: float, work: Path
+) -> dict[str, Any]:
+    body_file = work / "body.bin"
+    body_file.write_bytes(body)
+    run = run_wrk if shutil.which("wrk") else run_httpx
+    return run(url, body_file, headers, clients, seconds)
+
+
+# -- offline ceiling -------------------------------------------------------------------------------
+def offline(path: Path, feeds: dict[str, np.ndarray], seconds: float) -> dict[str, Any]:
+    best: dict[str, Any] = {"items_per_s": 0.0}
+    with ic.load(path) as eng:
+        for b in (1, 2, 4, 8, 16, 32, 64):
+            batch = {k: np.repeat(v, b, axis=0) for k, v in feeds.items()}
+            eng.run(batch)
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 7:
+                eng.run(batch)
+                n += b
+            rate = n / (time.perf_counter() - t0)
+            if rate > best["items_per_s"]:
+                best = {"items_per_s": rate, "batch": b}
+    return best
+
+
+# -- main ------------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    ap.add_argument("--clients", default="1,8,32,64")
+    ap.add_argument("--models", default="cls,minilm")
+    ap.add_argument("--servers", default="infercore-binary,infercore-json,flask-json,flask-raw")
+    ap.add_argument("--json", default="results/serve.json")
+    args = ap.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    servers = args.servers.split(",")
+    loadgen = (
+        "wrk (1 thread, Lua body)" if shutil.which("wrk") else "asyncio/httpx process pinned to the last core"
+    )
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "duration_s": args.duration,
+        "loadgen": loadgen,
+        "flask_server": wsgi_server(),
+        "models": {},
+    }
+    print(f"load generator: {loadgen}; Flask under: {report['flask_server']}")
+    with tempfile.TemporaryDirectory(prefix="infercore-bench-serve-") as tmp:
+        work = Path(tmp)
+        for model in args.models.split(","):
+            path, feeds = model_inputs(model)
+            res: dict[str, Any] = {"offline": offline(path, feeds, max(2.0, args.duration)), "servers": {}}
+            print(
+                f"\n{model}: offline ceiling {res['offline']['items_per_s']:.1f} items/s "
+                f"at batch {res['offline']['batch']}"
+            )
+            for server in servers:
+                if server.startswith("infercore"):
+                    proc, port = start_infercore(model, path, work)
+                    url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+                    body, headers = (v2_binary_body if server.endswith("binary") else v2_json_body)(feeds)
+                else:
+                    proc, port = start_flask(path, feeds, work)
+                    raw = server.endswith("raw")
+                    url = f"http://127.0.0.1:{port}/{'predict_raw' if raw else 'predict'}"
+                    body, headers = (flask_raw_body if raw else flask_json_body)(feeds)
+                try:
+                    load(url, body, headers, 8, 1.0, work)  # warm up
+                    rows = {}
+                    for c in clients:
+                        r = load(url, body, headers, c, args.duration, work)
+                        rows[str(c)] = r
+                        print(
+                            f"  {server:17s} c={c:3d}  {r['rps']:8.1f} req/s  p50 {r['p50_ms'] or 0:8.2f} ms  "
+                            f"p99 {r['p99_ms'] or 0:8.2f} ms  errors {r['errors']}"
+                        )
+                    res["servers"][server] = rows
+                finally:
+                    stop(proc)
+            res["checks"] = checks(model, res)
+            for k, v in res["checks"].items():
+                print(f"  {k}: {v}")
+            report["models"][model] = res
+    out = write_json(args.json, report)
+    print(f"\nwrote {out}")
+
+
+def checks(model: str, res: dict[str, Any]) -> dict[str, Any]:
+    s = res["servers"]
+    out: dict[str, Any] = {}
+    ours = s.get("infercore-binary", {}).get("32")
+    flask = s.get("flask-json", {}).get("32")
+    if ours and flask:
+        out["rps_vs_flask_json_at_32"] = round(ours["rps"] / flask["rps"], 2)
+        out["p99_ms_ours_vs_flask_json_at_32"] = [ours["p99_ms"], flask["p99_ms"]]
+    raw = s.get("flask-raw", {}).get("32")
+    if ours and raw:
+        out["rps_vs_flask_raw_at_32"] = round(ours["rps"] / raw["rps"], 2)
+    if ours:
+        out["fraction_of_offline_at_32"] = round(ours["rps"] / res["offline"]["items_per_s"], 3)
+    return out
+
+
+if __name__ == "__main__":
+    main()

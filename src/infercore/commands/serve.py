@@ -1,0 +1,107 @@
+"""``infercore serve REPO``: an Open Inference Protocol (V2) server over REST and gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+from pathlib import Path
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+}
+
+
+def parse_size(text: str) -> int:
+    """``64MB``, ``512k``, ``1048576`` -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if m is None or m.group(2).lower() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 64MB, 512k, 1048576)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _port(text: str) -> int | None:
+    if text.lower() in ("off", "none", "-1"):
+        return None
+    port = int(text)
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"not a port: {text}")
+    return port
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model repository over the Open Inference Protocol (V2): REST and gRPC",
+        description="Serve REPO/<model>/<version>/model.{onnx,xml,tflite,engine} (+ REPO/<model>/config.yaml) "
+        "with Triton/KServe-compatible REST (binary tensor extension) and gRPC, Prometheus metrics, "
+        "and a graceful drain on SIGTERM.",
+    )
+    p.add_argument("repository", type=Path, metavar="REPO")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--http-port", type=_port, default=8000, help="REST port (default 8000; 0: any; off)")
+    p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0: any; off)")
+    p.add_argument(
+        "--metrics-port", type=_port, default=8002, help="Prometheus port (default 8002; 0: any; off)"
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("INFERCORE_SERVE_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on inference and repository endpoints "
+        "(default: $INFERCORE_SERVE_TOKEN; none: no auth)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=parse_size,
+        default=64 << 20,
+        help="largest request body (and gRPC message) accepted, e.g. 64MB (default)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME",
+        help="load only this model at start (repeat); others can be loaded through the API",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to finish accepted requests after SIGTERM (default 30)",
+    )
+    p.add_argument("--access-log", action="store_true", help="log every inference request (JSON lines)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..serve.logs import configure_logging
+    from ..serve.server import InferenceServer, ServeOptions
+
+    configure_logging(
+        logging.DEBUG if getattr(args, "debug", False) else logging.INFO, access=args.access_log
+    )
+    if not args.repository.is_dir():
+        raise ValueError(f"model repository {args.repository} is not a directory")
+    options = ServeOptions(
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        token=args.token or None,
+        max_body=args.max_body,
+        models=args.models,
+        drain_timeout=args.drain_timeout,
+    )
+    InferenceServer(args.repository, options).run()
+    return 0

@@ -1,0 +1,252 @@
+"""The gRPC front: the V2 ``inference.GRPCInferenceService`` on ``grpc.aio``.
+
+Inputs come in ``raw_input_contents`` (what Triton's client sends) or in the typed ``contents``
+fields; outputs always go out in ``raw_output_contents``. Failures are aborted with the gRPC code
+of their :class:`ServeError` (INVALID_ARGUMENT, UNAVAILABLE, ...), never an unhandled exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from .. import __version__
+from .errors import BadRequest, ServeError
+from .grpc_service import METHODS, SERVICE
+from .grpc_service import messages as pb
+from .repository import ModelVersion
+from .rest import EXTENSIONS
+from .service import InferenceService, RequestTensor, new_request_id
+from .tensors import datatype_of, decode_binary, element_count, encode_binary
+
+__all__ = ["create_grpc_server"]
+
+log = logging.getLogger("infercore.serve")
+
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def _param_value(p: Any) -> Any:
+    which = p.WhichOneof("parameter_choice")
+    return None if which is None else getattr(p, which)
+
+
+async def _abort(context: grpc.aio.ServicerContext, e: ServeError) -> None:
+    await context.abort(getattr(grpc.StatusCode, e.grpc_code), e.message)
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode()
+    return None
+
+
+class InferenceServicer:
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+        self.repo = service.repo
+
+    async def _guard(
+        self, context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[Resp]], auth: bool = False
+    ) -> Resp:
+        try:
+            if auth:
+                self.service.check_auth(_metadata(context, "authorization"))
+            return await fn()
+        except ServeError as e:
+            await _abort(context, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if isinstance(e, grpc.aio.AbortError):
+                raise
+            log.exception("unexpected error in a gRPC call")
+            await _abort(context, ServeError(f"internal error: {type(e).__name__}: {e}"))
+        raise AssertionError("unreachable: abort raises")
+
+    # -- health and metadata --------------------------------------------------------------------
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=self.service.live)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerReadyResponse(ready=self.service.ready)
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        ready = self.service.ready and self.repo.is_ready(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerMetadataResponse(name="infercore", version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def run() -> Any:
+            mv = self.service.model(request.name, request.version or None)
+            entry = next(e for e in self.repo.models() if e.name == mv.name)
+
+            def meta(s: Any) -> Any:
+                shape = [-1 if d is None else d for d in s.shape]
+                return pb.ModelMetadataResponse.TensorMetadata(
+                    name=s.name, datatype=datatype_of(s.dtype), shape=shape
+                )
+
+            return pb.ModelMetadataResponse(
+                name=mv.name,
+                versions=[str(v) for v in sorted(entry.versions)],
+                platform=mv.platform,
+                inputs=[meta(s) for s in mv.inputs],
+                outputs=[meta(s) for s in mv.outputs],
+            )
+
+        return await self._guard(context, run)
+
+    # -- inference ------------------------------------------------------------------------------
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        name = request.model_name
+        request_id = request.id or _metadata(context, "x-request-id") or ""
+        mv: ModelVersion | None = None
+        try:
+            self.service.check_auth(_metadata(context, "authorization"))
+            mv = self.service.model(name, request.model_version or None)
+            tensors = _inputs(request)
+            parameters = {k: _param_value(v) for k, v in request.parameters.items()}
+            requested = [o.name for o in request.outputs] or None
+            result = await self.service.infer(mv, tensors, requested, parameters)
+            response = pb.ModelInferResponse(model_name=mv.name, model_version=str(mv.version), id=request.id)
+            for out_name, arr in result.items():
+                response.outputs.add(name=out_name, datatype=datatype_of(arr.dtype), shape=arr.shape)
+                response.raw_output_contents.append(bytes(encode_binary(arr)))
+        except ServeError as e:
+            self.service.record(mv, name, "grpc", started, request_id or new_request_id(), e)
+            await _abort(context, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if isinstance(e, grpc.aio.AbortError):
+                raise
+            log.exception("unexpected error in ModelInfer", extra={"model": name, "request_id": request_id})
+            err = ServeError(f"internal error: {type(e).__name__}: {e}")
+            self.service.record(mv, name, "grpc", started, request_id, err)
+            await _abort(context, err)
+        self.service.record(mv, name, "grpc", started, request_id)
+        return response
+
+    # -- repository -----------------------------------------------------------------------------
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def run() -> Any:
+            rows = self.repo.index(request.ready)
+            return pb.RepositoryIndexResponse(
+                models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows]
+            )
+
+        return await self._guard(context, run, auth=True)
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def run() -> Any:
+            import orjson
+
+            config = None
+            if "config" in request.parameters:
+                raw = _param_value(request.parameters["config"])
+                try:
+                    config = orjson.loads(raw)
+                except (orjson.JSONDecodeError, TypeError) as e:
+                    raise BadRequest(f"parameter 'config' is not valid JSON: {e}") from None
+                if not isinstance(config, dict):
+                    raise BadRequest("parameter 'config' must be a JSON object")
+            await asyncio.to_thread(self.repo.load, request.model_name, config)
+            return pb.RepositoryModelLoadResponse()
+
+        return await self._guard(context, run, auth=True)
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def run() -> Any:
+            await asyncio.to_thread(self.repo.unload, request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self._guard(context, run, auth=True)
+
+
+def _inputs(request: Any) -> list[RequestTensor]:
+    if not request.inputs:
+        raise BadRequest("the request has no inputs")
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise BadRequest(
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: with raw contents, give one per input"
+        )
+    out = []
+    for i, t in enumerate(request.inputs):
+        shape = list(t.shape)
+        arr = decode_binary(raw[i], t.datatype, shape, t.name) if raw else _from_contents(t, shape)
+        out.append(RequestTensor(t.name, t.datatype, arr))
+    return out
+
+
+def _from_contents(t: Any, shape: list[int]) -> np.ndarray:
+    from .tensors import dtype_of
+
+    dtype = dtype_of(t.datatype, t.name)
+    field = _CONTENTS.get(t.datatype)
+    if field is None:
+        raise BadRequest(f"input {t.name!r}: {t.datatype} data must be sent in raw_input_contents")
+    values = getattr(t.contents, field)
+    count = element_count(shape, t.name)
+    if len(values) != count:
+        raise BadRequest(
+            f"input {t.name!r}: shape {shape} needs {count} elements, contents has {len(values)}"
+        )
+    if t.datatype == "BYTES":
+        arr = np.empty(count, dtype=object)
+        arr[:] = list(values)
+    else:
+        try:
+            arr = np.array(values, dtype=dtype)
+        except OverflowError as e:
+            raise BadRequest(f"input {t.name!r}: a value does not fit {t.datatype}: {e}") from None
+    return arr.reshape(shape)
+
+
+def create_grpc_server(service: InferenceService, *, max_message: int = 64 << 20) -> grpc.aio.Server:
+    """A ``grpc.aio`` server with the V2 service added; the caller adds ports and starts it."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    servicer = InferenceServicer(service)
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=getattr(pb, req).FromString,
+            response_serializer=getattr(pb, resp).SerializeToString,
+        )
+        for name, req, resp in METHODS
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    return server

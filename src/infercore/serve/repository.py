@@ -1,0 +1,617 @@
+"""The model repository: ``REPO/<model>/<version>/model.{onnx,xml,tflite,engine}`` + ``config.yaml``.
+
+A model's optional ``REPO/<model>/config.yaml``::
+
+    backend: ort              # any registered backend; default: picked from the file suffix
+    device: cpu
+    precision: fp32           # fp32 | fp16 | bf16 | int8
+    threads: 1                # per instance
+    options: {}               # passed to the runtime
+    instances: 2              # engine instances behind the batcher
+    batching:                 # the Batcher's settings; `batching: false` runs each request alone
+      max_batch_size: 32
+      preferred_batch_sizes: [8, 16]
+      max_queue_delay_ms: 2
+      max_queue_size: 1024
+      timeout_ms: null
+      pad: false
+    version_policy: {latest: 1}     # or: all, or {specific: [1, 3]}
+    inputs:                   # overrides: narrow a dynamic shape the model declares
+      - {name: x, shape: [-1, 3, 48, 192]}
+    outputs: []
+
+Loading builds every selected version completely before it replaces what was served, so a reload
+(or a rollback: a policy that selects an older version) never leaves a model half-loaded; the
+versions it replaces finish their accepted requests before they close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..engine import Engine, load
+from ..errors import InfercoreError, QueueFullError
+from ..specs import TensorSpec, format_shape
+from .errors import BadRequest, NotFound, Unavailable
+from .tensors import datatype_of, dtype_of
+
+__all__ = [
+    "BatchingConfig",
+    "ModelConfig",
+    "ModelRepository",
+    "ModelVersion",
+    "TensorOverride",
+    "VersionPolicy",
+]
+
+log = logging.getLogger("infercore.serve")
+
+MODEL_FILES = ("model.onnx", "model.xml", "model.tflite", "model.engine", "model.plan")
+
+
+# -- configuration -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 32
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_ms: float = 2.0
+    max_queue_size: int = 1024
+    timeout_ms: float | None = None
+    pad: bool = False
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk are served: the ``latest`` N, ``all``, or ``specific`` ones."""
+
+    kind: str = "latest"
+    versions: tuple[int, ...] = (1,)  # latest: (N,); specific: the versions; all: ()
+
+    def select(self, available: Sequence[int]) -> list[int]:
+        ordered = sorted(available)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "latest":
+            return ordered[-self.versions[0] :]
+        return [v for v in ordered if v in self.versions]
+
+    @classmethod
+    def parse(cls, value: Any) -> VersionPolicy:
+        if value in (None, "latest"):
+            return cls()
+        if value == "all" or (isinstance(value, Mapping) and set(value) == {"all"}):
+            return cls("all", ())
+        if isinstance(value, Mapping) and len(value) == 1:
+            ((kind, arg),) = value.items()
+            if kind == "latest" and _is_int(arg) and arg >= 1:
+                return cls("latest", (int(arg),))
+            if (
+                kind == "specific"
+                and isinstance(arg, list)
+                and arg
+                and all(_is_int(v) and v >= 0 for v in arg)
+            ):
+                return cls("specific", tuple(int(v) for v in arg))
+        raise ValueError(
+            f"version_policy must be 'all', {{latest: N}} (N >= 1) or {{specific: [versions]}}, got {value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class TensorOverride:
+    name: str
+    datatype: str | None = None
+    shape: tuple[int | None, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backend: str | None = None
+    device: str = "cpu"
+    precision: str | None = None
+    threads: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    instances: int = 1
+    batching: BatchingConfig | None = field(default_factory=BatchingConfig)
+    batching_explicit: bool = False
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    inputs: tuple[TensorOverride, ...] = ()
+    outputs: tuple[TensorOverride, ...] = ()
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None, source: str = "config") -> ModelConfig:
+        """Validate a config mapping; unknown keys and wrong types are errors that name the key."""
+        raw = dict(raw or {})
+        known = {f for f in cls.__dataclass_fields__ if f != "batching_explicit"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+            )
+        kw: dict[str, Any] = {}
+        try:
+            for key in ("backend", "device", "precision"):
+                if raw.get(key) is not None:
+                    kw[key] = _typed(raw[key], str, key)
+            if raw.get("threads") is not None:
+                kw["threads"] = _positive(raw["threads"], "threads")
+            if raw.get("options") is not None:
+                kw["options"] = dict(_typed(raw["options"], Mapping, "options"))
+            if raw.get("instances") is not None:
+                kw["instances"] = _positive(raw["instances"], "instances")
+            if "batching" in raw:
+                kw["batching"] = _batching(raw["batching"])
+                kw["batching_explicit"] = kw["batching"] is not None
+            if "version_policy" in raw:
+                kw["version_policy"] = VersionPolicy.parse(raw["version_policy"])
+            for key in ("inputs", "outputs"):
+                if raw.get(key) is not None:
+                    kw[key] = tuple(_override(o, key) for o in _typed(raw[key], list, key))
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        return cls(**kw)
+
+    def merged(self, override: Mapping[str, Any], source: str) -> ModelConfig:
+        """This config with the keys of ``override`` (a load request's ``config``) replaced."""
+        return replace(
+            self, **{k: getattr(ModelConfig.from_dict(override, source), k) for k in _keys(override)}
+        )
+
+
+def _keys(override: Mapping[str, Any]) -> list[str]:
+    keys = list(override)
+    if "batching" in keys:
+        keys.append("batching_explicit")
+    return keys
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _typed(value: Any, kind: Any, key: str) -> Any:
+    if not isinstance(value, kind):
+        raise ValueError(f"{key} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _positive(value: Any, key: str) -> int:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{key} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _batching(value: Any) -> BatchingConfig | None:
+    if value is False or value is None:
+        return None
+    if value is True:
+        return BatchingConfig()
+    value = dict(_typed(value, Mapping, "batching"))
+    known = set(BatchingConfig.__dataclass_fields__)
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(
+            f"batching: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+        )
+    kw: dict[str, Any] = {}
+    if "max_batch_size" in value:
+        if not _is_int(value["max_batch_size"]) or value["max_batch_size"] < 0:
+            raise ValueError(f"batching.max_batch_size must be an int >= 0, got {value['max_batch_size']!r}")
+        if value["max_batch_size"] == 0:
+            return None  # Triton's convention: 0 means no batching
+        kw["max_batch_size"] = value["max_batch_size"]
+    if "preferred_batch_sizes" in value:
+        sizes = _typed(value["preferred_batch_sizes"], list, "batching.preferred_batch_sizes")
+        kw["preferred_batch_sizes"] = tuple(_positive(s, "batching.preferred_batch_sizes[]") for s in sizes)
+    if "max_queue_size" in value:
+        kw["max_queue_size"] = _positive(value["max_queue_size"], "batching.max_queue_size")
+    for key in ("max_queue_delay_ms", "timeout_ms"):
+        if value.get(key) is not None:
+            v = value[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"batching.{key} must be a number >= 0, got {v!r}")
+            kw[key] = float(v)
+    if "pad" in value:
+        kw["pad"] = bool(_typed(value["pad"], bool, "batching.pad"))
+    return BatchingConfig(**kw)
+
+
+def _override(raw: Any, key: str) -> TensorOverride:
+    raw = _typed(raw, Mapping, f"{key}[]")
+    if not isinstance(raw.get("name"), str):
+        raise ValueError(f"each of {key} needs a name, got {dict(raw)!r}")
+    unknown = sorted(set(raw) - {"name", "datatype", "shape"})
+    if unknown:
+        raise ValueError(
+            f"{key}[{raw['name']!r}]: unknown key(s) {', '.join(unknown)} (known: name, datatype, shape)"
+        )
+    shape = raw.get("shape")
+    if shape is not None:
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= -1 for d in shape):
+            raise ValueError(
+                f"{key}[{raw['name']!r}].shape must be a list of ints (-1: dynamic), got {shape!r}"
+            )
+        shape = tuple(None if d == -1 else d for d in shape)
+    datatype = raw.get("datatype")
+    if datatype is not None:
+        dtype_of(datatype, raw["name"])
+    return TensorOverride(raw["name"], datatype, shape)
+
+
+def read_config(model_dir: Path) -> ModelConfig:
+    path = model_dir / "config.yaml"
+    if not path.exists():
+        path = model_dir / "config.yml"
+        if not path.exists():
+            return ModelConfig()
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return ModelConfig.from_dict(raw, str(path))
+
+
+def apply_overrides(
+    specs: Sequence[TensorSpec], overrides: Sequence[TensorOverride], kind: str
+) -> tuple[TensorSpec, ...]:
+    """The model's specs narrowed by the config; an override the model contradicts is an error."""
+    by_name = {s.name: s for s in specs}
+    out = dict(by_name)
+    for o in overrides:
+        spec = by_name.get(o.name)
+        if spec is None:
+            raise ValueError(
+                f"config {kind} override {o.name!r}: the model has no such {kind[:-1]}; "
+                f"it has: {', '.join(by_name)}"
+            )
+        if o.datatype is not None and o.datatype != datatype_of(spec.dtype):
+            raise ValueError(
+                f"config {kind} override {o.name!r}: datatype {o.datatype} but the model's is "
+                f"{datatype_of(spec.dtype)}"
+            )
+        if o.shape is not None:
+            if len(o.shape) != spec.rank or any(
+                d is not None and (m is not None and m != d) for m, d in zip(spec.shape, o.shape, strict=True)
+            ):
+                raise ValueError(
+                    f"config {kind} override {o.name!r}: shape {list(o.shape)} does not fit the "
+                    f"model's {format_shape(spec.shape, spec.dim_names)}"
+                )
+            shape = tuple(m if m is not None else d for m, d in zip(spec.shape, o.shape, strict=True))
+            out[o.name] = replace(spec, shape=shape)
+    return tuple(out[s.name] for s in specs)
+
+
+# -- running one version ---------------------------------------------------------------------------
+class Runner(Protocol):
+    async def infer(
+        self, feeds: dict[str, np.ndarray], *, timeout: float | None, priority: int
+    ) -> dict[str, np.ndarray]: ...
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None: ...
+
+
+class DirectRunner:
+    """One ``Engine.run`` per request on a small thread pool: for models without a batch dimension."""
+
+    def __init__(self, engine: Engine, *, max_queue_size: int, workers: int) -> None:
+        self.engine = engine
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="infercore-direct")
+        self._max = max_queue_size
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def infer(
+        self, feeds: dict[str, np.ndarray], *, timeout: float | None, priority: int
+    ) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the model is unloading")
+            if self._inflight >= self._max:
+                raise QueueFullError(f"{self._inflight} requests in flight (max_queue_size {self._max})")
+            self._inflight += 1
+        try:
+            fut = asyncio.get_running_loop().run_in_executor(self._pool, self.engine.run, feeds)
+            return await (asyncio.wait_for(fut, timeout) if timeout else fut)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=drain, cancel_futures=not drain)
+        self.engine.close()
+
+
+@dataclass
+class ModelVersion:
+    """One served version: its specs (after the config's overrides) and what runs it."""
+
+    name: str
+    version: int
+    path: Path
+    backend: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    runner: Any  # a Batcher or a DirectRunner
+    batching: BatchingConfig | None
+    engine: Engine | None = None
+    input_map: dict[str, TensorSpec] = field(default_factory=dict)
+    output_names: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.input_map = {s.name: s for s in self.inputs}
+        self.output_names = frozenset(s.name for s in self.outputs)
+
+    @property
+    def platform(self) -> str:
+        return f"infercore_{self.backend}"
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    state: str = "UNAVAILABLE"  # READY, LOADING, UNLOADING, UNAVAILABLE
+    reason: str = ""
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+
+    @property
+    def latest(self) -> ModelVersion | None:
+        return self.versions[max(self.versions)] if self.versions else None
+
+
+# -- the repository ----------------------------------------------------------------------------
+class ModelRepository:
+    """Models on disk and the versions loaded from them; load, unload and reload at run time."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, batcher_factory: Callable[..., Any] | None = None
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"model repository {self.root} is not a directory")
+        self._models: dict[str, ModelEntry] = {}
+        self._state_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._batcher_factory = batcher_factory
+        self.on_change: Callable[[], None] | None = None
+
+    # -- reading the disk ----------------------------------------------------------------------
+    def scan(self) -> dict[str, dict[int, Path]]:
+        """Every model on disk: name -> {version: model file}."""
+        found: dict[str, dict[int, Path]] = {}
+        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            versions: dict[int, Path] = {}
+            for vdir in model_dir.iterdir():
+                if vdir.is_dir() and vdir.name.isdigit():
+                    model = next((vdir / f for f in MODEL_FILES if (vdir / f).exists()), None)
+                    if model is not None:
+                        versions[int(vdir.name)] = model
+            if versions:
+                found[model_dir.name] = versions
+        return found
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's repository index: one row per loaded version, one per model not loaded."""
+        on_disk = self.scan()
+        with self._state_lock:
+            entries = dict(self._models)
+        rows: list[dict[str, str]] = []
+        for name in sorted(set(on_disk) | set(entries)):
+            entry = entries.get(name)
+            if entry is not None and entry.versions:
+                for v in sorted(entry.versions):
+                    rows.append(
+                        {"name": name, "version": str(v), "state": entry.state, "reason": entry.reason}
+                    )
+            elif not ready_only:
+                state, reason = (entry.state, entry.reason) if entry else ("UNAVAILABLE", "unloaded")
+                rows.append({"name": name, "version": "", "state": state, "reason": reason})
+        return rows
+
+    # -- serving -----------------------------------------------------------------------------------
+    def models(self) -> list[ModelEntry]:
+        with self._state_lock:
+            return [e for e in self._models.values() if e.versions]
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version a request names, or the newest one served; BadRequest if none is ready."""
+        entry = self._models.get(name)
+        if entry is None or not entry.versions:
+            if entry is not None and entry.state in ("LOADING", "UNLOADING"):
+                raise Unavailable(f"model {name!r} is {entry.state.lower()}")
+            raise BadRequest(f"unknown model {name!r}: {self._known()}")
+        if not version:
+            mv = entry.latest
+            assert mv is not None
+            return mv
+        if not version.isdigit() or int(version) not in entry.versions:
+            served = ", ".join(str(v) for v in sorted(entry.versions))
+            raise BadRequest(f"model {name!r} has no ready version {version!r}; versions served: {served}")
+        return entry.versions[int(version)]
+
+    def is_ready(self, name: str, version: str | None = None) -> bool:
+        try:
+            self.get(name, version)
+        except (BadRequest, Unavailable):
+            return False
+        return True
+
+    def _known(self) -> str:
+        names = sorted(n for n, e in self._models.items() if e.versions)
+        return f"models served: {', '.join(names)}" if names else "no model is loaded"
+
+    # -- loading ---------------------------------------------------------------------------------
+    def load(self, name: str, config: Mapping[str, Any] | None = None) -> ModelEntry:
+        """Load (or reload) a model: build every selected version, then swap it in. Blocking."""
+        on_disk = self.scan()
+        if name not in on_disk:
+            raise NotFound(
+                f"no model {name!r} in {self.root} (a model is <name>/<version>/model.onnx|xml|tflite|engine)"
+                f"; the repository has: {', '.join(on_disk) or 'nothing'}"
+            )
+        with self._load_lock:
+            try:
+                cfg = read_config(self.root / name)
+                if config:
+                    cfg = cfg.merged(config, f"load request for {name!r}")
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
+            selected = cfg.version_policy.select(list(on_disk[name]))
+            if not selected:
+                raise BadRequest(
+                    f"model {name!r}: version_policy selects none of the versions on disk "
+                    f"({', '.join(str(v) for v in sorted(on_disk[name]))})"
+                )
+            self._set_state(name, "LOADING", "")
+            built: dict[int, ModelVersion] = {}
+            try:
+                for v in selected:
+                    built[v] = self._open(name, v, on_disk[name][v], cfg)
+            except Exception as e:
+                for mv in built.values():
+                    _close_quietly(mv)
+                self._set_state(name, "READY" if self._served(name) else "UNAVAILABLE", f"load failed: {e}")
+                if isinstance(e, InfercoreError | ValueError | OSError):
+                    raise BadRequest(f"model {name!r}: load failed: {e}") from e
+                raise
+            with self._state_lock:
+                old = self._models.get(name)
+                entry = ModelEntry(name, "READY", "", built)
+                self._models[name] = entry
+            if old is not None:
+                for mv in old.versions.values():
+                    _close_quietly(mv)
+            log.info(
+                "model loaded",
+                extra={"model": name, "versions": selected, "backend": entry.latest and entry.latest.backend},
+            )
+            if self.on_change is not None:
+                self.on_change()
+            return entry
+
+    def unload(self, name: str) -> None:
+        with self._load_lock:
+            with self._state_lock:
+                entry = self._models.get(name)
+                if entry is None or not entry.versions:
+                    if name not in self.scan():
+                        raise NotFound(f"no model {name!r} in the repository")
+                    return
+                self._models[name] = ModelEntry(name, "UNLOADING", "")
+            for mv in entry.versions.values():
+                _close_quietly(mv)
+            self._set_state(name, "UNAVAILABLE", "unloaded")
+            log.info("model unloaded", extra={"model": name})
+            if self.on_change is not None:
+                self.on_change()
+
+    def close(self, drain: bool = True) -> None:
+        with self._state_lock:
+            entries, self._models = list(self._models.values()), {}
+        for entry in entries:
+            for mv in entry.versions.values():
+                _close_quietly(mv, drain)
+
+    def _served(self, name: str) -> bool:
+        entry = self._models.get(name)
+        return bool(entry and entry.versions)
+
+    def _set_state(self, name: str, state: str, reason: str) -> None:
+        with self._state_lock:
+            entry = self._models.get(name)
+            if entry is None:
+                self._models[name] = ModelEntry(name, state, reason)
+            else:
+                entry.state, entry.reason = state, reason
+
+    def _open(self, name: str, version: int, path: Path, cfg: ModelConfig) -> ModelVersion:
+        def open_engine() -> Engine:
+            return load(
+                path,
+                cfg.backend,
+                device=cfg.device,
+                precision=cfg.precision,
+                threads=cfg.threads,
+                options=cfg.options,
+            )
+
+        engine = open_engine()
+        try:
+            inputs = apply_overrides(engine.inputs, cfg.inputs, "inputs")
+            outputs = apply_overrides(engine.outputs, cfg.outputs, "outputs")
+            batching = cfg.batching
+            batchable = all(
+                s.rank >= 1 and s.shape[0] is None and not s.dtype.hasobject for s in engine.inputs
+            )
+            if batching is not None and not batchable:
+                if cfg.batching_explicit:
+                    raise ValueError(
+                        "batching is configured but the model has no dynamic batch dimension "
+                        f"(inputs: {', '.join(str(s) for s in engine.inputs)}); set batching: false"
+                    )
+                batching = None
+            runner: Any
+            if batching is None:
+                runner = DirectRunner(engine, max_queue_size=_queue_size(cfg), workers=cfg.instances)
+            else:
+                pending = [engine]
+
+                def factory() -> Engine:
+                    return pending.pop() if pending else open_engine()
+
+                make = self._batcher_factory or _batcher_class()
+                runner = make(
+                    factory,
+                    max_batch_size=batching.max_batch_size,
+                    preferred_batch_sizes=batching.preferred_batch_sizes,
+                    max_queue_delay=batching.max_queue_delay_ms / 1000.0,
+                    max_queue_size=batching.max_queue_size,
+                    timeout=None if batching.timeout_ms is None else batching.timeout_ms / 1000.0,
+                    instances=cfg.instances,
+                    pad=batching.pad,
+                    name=f"{name}/{version}",
+                )
+        except BaseException:
+            engine.close()
+            raise
+        return ModelVersion(
+            name, version, path, engine.backend_name, inputs, outputs, runner, batching, engine
+        )
+
+
+def _queue_size(cfg: ModelConfig) -> int:
+    return cfg.batching.max_queue_size if cfg.batching is not None else 1024
+
+
+def _batcher_class() -> Any:
+    from ..batching import Batcher
+
+    return Batcher
+
+
+def _close_quietly(mv: ModelVersion, drain: bool = True) -> None:
+    try:
+        mv.runner.close(drain=drain)
+    except Exception:
+        log.exception("closing model version failed", extra={"model": mv.name, "version": mv.version})
+    with contextlib.suppress(Exception):
+        if mv.engine is not None:
+            mv.engine.close()

@@ -1,0 +1,207 @@
+"""V2 tensors: datatype names, JSON data, the binary tensor data extension, BYTES framing.
+
+Every decoding failure raises :class:`BadRequest` naming the tensor and what was expected, so the
+REST and gRPC fronts turn it into a 400 / INVALID_ARGUMENT and never into a 500.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import BadRequest
+
+__all__ = [
+    "V2_DATATYPES",
+    "datatype_of",
+    "decode_binary",
+    "decode_bytes",
+    "decode_json",
+    "dtype_of",
+    "element_count",
+    "encode_binary",
+    "encode_bytes",
+    "json_data",
+]
+
+V2_DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+try:  # bfloat16 has no numpy dtype of its own; ml_dtypes provides the one runtimes use
+    import ml_dtypes
+
+    V2_DATATYPES["BF16"] = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - ml_dtypes ships with onnx and openvino
+    pass
+
+_BY_DTYPE: dict[np.dtype, str] = {d: name for name, d in V2_DATATYPES.items()}
+_LE = {name: d.newbyteorder("<") for name, d in V2_DATATYPES.items() if name != "BYTES"}
+_LEN = struct.Struct("<I")
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    """The V2 datatype name of a numpy dtype (``str``/``bytes`` arrays are ``BYTES``)."""
+    name = _BY_DTYPE.get(dtype)
+    if name is not None:
+        return name
+    if dtype.kind in "USO":
+        return "BYTES"
+    raise BadRequest(f"numpy dtype {dtype} has no Open Inference Protocol datatype")
+
+
+def dtype_of(datatype: str, tensor: str) -> np.dtype:
+    try:
+        return V2_DATATYPES[datatype]
+    except (KeyError, TypeError):
+        raise BadRequest(
+            f"tensor {tensor!r}: unknown datatype {datatype!r}; V2 datatypes are {', '.join(V2_DATATYPES)}"
+        ) from None
+
+
+def element_count(shape: Sequence[int], tensor: str) -> int:
+    n = 1
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise BadRequest(
+                f"tensor {tensor!r}: shape must be a list of non-negative ints, got {list(shape)}"
+            )
+        n *= d
+    return n
+
+
+# -- JSON --------------------------------------------------------------------------------------
+def decode_json(data: Any, datatype: str, shape: Sequence[int], tensor: str) -> np.ndarray:
+    """The ``data`` member of a JSON tensor (flat or nested, row-major) as an array of ``shape``."""
+    dtype = dtype_of(datatype, tensor)
+    count = element_count(shape, tensor)
+    if not isinstance(data, list):
+        data = [data]
+    try:
+        if datatype == "BYTES":
+            flat = _flatten(data)
+            arr = np.empty(len(flat), dtype=object)
+            arr[:] = flat
+            if not all(isinstance(v, str | bytes) for v in flat):
+                raise BadRequest(f"tensor {tensor!r}: BYTES data must be strings")
+        elif datatype in ("FP16", "BF16"):
+            arr = np.asarray(data, dtype=np.float32).astype(dtype)
+        elif datatype == "BOOL":
+            arr = np.asarray(data)
+            if arr.size and arr.dtype != np.bool_:
+                raise BadRequest(f"tensor {tensor!r}: BOOL data must be true/false, got {arr.dtype} values")
+            arr = arr.astype(np.bool_)
+        else:
+            arr = np.asarray(data)
+            if arr.size and arr.dtype.kind not in "biuf":
+                raise BadRequest(
+                    f"tensor {tensor!r}: {datatype} data must be numbers, got {arr.dtype} values"
+                )
+            if dtype.kind in "iu" and arr.dtype.kind == "f":
+                raise BadRequest(f"tensor {tensor!r}: {datatype} data must be integers, got floats")
+            arr = arr.astype(dtype)
+    except BadRequest:
+        raise
+    except (ValueError, TypeError, OverflowError) as e:
+        raise BadRequest(f"tensor {tensor!r}: cannot read data as {datatype}: {e}") from None
+    if arr.size != count:
+        raise BadRequest(
+            f"tensor {tensor!r}: shape {list(shape)} needs {count} elements, the data has {arr.size}"
+        )
+    return arr.reshape(tuple(shape))
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
+    return out
+
+
+def json_data(arr: np.ndarray) -> Any:
+    """A flat, JSON-ready view of an output (orjson serializes numeric numpy arrays natively)."""
+    if arr.dtype.hasobject or arr.dtype.kind in "US":
+        return [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.ravel().tolist()
+        ]
+    if arr.dtype.name == "bfloat16":
+        return arr.astype(np.float32).ravel()
+    return np.ascontiguousarray(arr).ravel()
+
+
+# -- binary ------------------------------------------------------------------------------------
+def decode_binary(raw: bytes | memoryview, datatype: str, shape: Sequence[int], tensor: str) -> np.ndarray:
+    """Raw little-endian tensor bytes (BYTES: 4-byte length-prefixed elements) as an array."""
+    count = element_count(shape, tensor)
+    if datatype == "BYTES":
+        return decode_bytes(raw, count, tensor).reshape(tuple(shape))
+    dtype = _LE.get(datatype)
+    if dtype is None:
+        dtype_of(datatype, tensor)  # raises with the list of datatypes
+        raise AssertionError
+    want = count * dtype.itemsize
+    if len(raw) != want:
+        raise BadRequest(
+            f"tensor {tensor!r}: {datatype} {list(shape)} is {want} bytes, the binary data has {len(raw)}"
+        )
+    arr = np.frombuffer(raw, dtype=dtype).reshape(tuple(shape))
+    return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+
+
+def decode_bytes(raw: bytes | memoryview, count: int, tensor: str) -> np.ndarray:
+    mv = memoryview(raw)
+    out = np.empty(count, dtype=object)
+    pos, end = 0, len(mv)
+    for i in range(count):
+        if pos + 4 > end:
+            raise BadRequest(f"tensor {tensor!r}: BYTES data ends after {i} of {count} elements")
+        (n,) = _LEN.unpack_from(mv, pos)
+        pos += 4
+        if pos + n > end:
+            raise BadRequest(
+                f"tensor {tensor!r}: BYTES element {i} claims {n} bytes, only {end - pos} remain"
+            )
+        out[i] = bytes(mv[pos : pos + n])
+        pos += n
+    if pos != end:
+        raise BadRequest(f"tensor {tensor!r}: {end - pos} bytes left after {count} BYTES elements")
+    return out
+
+
+def encode_bytes(arr: np.ndarray) -> bytes:
+    parts: list[bytes] = []
+    for v in arr.ravel().tolist():
+        b = v if isinstance(v, bytes) else str(v).encode("utf-8")
+        parts.append(_LEN.pack(len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def encode_binary(arr: np.ndarray) -> bytes | memoryview:
+    """An output's raw bytes, little-endian, row-major (no copy for contiguous native arrays)."""
+    if arr.dtype.hasobject or arr.dtype.kind in "US":
+        return encode_bytes(arr)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data

@@ -1,0 +1,1 @@
+"""Tests of ``infercore serve`` (REST, gRPC, repository, operations) on loopback."""
