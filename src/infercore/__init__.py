@@ -36,8 +36,14 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "Batcher": "batching",
     "BatcherMetrics": "batching",
+    "CalibrationDropError": "calibration",
+    "CalibrationReport": "calibration",
+    "CalibrationResult": "calibration",
     "CompareReport": "compare",
+    "calibrate": "calibration",
+    "calibration_batches": "calibration",
     "compare": "compare",
+    "convert_fp16": "convert",
 }
 
 
@@ -69,7 +75,10 @@ __all__ = [
     "BatcherMetrics",
     "BatchingError",
     "BoundIO",
+    "CalibrationDropError",
     "CalibrationError",
+    "CalibrationReport",
+    "CalibrationResult",
     "CompareReport",
     "DeadlineExceededError",
     "Engine",
@@ -84,7 +93,10 @@ __all__ = [
     "UnknownBackendError",
     "__version__",
     "available_backends",
+    "calibrate",
+    "calibration_batches",
     "compare",
+    "convert_fp16",
     "hookimpl",
     "load",
     "registry",

@@ -1,0 +1,342 @@
+"""INT8 calibration and FP16 conversion: data handling and report on tiny models, then the real case,
+a CNN trained on scikit-learn's digits, checked against the held-out labels and raw ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from infercore.calibration import (
+    CalibrationDropError,
+    CalibrationReport,
+    calibrate,
+    calibration_batches,
+    load_data,
+)
+from infercore.cli import main
+from infercore.convert import convert_fp16
+from infercore.errors import CalibrationError, InputSpecError
+from infercore.specs import TensorSpec
+
+from .onnx_models import mlp, mlp_numpy
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    """Calibration artifacts in a fresh cache per test (models fetched earlier stay where they are)."""
+    monkeypatch.setenv("INFERCORE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def conv_net(path: Path, opset: int = 11, seed: int = 0) -> Path:
+    """Conv(1->8, 3x3) -> Relu -> Flatten -> Gemm(->4): x float32 [batch, 1, 6, 6], at an old opset."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B"),
+        numpy_helper.from_array(rng.standard_normal((4, 8 * 16)).astype(np.float32) / 10, "G"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "g"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["f"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["f", "G", "g"], ["y"], transB=1, name="gemm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def raw_run(path: Path | str, x: np.ndarray, output: int = 0) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[output])
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).mean())
+
+
+X_SPEC = (TensorSpec("x", np.float32, (None, 8)),)
+
+
+# -- data ------------------------------------------------------------------------------------------
+def test_batches_from_an_array_dataset_are_cut_along_axis_0():
+    x = np.arange(50 * 8, dtype=np.float32).reshape(50, 8)
+    batches = list(calibration_batches(x, X_SPEC, batch_size=None))
+    assert [b["x"].shape[0] for b in batches] == [32, 18]
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), x)
+    assert [b["x"].shape[0] for b in calibration_batches(x, X_SPEC, batch_size=20)] == [20, 20, 10]
+
+
+def test_batch_size_recuts_a_stream_and_drops_the_short_tail():
+    stream = (np.full((n, 8), i, np.float32) for i, n in enumerate([3, 5, 4, 2]))
+    batches = list(calibration_batches(stream, X_SPEC, batch_size=4, exact=True))
+    assert [b["x"].shape for b in batches] == [(4, 8)] * 3  # 14 rows -> 3 full batches, 2 dropped
+    np.testing.assert_array_equal(batches[0]["x"][:, 0], [0, 0, 0, 1])
+
+
+def test_batches_from_a_directory_in_natural_order_with_labels(tmp_path):
+    for i in (10, 2, 1):  # natural order: 1, 2, 10
+        np.save(tmp_path / f"batch{i}.npy", np.full((2, 8), i, np.float32))
+    np.savez(tmp_path / "batch11.npz", x=np.full((1, 8), 11, np.float32))
+    np.save(tmp_path / "labels.npy", np.arange(7))
+    items, labels = load_data(tmp_path)
+    batches = list(calibration_batches(tmp_path, X_SPEC))
+    assert [int(b["x"][0, 0]) for b in batches] == [1, 2, 10, 11]
+    assert len(items) == 4
+    np.testing.assert_array_equal(labels, np.arange(7))
+
+
+def test_feeds_are_checked_against_the_model_and_never_cast():
+    with pytest.raises(InputSpecError, match=r"float64.*astype\(np.float32\)"):
+        list(calibration_batches([np.zeros((2, 8))], X_SPEC))
+    with pytest.raises(InputSpecError, match="missing input"):
+        list(calibration_batches([{"y": np.zeros((2, 8), np.float32)}], X_SPEC))
+    with pytest.raises(InputSpecError, match="shape"):
+        list(calibration_batches([np.zeros((2, 9), np.float32)], X_SPEC))
+
+
+def test_a_sample_without_batch_axis_and_a_transform():
+    got = list(calibration_batches([[1.0] * 8], X_SPEC, transform=lambda v: np.asarray(v, np.float32) * 2))
+    assert got[0]["x"].shape == (1, 8)
+    assert got[0]["x"][0, 0] == 2.0
+
+
+# -- ONNX Runtime / TensorRT Q/DQ on tiny models ----------------------------------------------------
+def test_static_int8_on_a_tiny_mlp_tracks_numpy(tmp_path):
+    path, w = mlp(tmp_path / "mlp.onnx", d_in=8, d_hidden=32, d_out=4)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((256, 8)).astype(np.float32)
+    res = calibrate(path, x[:192], eval_data=x[192:], timing_s=0, output=tmp_path / "mlp.int8.onnx")
+    assert res.artifact_path == tmp_path / "mlp.int8.onnx" and res.artifact_path.exists()
+    ops = {n.op_type for n in onnx.load(str(res.artifact_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    got = raw_run(res.artifact_path, x[192:])
+    want, _ = mlp_numpy(x[192:], w)
+    assert cosine(got, want) > 0.99
+    r = res.report
+    assert r.metric == "cosine" and r.eval_samples == 64 and r.eval_source == "eval_data"
+    assert r.cosine_mean == pytest.approx(cosine(got, raw_run(path, x[192:])), abs=1e-6)
+    assert r.speedup is None and r.passed
+
+
+def test_report_without_eval_data_uses_held_back_batches(tmp_path):
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    x = np.random.default_rng(2).standard_normal((100, 8)).astype(np.float32)
+    r = calibrate(path, x, batch_size=10, timing_s=0).report
+    assert r.eval_source == "held-back calibration samples"
+    assert r.calibration_samples == 80 and r.eval_samples == 20
+    d = r.to_dict()
+    assert d["eval_samples"] == 20 and isinstance(d["notes"], list)
+    assert "held-back" in str(r)
+
+
+def test_cache_hit_returns_the_same_artifact(tmp_path):
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    x = np.random.default_rng(3).standard_normal((64, 8)).astype(np.float32)
+    first = calibrate(path, x, timing_s=0)
+    second = calibrate(path, x, timing_s=0)
+    third = calibrate(path, x, timing_s=0, per_channel=False)
+    assert not first.report.cached and second.report.cached and not third.report.cached
+    assert first.artifact_path == second.artifact_path != third.artifact_path
+
+
+def test_opset_is_upgraded_for_per_channel_and_ops_can_be_excluded(tmp_path):
+    path = conv_net(tmp_path / "conv.onnx", opset=11)
+    x = np.random.default_rng(4).random((96, 1, 6, 6), dtype=np.float32)
+    res = calibrate(path, x, exclude_ops=["Gemm"], timing_s=0)
+    model = onnx.load(str(res.artifact_path))
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    assert any("opset upgraded from 11" in n for n in res.report.notes)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    w_dq = producers[conv.input[1]]
+    assert w_dq.op_type == "DequantizeLinear" and inits[w_dq.input[1]].shape == (8,)  # per channel
+    assert inits[gemm.input[1]].dtype == np.float32  # excluded: its weights stay in float
+
+
+def test_tensorrt_target_is_symmetric_int8_with_float_bias(tmp_path):
+    path = conv_net(tmp_path / "conv.onnx", opset=13)
+    x = np.random.default_rng(5).random((64, 1, 6, 6), dtype=np.float32)
+    res = calibrate(path, x, target="tensorrt", timing_s=0)
+    model = onnx.load(str(res.artifact_path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for n in qdq:
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name  # zero point 0, int8
+    for n in qdq:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            assert inits[n.input[0]].dtype == np.int8  # no int32 bias DQ: TensorRT refuses it
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32
+    assert res.report.cosine_mean > 0.99
+
+
+def test_options_are_validated(tmp_path):
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    x = np.zeros((4, 8), np.float32)
+    with pytest.raises(ValueError, match="target"):
+        calibrate(path, x, target="tflite")
+    with pytest.raises(ValueError, match="dynamic"):
+        calibrate(path, x, target="tensorrt", dynamic=True)
+    with pytest.raises(ValueError, match=r"must end in \.xml"):
+        calibrate(path, x, target="openvino", output=tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="metric"):
+        calibrate(path, x, metric="f1", timing_s=0)
+    with pytest.raises(CalibrationError, match="empty"):
+        calibrate(path, [], timing_s=0)
+
+
+def test_fp16_keeps_io_types_and_reports_parity(tmp_path):
+    path, w = mlp(tmp_path / "mlp.onnx")
+    x = np.random.default_rng(6).standard_normal((32, 8)).astype(np.float32)
+    res = convert_fp16(path, data=x, timing_s=0, output=tmp_path / "mlp.fp16.onnx")
+    sess = ort.InferenceSession(str(res.artifact_path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].type == "tensor(float)"
+    inits = onnx.load(str(res.artifact_path)).graph.initializer
+    assert {t.data_type for t in inits} == {TensorProto.FLOAT16}
+    got = sess.run(["logits"], {"x": x})[0]
+    np.testing.assert_allclose(got, mlp_numpy(x, w)[0], rtol=1e-2, atol=1e-2)
+    assert res.report.kind == "fp16" and res.report.cosine_mean > 0.9999
+
+
+# -- the real case: a CNN trained on scikit-learn's digits ----------------------------------------------
+@pytest.fixture(scope="module")
+def digits_case():
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from infercore.testing.digits import digits_cnn
+
+    return digits_cnn()  # trained once into the model cache (seconds), like the packaged models
+
+
+def raw_accuracy(path: Path | str, x: np.ndarray, y: np.ndarray) -> float:
+    return float((raw_run(path, x).argmax(1) == y).mean())
+
+
+@pytest.mark.slow
+def test_digits_int8_on_ort_keeps_accuracy_within_one_point(digits_case, tmp_path):
+    c = digits_case
+    assert c.fp32_accuracy > 0.95
+    res = calibrate(
+        c.path, c.batches(c.x_train[:512]), eval_data=(c.x_test, c.y_test), metric="accuracy",
+        max_drop=0.01, timing_s=0.3, output=tmp_path / "digits.int8.onnx",
+    )  # fmt: skip
+    r = res.report
+    # the report's numbers are the raw runtime's, on the held-out labels
+    assert r.fp32_score == pytest.approx(raw_accuracy(c.path, c.x_test, c.y_test))
+    assert r.quantized_score == pytest.approx(raw_accuracy(res.artifact_path, c.x_test, c.y_test))
+    assert r.quantized_score >= c.fp32_accuracy - 0.01
+    assert r.eval_samples == len(c.y_test) and r.speedup is not None and r.backend == "ort"
+    top3 = calibrate(
+        c.path, c.batches(c.x_train[:512]), eval_data=(c.x_test, c.y_test), metric="top3", timing_s=0
+    )
+    assert top3.report.quantized_score >= r.quantized_score
+
+
+@pytest.mark.slow
+def test_max_drop_catches_a_real_collapse(digits_case, tmp_path):
+    c = digits_case
+    # a real preprocessing bug: calibration images normalized twice (/16 again), so activation
+    # ranges come out 16x too narrow and int8 saturates
+    with pytest.raises(CalibrationError) as info:
+        calibrate(
+            c.path, c.x_train[:256] / 16, eval_data={"image": c.x_test, "labels": c.y_test},
+            max_drop=0.01, timing_s=0, output=tmp_path / "bad.onnx",
+        )  # fmt: skip
+    err = info.value
+    assert isinstance(err, CalibrationDropError)
+    assert err.report.drop > 0.2 and not err.report.passed
+    assert err.report.quantized_score == pytest.approx(raw_accuracy(err.artifact_path, c.x_test, c.y_test))
+    assert "max_drop" in str(err) and not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.slow
+def test_digits_on_openvino_with_nncf(digits_case, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    c = digits_case
+    res = calibrate(
+        c.path, c.x_train[:256], target="openvino", eval_data=list(zip(c.batches(c.x_test), np.split(
+            c.y_test, range(64, len(c.y_test), 64)), strict=True)), timing_s=0, output=tmp_path / "d.xml",
+    )  # fmt: skip
+    assert res.artifact_path.suffix == ".xml" and res.artifact_path.with_suffix(".bin").exists()
+    r = res.report
+    assert r.metric == "accuracy" and r.quantized_score >= c.fp32_accuracy - 0.01
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(res.artifact_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    raw = float((np.asarray(compiled(c.x_test)[0]).argmax(1) == c.y_test).mean())
+    assert r.quantized_score == pytest.approx(raw)
+
+
+@pytest.mark.slow
+def test_cli_quantize_with_eval_dir_and_max_drop(digits_case, tmp_path, capsys):
+    c = digits_case
+    cal, ev = tmp_path / "cal", tmp_path / "eval"
+    cal.mkdir()
+    ev.mkdir()
+    for i in range(4):
+        np.save(cal / f"{i}.npy", c.x_train[i * 64 : (i + 1) * 64])
+    for i, start in enumerate(range(0, len(c.x_test), 128)):
+        np.save(ev / f"{i}.npy", c.x_test[start : start + 128])
+    np.save(ev / "labels.npy", c.y_test)
+    out = tmp_path / "d.int8.onnx"
+    argv = [
+        "quantize",
+        str(c.path),
+        "--data",
+        str(cal),
+        "--eval",
+        str(ev),
+        "--max-drop",
+        "0.01",
+        "--timing",
+        "0",
+    ]
+    assert main([*argv, "--out", str(out), "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["metric"] == "accuracy" and report["passed"] and out.exists()
+    assert report["quantized_score"] == pytest.approx(raw_accuracy(out, c.x_test, c.y_test))
+    np.savez(tmp_path / "bad.npz", image=c.x_train[:256] / 16)
+    bad = tmp_path / "bad.int8.onnx"
+    assert main(["quantize", str(c.path), "--data", str(tmp_path / "bad.npz"), "--eval", str(ev),
+                 "--max-drop", "0.01", "--timing", "0", "--out", str(bad)]) == 1  # fmt: skip
+    assert "FAILED" in capsys.readouterr().out and not bad.exists()
+
+
+def test_report_str_is_readable():
+    r = CalibrationReport(
+        kind="int8", target="ort", mode="static Q/DQ", method="minmax", preset=None, per_channel=True,
+        metric="accuracy", output="logits", fp32_score=0.975, quantized_score=0.97, drop=0.005, max_drop=0.01,
+        passed=True, cosine_mean=0.9999, cosine_min=0.998, eval_samples=449, eval_source="eval_data",
+        calibration_samples=512, backend="ort", speed_batch=64, fp32_ms=4.0, quantized_ms=1.6, speedup=2.5,
+        model="/m/digits.onnx", artifact="/m/digits.int8.onnx",
+    )  # fmt: skip
+    text = str(r)
+    assert "fp32 97.50%" in text and "int8 97.00%" in text and "+0.50 pt" in text and "2.50x" in text
