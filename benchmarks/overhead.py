@@ -45,7 +45,9 @@ def tiny_model(path: Path) -> Path:
     return path
 
 
-def measure(path: Path, feeds: dict[str, np.ndarray], threads: int, calls: int, rounds: int) -> dict:
+def measure(
+    path: Path, feeds: dict[str, np.ndarray], threads: int, calls: int, rounds: int, alloc_runs: int
+) -> dict:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -85,12 +87,12 @@ def measure(path: Path, feeds: dict[str, np.ndarray], threads: int, calls: int, 
         calls=calls,
         rounds=rounds,
     )
-    # bytes allocated per steady-state bound run
-    for _ in range(5000):
+    # bytes allocated (and kept) per steady-state bound run
+    for _ in range(max(10, alloc_runs // 10)):
         io.run()
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    n = 2000
+    n = alloc_runs
     for _ in range(n):
         io.run()
     after = tracemalloc.take_snapshot()
@@ -106,6 +108,7 @@ def measure(path: Path, feeds: dict[str, np.ndarray], threads: int, calls: int, 
         "bound_ratio": t["BoundIO.run"]["median_ns"] / t["raw IOBinding"]["median_ns"],
         "bound_alloc_bytes_per_run": net_bytes / n,
         "bound_alloc_blocks_retained": net_blocks,
+        "bound_alloc_runs": n,
     }
 
 
@@ -127,7 +130,7 @@ def main() -> None:
         path = tiny_model(Path(tmp) / "add.onnx")
         x = np.ones((1, 16), np.float32)
         results["tiny"] = measure(
-            path, {"x": x}, threads=1, calls=2000 if args.quick else 5000, rounds=rounds
+            path, {"x": x}, threads=1, calls=2000 if args.quick else 5000, rounds=rounds, alloc_runs=5000
         )
     if not args.no_real:
         from infercore.testing import models
@@ -138,7 +141,10 @@ def main() -> None:
         results["real"] = {
             "model": det.name,
             "shape": list(xr.shape),
-            **measure(det, {"x": xr}, threads=2, calls=3 if args.quick else 10, rounds=rounds),
+            **measure(
+                det, {"x": xr}, threads=2, calls=3 if args.quick else 10, rounds=rounds,
+                alloc_runs=30 if args.quick else 100,
+            ),
         }
     results["import_infercore_ms"] = import_time_ms(3 if args.quick else 11)
 
@@ -160,7 +166,8 @@ def main() -> None:
         if key in results:
             print(
                 f"{key}: bytes allocated per steady-state bound run: {results[key]['bound_alloc_bytes_per_run']:.2f}"
-                f" (blocks retained after 2000 runs: {results[key]['bound_alloc_blocks_retained']})"
+                f" (blocks retained after {results[key]['bound_alloc_runs']} runs: "
+                f"{results[key]['bound_alloc_blocks_retained']})"
             )
     print(
         f"import infercore: {results['import_infercore_ms']:.1f} ms (median, fresh interpreter, numpy included)"

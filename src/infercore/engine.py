@@ -64,13 +64,15 @@ class _Stats:
         self.bound_runs = 0
         self.errors = 0
         self.pos = 0  # ring position of the last timed call
-        self.lat: list[int] = [0] * _RING
+        # int64 slots: storing a latency converts it in place, so the ring never retains objects
+        self.lat = np.zeros(_RING, dtype=np.int64)
 
     def snapshot(self) -> EngineStats:
         runs = self.runs
         if runs + self.bound_runs == 0:
             return EngineStats(runs, self.errors, self.bound_runs, None, None, None, None, None, 0)
-        lat = np.array([v for v in self.lat if v > 0] or [0], dtype=np.float64) / 1e6
+        timed = self.lat[self.lat > 0]
+        lat = (timed if timed.size else np.zeros(1, np.int64)).astype(np.float64) / 1e6
         p50, p90, p99 = np.percentile(lat, [50, 90, 99])
         return EngineStats(
             runs,
