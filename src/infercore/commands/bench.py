@@ -1,0 +1,176 @@
+"""``infercore bench``: latency and throughput across backends, batch sizes and concurrency.
+
+Exit status: 0 when every configuration ran; 1 when one failed (or the model could not be read);
+2 for a usage error; 3 with ``--strict`` when a figure carries an honesty warning (too short,
+too noisy, overhead-dominated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..bench import BenchmarkWarning, benchmark, parse_duration
+
+EXIT_FAILED = 1
+EXIT_WARNINGS = 3
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _shape(text: str) -> tuple[str, list[int] | int]:
+    name, sep, dims = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=1x3x224x224 or DIM=128, got {text!r}")
+    try:
+        parts = [int(d) for d in dims.lower().replace(",", "x").split("x") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 1x3x224x224 in {text!r}") from None
+    if not parts or any(d < 0 for d in parts):
+        raise argparse.ArgumentTypeError(f"expected sizes like 1x3x224x224 in {text!r}")
+    # "NAME=N" stays an int: a symbolic dimension's size, or a rank-1 input's shape (both fit)
+    return name.strip(), parts[0] if len(parts) == 1 and "x" not in dims.lower() else parts
+
+
+def _range(text: str) -> tuple[str, tuple[float, float]]:
+    name, sep, rng = text.partition("=")
+    lo, colon, hi = rng.partition(":")
+    try:
+        if not sep or not colon:
+            raise ValueError
+        low, high = float(lo), float(hi)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=LO:HI (HI excluded), got {text!r}") from None
+    if high <= low:
+        raise argparse.ArgumentTypeError(f"empty range in {text!r}: HI must be above LO")
+    return name.strip(), (low, high)
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark a model: latency percentiles and throughput across backends",
+        description="Benchmark a model on one or more backends. Warmup is excluded, the harness's own "
+        "overhead is measured against a no-op backend, and runs that are too short or too noisy say so.",
+        epilog="examples:\n  infercore bench model.onnx --backends ort,openvino,openvino:bf16 --shape sequence=128\n"
+        "  infercore bench det.onnx --shape x=1x3x640x640 --batch 1,8 --concurrency 1,2 --json out.json\n"
+        "exit status: 0 all ran, 1 a configuration failed, 2 usage error, 3 --strict and a warning",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", type=Path, help="model file (.onnx, .xml, .tflite, ...)")
+    p.add_argument(
+        "--backends",
+        help="comma-separated backends, each optionally NAME:PRECISION (openvino:bf16); "
+        "default: every installed backend that reads the file",
+    )
+    p.add_argument("--batch", type=_int_list, help="batch sizes, e.g. 1,8,32 (dynamic batch dimension)")
+    p.add_argument(
+        "--shape",
+        type=_shape,
+        action="append",
+        default=[],
+        metavar="NAME=AxBxC",
+        help="an input's shape (x=1x3x224x224) or a symbolic dimension's size (sequence=128); repeatable",
+    )
+    p.add_argument("--concurrency", type=_int_list, default=[1], help="worker threads, e.g. 1,4 (default 1)")
+    p.add_argument("--threads", type=int, help="runtime threads per engine (default: the backend's)")
+    p.add_argument("--precision", help="fp32, fp16, bf16 or int8 (comma list allowed); default: backend's")
+    p.add_argument("--device", default="cpu", help="device name (default cpu)")
+    p.add_argument("--warmup", type=_duration, default=2.0, help="warmup per configuration (default 2s)")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--duration", type=_duration, help="measured time per configuration (default 10s)")
+    run.add_argument("--iterations", type=int, help="measured calls per configuration, instead of --duration")
+    p.add_argument(
+        "--bound",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time io.run() on bound buffers (default) or engine.run(feeds) (--no-bound)",
+    )
+    p.add_argument(
+        "--input-range",
+        type=_range,
+        action="append",
+        default=[],
+        metavar="NAME=LO:HI",
+        help="value range of a random input (integers: HI excluded); repeatable",
+    )
+    p.add_argument("--inputs", type=Path, help="real inputs: .npz (arrays named after inputs) or .npy")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON ('-': stdout)")
+    p.add_argument("--json-samples", action="store_true", help="include every latency sample in the JSON")
+    p.add_argument(
+        "--plot", type=Path, metavar="PATH", help="write latency distributions and throughput (PNG)"
+    )
+    p.add_argument(
+        "--cv-threshold", type=float, default=0.10, help="warn above this latency CV (default 0.10)"
+    )
+    p.add_argument("--strict", action="store_true", help="exit 3 when any figure carries a warning")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live progress bar (default: when stderr is a terminal)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.iterations is not None and args.iterations < 1:
+        raise ValueError(f"--iterations must be positive, got {args.iterations}")
+    to_stdout = args.json is not None and str(args.json) == "-"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BenchmarkWarning)  # printed below, once, with the table
+        report = benchmark(
+            args.model,
+            args.backends.split(",") if args.backends else None,
+            batch=args.batch,
+            shapes=dict(args.shape),
+            concurrency=args.concurrency,
+            threads=args.threads,
+            precision=args.precision.split(",") if args.precision else None,
+            device=args.device,
+            warmup=args.warmup,
+            duration=args.duration if args.duration is not None else 10.0,
+            iterations=args.iterations,
+            bound=args.bound,
+            input_range=dict(args.input_range),
+            inputs=args.inputs,
+            cv_threshold=args.cv_threshold,
+            progress=args.progress,
+            seed=args.seed,
+        )
+    report.print_table(sys.stderr if to_stdout else sys.stdout)
+    if args.json is not None:
+        if to_stdout:
+            print(report.to_json(samples=args.json_samples))
+        else:
+            report.to_json(args.json, samples=args.json_samples)
+            print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot is not None and any(r.ok for r in report.results):
+        report.plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if report.errors:
+        print(f"infercore bench: {len(report.errors)} configuration(s) failed", file=sys.stderr)
+        return EXIT_FAILED
+    if args.strict and report.warnings:
+        print(f"infercore bench: {len(report.warnings)} warning(s) and --strict", file=sys.stderr)
+        return EXIT_WARNINGS
+    return 0
