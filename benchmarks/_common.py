@@ -62,3 +62,27 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, default=str))
     return out
+
+
+def paired(cases: dict[str, Callable[[], object]], calls: int, warmup: int = 5) -> dict[str, dict]:
+    """Time single calls, cycling through the cases (A B C, B C A, ...), for slow models.
+
+    Neighbouring calls see the same machine state, so medians (and the median of per-cycle
+    ratios) are robust to the slow drifts a shared machine has. Returns per case the median,
+    min and max ns of one call.
+    """
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    items = list(cases.items())
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(calls):
+        k = i % len(items)
+        for name, fn in items[k:] + items[:k]:
+            t0 = time.perf_counter_ns()
+            fn()
+            samples[name].append(time.perf_counter_ns() - t0)
+    return {
+        name: {"median_ns": statistics.median(s), "min_ns": min(s), "max_ns": max(s), "calls": len(s)}
+        for name, s in samples.items()
+    }

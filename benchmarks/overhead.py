@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import infercore as ic
-from _common import interleaved, machine, write_json
+from _common import interleaved, machine, paired, write_json
 
 
 def tiny_model(path: Path) -> Path:
@@ -77,20 +77,19 @@ def measure(
         io.run()
         assert np.array_equal(arr, io.outputs[name]), "bound path disagrees with raw IOBinding"
 
-    t = interleaved(
-        {
-            "raw sess.run": lambda: sess.run(None, feeds),
-            "Engine.run": lambda: eng.run(feeds),
-            "raw IOBinding": lambda: sess.run_with_iobinding(iob),
-            "BoundIO.run": io.run,
-        },
-        calls=calls,
-        rounds=rounds,
-    )
-    # bytes allocated (and kept) per steady-state bound run
+    cases = {
+        "raw sess.run": lambda: sess.run(None, feeds),
+        "Engine.run": lambda: eng.run(feeds),
+        "raw IOBinding": lambda: sess.run_with_iobinding(iob),
+        "BoundIO.run": io.run,
+    }
+    # a fast model: rounds of many calls, alternating; a slow one: single calls, cycling
+    t = interleaved(cases, calls=calls, rounds=rounds) if calls > 100 else paired(cases, calls=calls * rounds)
+    # bytes allocated (and kept) per steady-state bound run: both snapshots are taken while
+    # tracing, after warm runs, so objects replaced in place (counters) cancel out
+    tracemalloc.start()
     for _ in range(max(10, alloc_runs // 10)):
         io.run()
-    tracemalloc.start()
     before = tracemalloc.take_snapshot()
     n = alloc_runs
     for _ in range(n):
