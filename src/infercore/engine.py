@@ -90,7 +90,7 @@ class _Stats:
 class _InputCheck:
     """Precomputed facts about one input, so a check costs a few attribute reads."""
 
-    __slots__ = ("dtype", "dynamic", "name", "rank", "spec", "static", "strides")
+    __slots__ = ("dtype", "fixed", "name", "rank", "spec", "static", "strides")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
@@ -99,7 +99,7 @@ class _InputCheck:
         self.rank = spec.rank
         self.static: tuple[int, ...] | None = spec.concrete() if spec.is_static else None
         self.strides = np.empty(self.static, spec.dtype).strides if self.static is not None and not spec.dtype.hasobject else None
-        self.dynamic = tuple(i for i, d in enumerate(spec.shape) if d is None)
+        self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if d is not None)
 
 
 def _dtype_error(check: _InputCheck, given: np.dtype) -> InputSpecError:
@@ -209,8 +209,12 @@ class Engine:
                 if a.strides != c.strides and not a.flags.c_contiguous:
                     a = np.ascontiguousarray(a)  # run() may copy; 0-d arrays are always contiguous
             else:
-                if a.ndim != c.rank or not c.spec.accepts(a.shape):
-                    raise _shape_error(c, a.shape)
+                shape = a.shape
+                if len(shape) != c.rank:
+                    raise _shape_error(c, shape)
+                for i, d in c.fixed:
+                    if shape[i] != d:
+                        raise _shape_error(c, shape)
                 if not a.flags.c_contiguous:
                     a = np.ascontiguousarray(a)
             if a is not feeds[c.name]:

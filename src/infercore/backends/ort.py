@@ -123,6 +123,10 @@ def _device(device: str, ort: Any, provider_options: Mapping[str, Any]) -> tuple
 def _session_options(ort: Any, threads: int | None, options: Mapping[str, Any]) -> Any:
     check_options("ort", options, _OPTIONS)
     so = ort.SessionOptions()
+    # Errors reach the caller as exceptions carrying ORT's message; its warnings (unused
+    # initializers of exported models and the like) only clutter output. Pass
+    # log_severity_level to see them.
+    so.log_severity_level = 3
     if threads is not None:
         so.intra_op_num_threads = threads
     for key, value in options.items():
