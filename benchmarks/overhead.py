@@ -60,6 +60,7 @@ def measure(
     io = eng.bind(shapes)
     for k, v in feeds.items():
         io.inputs[k][...] = v
+    io.run()  # outputs with dynamic dimensions get their bound arrays on the first run
     iob = sess.io_binding()
     keep = []
     for k, v in feeds.items():

@@ -298,10 +298,12 @@ def _bf16_bytes(v: Any) -> bytes:
 class OrtBinding:
     """IOBinding over OrtValues made once on aligned numpy arrays.
 
-    Outputs with a fully static shape are bound to preallocated arrays. Outputs with dynamic
-    dimensions are sized by one probing run at bind time and then bound the same way. If the
-    runtime contradicts a bound shape (a data-dependent output, or a model that declares the wrong
-    shape), that output falls back to a runtime-allocated OrtValue copied out once per run.
+    Outputs with a fully static shape are bound to preallocated arrays. An output with dynamic
+    dimensions is runtime-allocated on the first run, copied once into an aligned array, and that
+    array is bound for every later run (so a binding costs no extra inference, which matters to a
+    batcher that binds each new batch size). If the runtime later contradicts a bound shape (a
+    data-dependent output, or a model that declares the wrong shape), that output falls back to a
+    runtime-allocated OrtValue copied out once per run. ``outputs`` is updated in place.
     """
 
     def __init__(self, backend: OrtBackend, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
@@ -317,20 +319,20 @@ class OrtBinding:
             self._keep.append(value)
             self._iob.bind_ortvalue_input(name, value)
         self._out_specs = {s.name: s for s in backend.outputs}
-        self._dynamic: list[str] = []  # outputs bound to runtime allocation
-        self._order: list[str] = []
+        self._unsized: list[str] = []  # runtime-allocated until the first run gives their shape
+        self._dynamic: list[str] = []  # runtime-allocated on every run (shape changes with the data)
+        self._order: list[str] = []  # IOBinding reports outputs in first-bound order
         self.outputs: dict[str, np.ndarray] = {}
-        given = dict(outputs)
-        unsized = []
         for spec in backend.outputs:
-            if spec.name in given:
-                self._bind_output(spec.name, given[spec.name])
+            if spec.name in outputs:
+                self._bind_output(spec.name, outputs[spec.name])
             elif spec.is_static:
                 self._bind_output(spec.name, aligned_empty(spec.concrete(), spec.dtype))
             else:
-                unsized.append(spec.name)
-        if unsized:
-            self._size_by_probe(unsized)
+                self._iob.bind_output(spec.name, "cpu")
+                self._order.append(spec.name)
+                self._unsized.append(spec.name)
+                self.outputs[spec.name] = np.empty((0,) * spec.rank, spec.dtype)  # until the first run
         self._c_run = sess._sess.run_with_iobinding
         self._c_iob = self._iob._iobinding
 
@@ -339,52 +341,40 @@ class OrtBinding:
         self._keep.append(value)
         self._iob.bind_ortvalue_output(name, value)
         if name not in self._order:
-            self._order.append(name)  # IOBinding reports outputs in first-bound order
+            self._order.append(name)
         self.outputs[name] = arr
 
-    def _size_by_probe(self, names: list[str]) -> None:
-        """One run on the bound inputs, every output runtime-allocated, to learn output shapes."""
-        probe = self._backend._sess.io_binding()
-        for name, value in zip(self.inputs, self._keep, strict=False):
-            probe.bind_ortvalue_input(name, value)
-        for name in names:
-            probe.bind_output(name, "cpu")
-        try:
-            self._backend._sess.run_with_iobinding(probe)
-            shapes = {name: tuple(v.shape()) for name, v in zip(names, probe.get_outputs(), strict=True)}
-        except Exception as e:
-            log.debug("ort: probing run failed (%s); outputs %s stay runtime-allocated", e, names)
-            for name in names:
-                self._iob.bind_output(name, "cpu")
-                self._order.append(name)
-                self._dynamic.append(name)
-                spec = self._out_specs[name]
-                self.outputs[name] = np.empty((0,) * spec.rank, spec.dtype)
-        else:
-            for name in names:
-                self._bind_output(name, aligned_empty(shapes[name], self._out_specs[name].dtype))
-        order = [s.name for s in self._backend.outputs]
-        self.outputs = {k: self.outputs[k] for k in order if k in self.outputs}
-
-    def _restore_order(self) -> None:
-        order = [s.name for s in self._backend.outputs]
-        self.outputs = {k: self.outputs[k] for k in order if k in self.outputs}
-
     def run(self) -> None:
-        if self._dynamic:  # an output IOBinding allocated last run would be reused as if preallocated
-            for name in self._dynamic:
-                self._iob.bind_output(name, "cpu")
+        if self._dynamic or self._unsized:
+            self._rebind_runtime_allocated()
         try:
             self._c_run(self._c_iob, None)
         except Exception as e:
             if not self._fallback(e):
                 raise BackendRuntimeError(f"onnxruntime failed running {self._backend.path.name}: {e}") from e
+            self._rebind_runtime_allocated()
             try:
                 self._c_run(self._c_iob, None)
             except Exception as e2:
                 raise BackendRuntimeError(f"onnxruntime failed running {self._backend.path.name}: {e2}") from e2
-        if self._dynamic:
-            self._copy_dynamic()
+        if self._dynamic or self._unsized:
+            self._collect_runtime_allocated()
+
+    def _rebind_runtime_allocated(self) -> None:
+        # an output IOBinding allocated last run would be reused as if preallocated
+        for name in (*self._unsized, *self._dynamic):
+            self._iob.bind_output(name, "cpu")
+
+    def _collect_runtime_allocated(self) -> None:
+        produced = dict(zip(self._order, self._iob.get_outputs(), strict=True))
+        for name in self._dynamic:
+            self.outputs[name] = _from_ort_value(produced[name], self._out_specs[name].dtype)
+        for name in self._unsized:
+            value = _from_ort_value(produced[name], self._out_specs[name].dtype)
+            buf = aligned_empty(value.shape, value.dtype)
+            buf[...] = value
+            self._bind_output(name, buf)  # from the next run on, written in place
+        self._unsized.clear()
 
     def _fallback(self, error: Exception) -> bool:
         """A bound output's shape was contradicted: switch it to runtime allocation."""
@@ -393,14 +383,8 @@ class OrtBinding:
             return False
         name = m.group(1)
         log.debug("ort: output %r changed shape between runs; it is now runtime-allocated and copied", name)
-        self._iob.bind_output(name, "cpu")
         self._dynamic.append(name)
         return True
-
-    def _copy_dynamic(self) -> None:
-        produced = dict(zip(self._order, self._iob.get_outputs(), strict=True))
-        for name in self._dynamic:
-            self.outputs[name] = _from_ort_value(produced[name], self._out_specs[name].dtype)
 
     def close(self) -> None:
         self._keep.clear()

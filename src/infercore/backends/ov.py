@@ -383,15 +383,20 @@ class OpenVINOBackend:
             )
         return md
 
-    def _outputs_fixed_by(self, shapes: Mapping[str, tuple[int, ...]]) -> set[str]:
+    def _outputs_fixed_by(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         """Outputs whose shape OpenVINO's shape inference fixes once the inputs have these shapes."""
         try:
             model = self._model.clone()
             model.reshape({model.input(self._in_index[n]): self._ov.PartialShape(list(s)) for n, s in shapes.items()})
-            return {s.name for i, s in enumerate(self.outputs) if model.output(i).get_partial_shape().is_static}
-        except Exception as e:  # shape inference refused: watch every dynamic output
+            fixed = {}
+            for i, s in enumerate(self.outputs):
+                shape = model.output(i).get_partial_shape()
+                if shape.is_static:
+                    fixed[s.name] = tuple(int(d) for d in shape.to_shape())
+            return fixed
+        except Exception as e:  # shape inference refused: size by a run and watch every dynamic output
             log.debug("openvino: static reshape for %s failed: %s", dict(shapes), _cause(e))
-            return set()
+            return {}
 
     # -- run -------------------------------------------------------------------------------------
     def _compiled_or_raise(self) -> Any:
@@ -524,12 +529,17 @@ class OpenVINOBinding:
             for name, arr in inputs.items():
                 self._keep.append(arr)
                 request.set_input_tensor(backend._in_index[name], self._ov.Tensor(arr, shared_memory=True))
+            # shape inference sizes the dynamic outputs without running the model (a batcher binds
+            # every new batch size); only data-dependent outputs need a probing run
+            fixed = backend._outputs_fixed_by({k: v.shape for k, v in inputs.items()})
             unsized = []
             for spec in backend.outputs:
                 if spec.name in outputs:
                     self._set_output(spec.name, outputs[spec.name])
                 elif spec.is_static:
                     self._set_output(spec.name, aligned_empty(spec.concrete(), spec.dtype))
+                elif spec.name in fixed:
+                    self._set_output(spec.name, aligned_empty(fixed[spec.name], spec.dtype))
                 else:
                     unsized.append(spec.name)
             if unsized:
@@ -541,7 +551,6 @@ class OpenVINOBinding:
         self.outputs = {s.name: self.outputs[s.name] for s in backend.outputs}
         # dynamic outputs bound in place whose shape the bound input shapes do not fix (data-dependent):
         # their shape is checked after each run. Reading a shape back costs as much as a tiny run.
-        fixed = backend._outputs_fixed_by({k: v.shape for k, v in inputs.items()})
         self._watch = [
             n for n in self.outputs if not self._specs[n].is_static and n not in self._copied and n not in fixed
         ]
