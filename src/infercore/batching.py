@@ -677,6 +677,12 @@ class Batcher:
         take: list[_Request] = []
         total = 0
         cap = self.max_batch_size
+        if self._idle > 1:
+            # several instances idle and at least one request for each: share the queue among them
+            # at once rather than give it all to one instance while the others wait
+            queued = sum(r.n for dq in (kq.high, kq.normal) for r in dq if r.state == _QUEUED)
+            if queued >= self._idle:
+                cap = min(cap, -(-queued // self._idle))
         full = False
         for dq in (kq.high, kq.normal):
             for req in dq:
