@@ -841,9 +841,14 @@ def _report(
     )  # fmt: skip
 
 
-def _check_drop(report: CalibrationReport, artifact: Path) -> None:
+def _deliver(report: CalibrationReport, artifact: Path, output: str | os.PathLike[str] | None) -> CalibrationResult:
+    """Refuse a drop beyond ``max_drop`` (the artifact stays in the cache), else copy to ``output``."""
+    final = Path(output) if output is not None else artifact
     if report.passed:
-        return
+        if output is not None:
+            _copy_artifact(artifact, final)
+        return CalibrationResult(final, report)
+    report = dataclasses.replace(report, artifact=str(artifact))
     raise CalibrationDropError(
         f"{report.kind} {report.metric} dropped by {report._delta(report.drop).lstrip('+')} "
         f"(fp32 {report._score(report.fp32_score)} -> {report._score(report.quantized_score)}), more than "
@@ -1179,9 +1184,4 @@ def calibrate(
         per_channel=used_per_channel, max_drop=max_drop, eval_source=evalset.source,
         calibration_samples=sum(_rows(b) for b in calib), model=src, artifact=final, cached=cached, notes=notes,
     )  # fmt: skip
-    if not report.passed:
-        report = dataclasses.replace(report, artifact=str(artifact))
-    _check_drop(report, artifact)
-    if output is not None:
-        _copy_artifact(artifact, final)
-    return CalibrationResult(final, report)
+    return _deliver(report, artifact, output)

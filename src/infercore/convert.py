@@ -11,7 +11,6 @@ arithmetic the FP16 model is usually slower: the report says so, measured.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -30,8 +29,7 @@ from .calibration import (
     Feeds,
     Metric,
     _cache_root,
-    _check_drop,
-    _copy_artifact,
+    _deliver,
     _eval_set,
     _EvalSet,
     _file_hash,
@@ -149,12 +147,7 @@ def convert_fp16(
         max_drop=max_drop, eval_source=evalset.source, calibration_samples=0, model=src,
         artifact=final, cached=cached, notes=notes,
     )  # fmt: skip
-    if not report.passed:
-        report = dataclasses.replace(report, artifact=str(artifact))
-    _check_drop(report, artifact)
-    if output is not None:
-        _copy_artifact(artifact, final)
-    return CalibrationResult(final, report)
+    return _deliver(report, artifact, output)
 
 
 def _convert(src: Path, out: Path, keep_io_types: bool, op_block_list: Sequence[str] | None) -> None:
