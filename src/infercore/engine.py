@@ -98,8 +98,18 @@ class _InputCheck:
         self.dtype = spec.dtype
         self.rank = spec.rank
         self.static: tuple[int, ...] | None = spec.concrete() if spec.is_static else None
-        self.strides = np.empty(self.static, spec.dtype).strides if self.static is not None and not spec.dtype.hasobject else None
+        self.strides = _c_strides(self.static, spec.dtype.itemsize) if self.static is not None else None
         self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if d is not None)
+
+
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """The strides of a C-contiguous array of this shape (a cheap contiguity test for static inputs)."""
+    strides = []
+    step = itemsize
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(strides))
 
 
 def _dtype_error(check: _InputCheck, given: np.dtype) -> InputSpecError:
