@@ -11,11 +11,22 @@ tokenized once before timing). Measured in the same run, on the same Engine:
   asyncio   C asyncio tasks on one event loop, each awaiting ``Batcher.infer``
 for C in 1, 4, 16, 64, 128. Each caller sends one request (one sentence) and waits for it before
 the next; latencies are per request, seen by the caller; throughput counts the requests completed
-inside the measured window (after ``--warmup`` seconds). Defaults: 2 instances of 1 thread each,
-``max_batch_size`` 32 (DESIGN.md: two 1-thread sessions beat one 2-thread session on 2 cores; with
-64 callers two batches of 32 alternate, one filling while the other runs). Done-when target,
-checked at 64 callers: throughput >= 90% of the offline best, p99 <= max_queue_delay + 2 x the
-batcher's median batch execution time in that run.
+inside the measured window (after ``--warmup`` seconds). Done-when target, checked at 64 callers:
+throughput >= 90% of the offline best, p99 <= max_queue_delay + 2 x the batcher's median batch
+execution time in that run.
+
+Defaults, and why (measured on the 2-core machine, docs/batching.md "Tuning"):
+  --backend openvino   f32, 2 streams of 1 thread, one per instance. MiniLM's cost per item rises
+                       with the batch on this CPU, less on OpenVINO (batch 32: 93% of its best
+                       batch's items/s) than on ONNX Runtime (87%); ``--backend ort`` measures that.
+  --instances 2        one per core; instances beyond the runtime's streams would only queue inside it
+  --max-batch-size 32  at 64 callers two batches of 32 alternate, so a request waits for at most one
+                       batch: with smaller batches p99 reaches 2 x the batch time
+  --max-queue-delay 0.05 --quiet 0.004
+                       callers whose batch just finished resubmit in a burst that takes tens of ms
+                       from threads on a busy CPU; a 2-5 ms window sent part of them and the rest
+                       waited a whole batch. A batch goes once no request came for 4 ms (or at
+                       50 ms), so the burst joins and a lone caller waits 4 ms, not 50
 """
 
 from __future__ import annotations
@@ -187,6 +198,26 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def open_engine(path: Path, args: argparse.Namespace) -> ic.Engine:
+    """The Engine the batcher and the offline ceiling share.
+
+    ONNX Runtime: one session with ``threads`` intra-op threads; ``instances`` runs at once are
+    ``instances`` concurrent ``run`` calls on it. OpenVINO: ``threads`` is the compiled model's
+    total, so it is opened with ``instances x threads`` threads in ``instances`` streams, one
+    stream per instance (with one stream, the instances' requests would queue on it).
+    """
+    if args.backend == "ort":
+        options = {"session_config": {"session.intra_op.allow_spinning": "0"}} if args.no_spin else {}
+        return ic.load(path, backend="ort", threads=args.threads, options=options)
+    return ic.load(
+        path,
+        backend="openvino",
+        threads=args.instances * args.threads,
+        precision=args.precision,
+        options={"num_streams": args.instances},
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per run (>= 15 batch times)")
@@ -194,14 +225,22 @@ def main() -> int:
     ap.add_argument("--callers", default="1,4,16,64,128")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--max-batch-size", type=int, default=32)
-    ap.add_argument("--max-queue-delay", type=float, default=0.002, help="seconds")
+    ap.add_argument("--max-queue-delay", type=float, default=0.05, help="seconds")
+    ap.add_argument("--quiet", type=float, default=0.004, help="seconds without arrivals that send a batch early")
     ap.add_argument("--instances", type=int, default=2, help="batcher instances (engines run at once)")
     ap.add_argument(
         "--no-spin", action="store_true", help="ORT worker threads sleep instead of spinning between runs"
     )
     ap.add_argument(
-        "--threads", type=int, default=1, help="ORT intra-op threads per instance (default 1: instances x threads = cores)"
+        "--threads", type=int, default=1, help="threads per instance (default 1: instances x threads = cores)"
     )
+    ap.add_argument(
+        "--backend",
+        default="openvino",
+        choices=("openvino", "ort"),
+        help="openvino (default: f32, one stream per instance) or ort (one session, instances run at once)",
+    )
+    ap.add_argument("--precision", default=None, help="openvino only: bf16 opts in (default f32)")
     ap.add_argument("--json", default="results/batching.json")
     ap.add_argument("--plot", default="results/batching.png")
     args = ap.parse_args()
@@ -210,8 +249,7 @@ def main() -> int:
     path = models.minilm()
     pipe = TextPipeline(models.minilm_tokenizer(), buckets=(args.seq,))
     requests = [pipe(s) for s in sentences(256)]  # tokenized before timing: preprocessing is not measured
-    options = {"session_config": {"session.intra_op.allow_spinning": "0"}} if args.no_spin else {}
-    eng = ic.load(path, threads=args.threads, options=options)
+    eng = open_engine(path, args)
     eng.run(requests[0])
 
     print("offline best batch (bound, back to back):")
@@ -221,7 +259,8 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": machine(),
         "device": "cpu",
-        "onnxruntime": __import__("onnxruntime").__version__,
+        "backend": eng.backend_name,
+        "runtime_version": ic.available_backends()[eng.backend_name].version,
         "config": {**vars(args), "seq": args.seq, "model": str(path)},
         "offline": off,
         "offline_best": {"batch": best_b, **off[best_b]},
@@ -234,6 +273,7 @@ def main() -> int:
             instances=args.instances,
             max_batch_size=args.max_batch_size,
             max_queue_delay=args.max_queue_delay,
+            quiet=args.quiet,
             max_queue_size=4096,
             name="bench",
         )

@@ -119,6 +119,16 @@ def test_results_are_not_views_of_reused_buffers(gated):
     np.testing.assert_array_equal(first["y"], np.full((1, 4), 2, np.float32))
 
 
+def test_multi_item_requests_with_several_idle_instances(mlp):
+    # sharing the queue among idle instances must never cut a batch below its head request's items
+    path, w = mlp
+    x = np.random.default_rng(5).random((7, 8), dtype=np.float32)
+    with Batcher(ic.load(path, threads=1), instances=3, max_batch_size=8) as b:
+        for n in (2, 3, 7):
+            got = b.run(x[:n], timeout=10)["probs"]
+            np.testing.assert_allclose(got, m.mlp_numpy(x[:n], w)[1], rtol=1e-5, atol=1e-6)
+
+
 def test_asyncio_infer_and_blocking_run(mlp):
     path, w = mlp
     x = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)
@@ -178,6 +188,34 @@ def test_preferred_batch_sizes(gated):
         assert len(backend.batches[1]) == 4
         b.close(drain=True)
     assert futs[4].result(1)["y"][0, 0] == 8
+
+
+def test_a_head_that_waited_for_an_instance_still_gets_its_fill_window(gated):
+    backend, eng = gated
+    with Batcher(eng, max_batch_size=8, max_queue_delay=0.5) as b:
+        held = _hold(backend, b)
+        early = b.submit(np.full((1, 4), 1, np.float32))
+        time.sleep(0.6)  # the head is now past its delay, but no instance was free
+        backend.gate.set()
+        held.result(5)
+        time.sleep(0.05)  # the instance is free again; the head's own delay is long past
+        late = b.submit(np.full((1, 4), 2, np.float32))
+        for f in (early, late):
+            f.result(5)
+    # the head did not leave alone the instant the instance was free: the late one joined it
+    assert [len(x) for x in backend.batches] == [1, 2]
+    assert backend.batches[1][:, 0].tolist() == [1, 2]
+
+
+def test_quiet_sends_a_batch_once_arrivals_stop(gated):
+    _, eng = gated
+    with Batcher(eng, max_batch_size=32, max_queue_delay=30.0, quiet=0.2) as b:
+        futs = [b.submit(np.full((1, 4), i, np.float32)) for i in range(5)]  # one burst
+        for f in futs:
+            f.result(10)  # long before the 30 s delay: 0.2 s without a new request sends it
+        assert b.metrics.batch_sizes == {5: 1}  # and the burst went as one batch
+    with pytest.raises(ValueError, match="quiet"):
+        Batcher(eng, quiet=-1)
 
 
 def test_high_priority_is_served_first(gated):
@@ -360,3 +398,23 @@ def test_metrics_snapshot(mlp):
     assert metrics.exec_ms.count == metrics.batches == sum(metrics.batch_sizes.values())
     assert metrics.mean_batch_size is not None and 1 <= metrics.mean_batch_size <= 4
     assert metrics.queue_ms.p50_ms is not None and metrics.queue_ms.p99_ms >= metrics.queue_ms.p50_ms
+
+
+def test_instances_beyond_openvino_streams_are_warned_about(mlp, caplog):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    path, w = mlp
+    x = np.random.default_rng(3).random((5, 8), dtype=np.float32)
+    assert ic.load(path, backend="ort").concurrency is None  # each calling thread runs its own
+    one = ic.load(path, backend="openvino")  # latency hint: one stream
+    assert one.concurrency == 1
+    with caplog.at_level("WARNING", logger="infercore.batching"):
+        Batcher(one, instances=2, name="one-stream").close()
+    assert "2 instances share one openvino engine that runs 1 request(s) at once" in caplog.text
+    assert "num_streams': 2" in caplog.text
+    caplog.clear()
+    two = ic.load(path, backend="openvino", threads=2, options={"num_streams": 2})
+    assert two.concurrency == 2
+    with caplog.at_level("WARNING", logger="infercore.batching"), Batcher(two, instances=2) as b:
+        got = [f.result(10)["probs"] for f in [b.submit(x[i : i + 1]) for i in range(5)]]
+    assert caplog.text == ""
+    np.testing.assert_allclose(np.concatenate(got), m.mlp_numpy(x, w)[1], rtol=1e-5, atol=1e-6)

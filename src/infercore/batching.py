@@ -3,7 +3,9 @@
 Modelled on Triton's dynamic batcher. Callers submit requests (each carrying ``n >= 1`` items
 along dimension 0); one scheduler thread groups queued requests of the same non-batch shape into
 a batch as soon as an instance is free, waiting at most ``max_queue_delay`` for a batch to fill
-(or dispatching at once when it reaches ``max_batch_size`` or a preferred size). Each instance
+(counted from the head's arrival, or from when an instance became free if the head waited for
+one), or dispatching at once when it reaches ``max_batch_size`` or a preferred size. With
+``quiet``, a batch also goes once no request has arrived for ``quiet`` seconds. Each instance
 thread copies its requests once, straight into the bound input buffers of that batch size
 (``Engine.bind``, cached per size and shape), runs, and hands each caller its own slice of the
 outputs as arrays the caller owns.
@@ -178,11 +180,12 @@ class _RequestFuture(Future[dict[str, np.ndarray]]):
 class _KeyQueue:
     """Queued requests of one shape key: high priority first, FIFO within a priority."""
 
-    __slots__ = ("high", "normal")
+    __slots__ = ("high", "last", "normal")
 
     def __init__(self) -> None:
         self.high: deque[_Request] = deque()
         self.normal: deque[_Request] = deque()
+        self.last = 0.0  # when the latest request of this key arrived
 
     def head(self) -> _Request | None:
         for dq in (self.high, self.normal):
@@ -223,6 +226,12 @@ class Batcher:
     zeros at the end of those dimensions; a list of dimension names (``["sequence"]``) allows only
     those. Outputs whose dimension has the same name as a padded input dimension are cut back to each
     request's own length.
+
+    ``max_queue_delay`` (seconds) is the longest a batch that is not full waits for more requests;
+    ``quiet`` (seconds, default off) sends it earlier, once no request has arrived for that long: a
+    burst of arrivals keeps the batch open, a lull sends it. ``max_queue_delay=0.05, quiet=0.004``
+    lets callers whose results just came back rejoin the next batch without making a lone caller
+    wait 50 ms.
     """
 
     def __init__(
@@ -232,6 +241,7 @@ class Batcher:
         max_batch_size: int = 32,
         preferred_batch_sizes: Sequence[int] = (),
         max_queue_delay: float = 0.002,
+        quiet: float | None = None,
         max_queue_size: int = 1024,
         timeout: float | None = None,
         instances: int = 1,
@@ -248,6 +258,8 @@ class Batcher:
             )
         if max_queue_delay < 0:
             raise ValueError(f"max_queue_delay is in seconds and must be >= 0, got {max_queue_delay!r}")
+        if quiet is not None and quiet < 0:
+            raise ValueError(f"quiet is in seconds and must be >= 0 (or None), got {quiet!r}")
         if not isinstance(max_queue_size, int) or max_queue_size < 1:
             raise ValueError(f"max_queue_size must be a positive int, got {max_queue_size!r}")
         if timeout is not None and timeout <= 0:
@@ -258,6 +270,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.preferred_batch_sizes = tuple(preferred)
         self.max_queue_delay = float(max_queue_delay)
+        self.quiet = None if quiet is None else float(quiet)
         self.max_queue_size = max_queue_size
         self.timeout = timeout
         self.preprocess = preprocess
@@ -277,6 +290,18 @@ class Batcher:
             raise
         self._input_names = tuple(s.name for s in self.inputs)
         self._crop = self._crop_plan()
+        parallel = self.engine.concurrency
+        if not self._owned and parallel is not None and parallel < instances:
+            log.warning(
+                "batcher %r: %d instances share one %s engine that runs %d request(s) at once; the other "
+                "instances' batches wait inside the runtime and their execution times include that wait. "
+                "Open it with more streams (openvino: options={'num_streams': %d}) or use fewer instances",
+                self.name,
+                instances,
+                self.engine.backend_name,
+                parallel,
+                instances,
+            )
 
         self._cv = threading.Condition(threading.Lock())
         self._queues: dict[tuple[Any, ...], _KeyQueue] = {}
@@ -284,6 +309,9 @@ class Batcher:
         self._seq = itertools.count()
         self._depth = 0
         self._idle = instances
+        # since when some instance has been free without a break: a batch's fill window opens at
+        # max(head's arrival, this), so a head that waited for capacity still gets its window
+        self._free_since = 0.0
         self._closing = False
         self._closed = False
         self._drain = True
@@ -503,6 +531,7 @@ class Batcher:
             if kq is None:
                 kq = self._queues[req.key] = _KeyQueue()
             (kq.high if priority else kq.normal).append(req)
+            kq.last = req.t_submit
             if req.deadline is not None:
                 heapq.heappush(self._deadlines, (req.deadline, next(self._seq), req))
             self._depth += 1
@@ -681,8 +710,8 @@ class Batcher:
             # several instances idle and at least one request for each: share the queue among them
             # at once rather than give it all to one instance while the others wait
             queued = sum(r.n for dq in (kq.high, kq.normal) for r in dq if r.state == _QUEUED)
-            if queued >= self._idle:
-                cap = min(cap, -(-queued // self._idle))
+            if queued >= self._idle:  # never below the head's own items: it must fit
+                cap = min(cap, max(-(-queued // self._idle), best_head.n))
         full = False
         for dq in (kq.high, kq.normal):
             for req in dq:
@@ -696,7 +725,11 @@ class Batcher:
             if full:
                 break
         full = full or total == cap
-        due = self._closing or full or now - best_head.t_submit >= self.max_queue_delay
+        opened = max(best_head.t_submit, self._free_since)
+        go = opened + self.max_queue_delay
+        if self.quiet is not None:  # a lull in arrivals: nothing more is coming soon, go early
+            go = min(go, max(opened, kq.last) + self.quiet)
+        due = self._closing or full or now >= go
         preferred = self.preferred_batch_sizes
         if preferred and not full:
             # the largest preferred size that a prefix of the candidates sums to exactly
@@ -706,7 +739,7 @@ class Batcher:
                 take = take[: hits[-1] + 1]
                 due = True
         if not due:
-            return None, best_head.t_submit + self.max_queue_delay - now
+            return None, go - now
         self._pop(kq, take)
         return take, None
 
@@ -738,6 +771,8 @@ class Batcher:
             self._execute(inst, batch)
             with self._cv:
                 inst.busy = False
+                if self._idle == 0:
+                    self._free_since = _now()
                 self._idle += 1
                 self._cv.notify()
         for io in inst.bound.values():

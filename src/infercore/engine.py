@@ -169,6 +169,14 @@ class Engine:
         return self._backend is None
 
     @property
+    def concurrency(self) -> int | None:
+        """How many runs this engine executes at once, where its runtime fixes that (OpenVINO: the
+        compiled model's streams); ``None`` where concurrent calls each run on their own thread
+        (ONNX Runtime, LiteRT). More concurrent callers than this queue inside the runtime."""
+        value = getattr(self._backend, "concurrency", None)
+        return None if value is None else int(value)
+
+    @property
     def stats(self) -> EngineStats:
         return self._stats.snapshot()
 

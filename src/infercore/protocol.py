@@ -60,6 +60,8 @@ class Backend(Protocol):
     # Optional, looked up with getattr by the Engine:
     #   allocate(shape, dtype) -> np.ndarray     host buffers for bind() by shape (e.g. pinned memory)
     #   accepts_device_arrays: bool              bind() passes __cuda_array_interface__/DLPack objects through
+    #   concurrency: int | None                  how many runs execute at once (OpenVINO: NUM_STREAMS);
+    #                                            absent or None: as many as there are calling threads
 
 
 class BackendFactory(Protocol):

@@ -362,6 +362,10 @@ class OpenVINOBackend:
         self._queue_lock = threading.Lock()
         self._infer: Callable[..., Any] = ov._pyopenvino.InferRequest.infer  # the C++ infer, no OVDict
         self.metadata = self._metadata(ov, model, compiled, precision)
+        try:  # runs that execute at once; more concurrent requests wait for a free stream
+            self.concurrency: int | None = int(compiled.get_property("NUM_STREAMS"))
+        except Exception:  # AUTO answers for few properties
+            self.concurrency = None
 
     def _metadata(self, ov: Any, model: Any, compiled: Any, precision: str | None) -> dict[str, str]:
         md = _flatten_rt_info(model.get_rt_info())

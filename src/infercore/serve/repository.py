@@ -12,6 +12,7 @@ A model's optional ``REPO/<model>/config.yaml``::
       max_batch_size: 32
       preferred_batch_sizes: [8, 16]
       max_queue_delay_ms: 2
+      quiet_ms: null          # go before the delay once no request arrived for this long
       max_queue_size: 1024
       timeout_ms: null
       pad: false
@@ -66,6 +67,7 @@ class BatchingConfig:
     max_batch_size: int = 32
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_ms: float = 2.0
+    quiet_ms: float | None = None
     max_queue_size: int = 1024
     timeout_ms: float | None = None
     pad: bool = False
@@ -216,7 +218,7 @@ def _batching(value: Any) -> BatchingConfig | None:
         kw["preferred_batch_sizes"] = tuple(_positive(s, "batching.preferred_batch_sizes[]") for s in sizes)
     if "max_queue_size" in value:
         kw["max_queue_size"] = _positive(value["max_queue_size"], "batching.max_queue_size")
-    for key in ("max_queue_delay_ms", "timeout_ms"):
+    for key in ("max_queue_delay_ms", "quiet_ms", "timeout_ms"):
         if value.get(key) is not None:
             v = value[key]
             if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
@@ -583,6 +585,7 @@ class ModelRepository:
                     max_batch_size=batching.max_batch_size,
                     preferred_batch_sizes=batching.preferred_batch_sizes,
                     max_queue_delay=batching.max_queue_delay_ms / 1000.0,
+                    quiet=None if batching.quiet_ms is None else batching.quiet_ms / 1000.0,
                     max_queue_size=batching.max_queue_size,
                     timeout=None if batching.timeout_ms is None else batching.timeout_ms / 1000.0,
                     instances=cfg.instances,
