@@ -191,7 +191,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax1.legend(fontsize=8)
     ax2.legend(fontsize=7, ncol=2)
     fig.suptitle(
-        f"MiniLM seq {results['config']['seq']}, Batcher vs offline best and naive ({results['device']})"
+        f"MiniLM seq {results['config']['seq']} on {results['backend']} ({results['device']}), "
+        f"max batch {results['config']['max_batch_size']}: Batcher vs offline best and naive"
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
