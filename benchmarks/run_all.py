@@ -31,7 +31,7 @@ SCRIPTS = ("overhead", "backends", "batching", "quantize", "digits", "serve", "t
 # scripts without --quick: the arguments that make them short
 QUICK_ARGS = {
     "batching": ["--duration", "1", "--callers", "1,16,64"],
-    "serve": ["--duration", "2", "--clients", "1,8"],
+    "serve": ["--duration", "2", "--clients", "1,8", "--paired-rounds", "1"],
 }
 
 
