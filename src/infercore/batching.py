@@ -2,10 +2,11 @@
 
 Modelled on Triton's dynamic batcher. Callers submit requests (each carrying ``n >= 1`` items
 along dimension 0); one scheduler thread groups queued requests of the same non-batch shape into
-a batch as soon as an instance is free, waiting at most ``max_queue_delay`` for a batch to fill
-(counted from the head's arrival, or from when an instance became free if the head waited for
-one), or dispatching at once when it reaches ``max_batch_size`` or a preferred size. With
-``quiet``, a batch also goes once no request has arrived for ``quiet`` seconds. Each instance
+a batch as soon as an instance is free, waiting at most ``max_queue_delay`` (from the head's
+arrival) for a batch to fill, or dispatching at once when it reaches ``max_batch_size`` or a
+preferred size. With ``quiet``, the window is adaptive: it opens when the head arrives or, if the
+head had to wait for a free instance, when one frees, and the batch goes once no request has
+arrived for ``quiet`` seconds (``max_queue_delay`` still caps it). Each instance
 thread copies its requests once, straight into the bound input buffers of that batch size
 (``Engine.bind``, cached per size and shape), runs, and hands each caller its own slice of the
 outputs as arrays the caller owns.
@@ -227,11 +228,13 @@ class Batcher:
     those. Outputs whose dimension has the same name as a padded input dimension are cut back to each
     request's own length.
 
-    ``max_queue_delay`` (seconds) is the longest a batch that is not full waits for more requests;
-    ``quiet`` (seconds, default off) sends it earlier, once no request has arrived for that long: a
-    burst of arrivals keeps the batch open, a lull sends it. ``max_queue_delay=0.05, quiet=0.004``
-    lets callers whose results just came back rejoin the next batch without making a lone caller
-    wait 50 ms.
+    ``max_queue_delay`` (seconds) is the longest a batch that is not full waits for more requests,
+    counted from its head's arrival (Triton's rule: a head that waited for a free instance goes at
+    once). ``quiet`` (seconds, default off) makes the window adaptive: a head that waited for an
+    instance gets a window from when one frees, and a batch goes once no request has arrived for
+    ``quiet`` seconds, so a burst of arrivals keeps it open and a lull sends it.
+    ``max_queue_delay=0.05, quiet=0.004`` lets callers whose results just came back rejoin the next
+    batch without making a lone caller wait 50 ms.
     """
 
     def __init__(
@@ -309,8 +312,8 @@ class Batcher:
         self._seq = itertools.count()
         self._depth = 0
         self._idle = instances
-        # since when some instance has been free without a break: a batch's fill window opens at
-        # max(head's arrival, this), so a head that waited for capacity still gets its window
+        # since when some instance has been free without a break: with ``quiet``, a batch's fill
+        # window opens at max(head's arrival, this), so a head that waited for capacity gets one
         self._free_since = 0.0
         self._closing = False
         self._closed = False
@@ -725,10 +728,11 @@ class Batcher:
             if full:
                 break
         full = full or total == cap
-        opened = max(best_head.t_submit, self._free_since)
-        go = opened + self.max_queue_delay
-        if self.quiet is not None:  # a lull in arrivals: nothing more is coming soon, go early
-            go = min(go, max(opened, kq.last) + self.quiet)
+        if self.quiet is None:  # Triton's rule: the window runs from the head's arrival
+            go = best_head.t_submit + self.max_queue_delay
+        else:  # adaptive: the window opens when an instance is free for the head and closes at a lull
+            opened = max(best_head.t_submit, self._free_since)
+            go = min(opened + self.max_queue_delay, max(opened, kq.last) + self.quiet)
         due = self._closing or full or now >= go
         preferred = self.preferred_batch_sizes
         if preferred and not full:
