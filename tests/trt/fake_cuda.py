@@ -206,11 +206,17 @@ class State:
 STATE = State()
 _ids = itertools.count(1)
 _next_device = [DEVICE_BASE]
+# "Pinned" host memory is numpy memory owned by STATE.pinned, while numpy arrays made from it
+# (infercore's pinned_empty) only point at it. A reset must not free it under such an array that
+# outlives its test (a binding, an engine awaiting collection): the test process would then read
+# and write freed memory. Real pinned memory lives until cudaFreeHost, so keep it until then.
+_retired_pinned: list[dict[int, np.ndarray]] = []
 
 
 def reset(**kwargs: Any) -> State:
     """A fresh fake GPU (and process state); ``kwargs`` set ``State`` fields (driver=0, gpus=[])."""
     global STATE
+    _retired_pinned.append(STATE.pinned)
     STATE = State(**kwargs)
     return STATE
 
@@ -356,6 +362,8 @@ def cudaMallocHost(size: int) -> tuple[Any, ...]:
 
 def cudaFreeHost(ptr: int) -> tuple[Any, ...]:
     if STATE.pinned.pop(int(ptr), None) is None:
+        for retired in _retired_pinned:  # allocated before a reset: free it now, still an error
+            retired.pop(int(ptr), None)
         return (cudaError_t.cudaErrorInvalidValue,)
     return _ok()
 
