@@ -192,7 +192,7 @@ def test_preferred_batch_sizes(gated):
 
 def test_with_quiet_a_head_that_waited_for_an_instance_still_gets_its_fill_window(gated):
     backend, eng = gated
-    with Batcher(eng, max_batch_size=8, max_queue_delay=0.5, quiet=0.3) as b:
+    with Batcher(eng, max_batch_size=8, max_queue_delay=0.5, quiet=0.45) as b:
         held = _hold(backend, b)
         early = b.submit(np.full((1, 4), 1, np.float32))
         time.sleep(0.6)  # the head is now past its delay, but no instance was free
