@@ -340,3 +340,19 @@ def test_report_str_is_readable():
     )  # fmt: skip
     text = str(r)
     assert "fp32 97.50%" in text and "int8 97.00%" in text and "+0.50 pt" in text and "2.50x" in text
+
+
+def test_cache_entries_are_built_aside_and_published_or_removed(tmp_path):
+    from infercore.calibration import _building
+
+    entry = tmp_path / "abc"
+    with _building(entry, "abc", "fp16 conversion of m.onnx") as tmp:
+        (tmp / "meta.json").write_text("{}")
+        assert not entry.exists()  # nothing half-built is visible under the entry's name
+    assert (entry / "meta.json").read_text() == "{}"
+    wrapped = pytest.raises(CalibrationError, match=r"fp16 conversion of m\.onnx failed: ValueError: bad")
+    with wrapped, _building(entry, "abc", "fp16 conversion of m.onnx"):
+        raise ValueError("bad")  # a runtime's failure is wrapped, with what failed
+    with pytest.raises(InputSpecError, match="own"), _building(entry, "abc", "x"):
+        raise InputSpecError("own")  # infercore's own errors pass through as they are
+    assert list(tmp_path.iterdir()) == []  # the failed builds left nothing behind

@@ -20,6 +20,7 @@ carrying the report. Artifacts are cached by model hash, data fingerprint and op
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -503,6 +504,25 @@ def _versions(*modules: str) -> dict[str, str]:
         except md.PackageNotFoundError:
             out[m] = "absent"
     return out
+
+
+@contextlib.contextmanager
+def _building(entry: Path, key: str, what: str) -> Iterator[Path]:
+    """A fresh directory beside the cache ``entry`` to build it in; published as ``entry`` when the
+    block ends. On failure the directory goes, and a runtime's own exception becomes a
+    ``CalibrationError`` saying ``what`` failed (infercore's errors pass through as they are)."""
+    if entry.exists():
+        shutil.rmtree(entry, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=entry.parent))
+    try:
+        yield tmp
+        _publish(tmp, entry)
+    except InfercoreError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CalibrationError(f"{what} failed: {type(e).__name__}: {e}") from e
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -1139,11 +1159,8 @@ def calibrate(
         used_per_channel = bool(meta["per_channel"])
         notes.extend(meta.get("notes", []))
     else:
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=entry.parent))
         build_notes: list[str] = []
-        try:
+        with _building(entry, key, f"{target} quantization of {src.name}") as tmp:
             out = tmp / artifact.name
             if target == "openvino":
                 _quantize_openvino(
@@ -1163,15 +1180,6 @@ def calibrate(
             meta = {**options, "per_channel": used_per_channel, "notes": build_notes, "model": str(src),
                     "calibration_samples": sum(_rows(b) for b in calib)}  # fmt: skip
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            _publish(tmp, entry)
-        except InfercoreError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        except Exception as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise CalibrationError(
-                f"{target} quantization of {src.name} failed: {type(e).__name__}: {e}"
-            ) from e
         notes.extend(build_notes)
 
     measured = _measure(

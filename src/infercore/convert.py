@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from .calibration import (
     CalibrationResult,
     Feeds,
     Metric,
+    _building,
     _cache_root,
     _deliver,
     _eval_set,
@@ -35,12 +34,11 @@ from .calibration import (
     _file_hash,
     _measure,
     _model_specs,
-    _publish,
     _report,
     _versions,
     calibration_batches,
 )
-from .errors import CalibrationError, InfercoreError, ModelLoadError
+from .errors import CalibrationError, ModelLoadError
 from .specs import TensorSpec
 
 __all__ = ["convert_fp16"]
@@ -123,19 +121,9 @@ def convert_fp16(
     artifact = entry / "model.fp16.onnx"
     cached = cache and artifact.exists()
     if not cached:
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=entry.parent))
-        try:
+        with _building(entry, key, f"fp16 conversion of {src.name}") as tmp:
             _convert(src, tmp / artifact.name, keep_io_types, op_block_list)
             (tmp / "meta.json").write_text(json.dumps({**options, "model": str(src)}, indent=1))
-            _publish(tmp, entry)
-        except InfercoreError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        except Exception as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise CalibrationError(f"fp16 conversion of {src.name} failed: {type(e).__name__}: {e}") from e
 
     measured = _measure(
         src, artifact, target=target, evalset=evalset, metric=metric, eval_output=eval_output,
