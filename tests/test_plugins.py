@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from importlib import metadata
@@ -106,10 +107,34 @@ def test_unavailable_plugin_is_reported_not_picked(tmp_path):
         ic.load(model)
 
 
-def test_duplicate_names_are_refused():
-    ic.registry.add_plugin(make_plugin("ort"))
-    with pytest.raises(ValueError, match="backend 'ort' registered twice"):
-        ic.registry.names()
+def test_duplicate_names_are_refused_and_reported(tmp_path):
+    """A plugin cannot take a built-in's name; it is reported, and the built-in still works."""
+    impostor = make_plugin("ort")
+    ic.registry.add_plugin(impostor, name="impostor")
+    assert ic.registry.get("ort").plugin == "builtin"
+    problems = ic.registry.problems()
+    assert "already registered by plugin 'builtin'" in problems["impostor"]
+    with pytest.raises(ic.UnknownBackendError, match="plugin 'impostor' was not loaded"):
+        ic.registry.get("nosuchbackend")
+
+
+def test_plugin_whose_hook_raises_is_contained(tmp_path):
+    """A failing hook loses that plugin's backends (even those registered before it failed)."""
+    mod = types.ModuleType("infercore_halfway_plugin")
+
+    @ic.hookimpl
+    def register_backends(register):
+        register("halfway", DoublerFactory(), suffixes=(".hw",))
+        raise ImportError("libhalfway.so: cannot open shared object file")
+
+    mod.register_backends = register_backends
+    ic.registry.add_plugin(mod)
+    assert "halfway" not in ic.registry.names() and "ort" in ic.registry.names()
+    assert "libhalfway.so" in ic.registry.problems()["infercore_halfway_plugin"]
+    model = tmp_path / "m.hw"
+    model.write_bytes(b"")
+    with pytest.raises(ic.UnknownBackendError, match=r"libhalfway\.so"):
+        ic.load(model)
 
 
 def test_entry_points_and_INFERCORE_PLUGINS(tmp_path, monkeypatch):
@@ -142,6 +167,33 @@ def test_entry_points_and_INFERCORE_PLUGINS(tmp_path, monkeypatch):
         monkeypatch.delenv("INFERCORE_PLUGINS", raising=False)
         ic.registry.reset()
         sys.modules.pop("infercore_ep_plugin", None)
+
+
+def test_entry_point_that_cannot_import_is_contained(tmp_path, monkeypatch, capsys):
+    """``pip install`` of a broken plugin must not break ``ic.load`` of every other model."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "infercore_bad_plugin.py").write_text("import a_module_that_is_not_installed\n")
+    dist = site / "infercore_bad_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: infercore-bad-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[infercore.backends]\nbad = infercore_bad_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("INFERCORE_PLUGINS", raising=False)
+    ic.registry.reset()
+    try:
+        assert "ort" in ic.registry.names()
+        reason = ic.registry.problems()["bad"]
+        assert "ModuleNotFoundError" in reason and "a_module_that_is_not_installed" in reason
+        from infercore.cli import main
+
+        assert main(["backends"]) == 0
+        assert "plugin 'bad' not loaded" in capsys.readouterr().out
+        assert main(["backends", "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert {"name": None, "plugin": "bad"}.items() <= next(r for r in rows if r["plugin"] == "bad").items()
+    finally:
+        ic.registry.reset()
 
 
 def test_probe_that_raises_is_contained():

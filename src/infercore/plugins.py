@@ -23,6 +23,7 @@ and implements, in that module::
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "infercore.backends"
 hookspec = pluggy.HookspecMarker("infercore")
 hookimpl = pluggy.HookimplMarker("infercore")
+log = logging.getLogger(__name__)
 
 
 class Spec:
@@ -78,6 +80,7 @@ class Registry:
         self._backends: dict[str, BackendRegistration] | None = None
         self._probes: dict[str, BackendInfo] = {}
         self._extra_plugins: list[tuple[object, str]] = []
+        self._problems: dict[str, str] = {}
 
     # -- discovery ---------------------------------------------------------------------------
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -95,13 +98,16 @@ class Registry:
             pm.add_hookspecs(Spec)
             from .backends import builtin
 
+            problems: dict[str, str] = {}
             pm.register(builtin, name="builtin")
-            self._load_entry_points(pm)
+            self._load_entry_points(pm, problems)
             for plugin, plugin_name in self._extra_plugins:
                 pm.register(plugin, name=plugin_name)
             backends: dict[str, BackendRegistration] = {}
+            # registration order: built-ins first, so a plugin cannot take their names
             for impl in pm.hook.register_backends.get_hookimpls():
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+                mine: dict[str, BackendRegistration] = {}
 
                 def register(
                     name: str,
@@ -110,22 +116,32 @@ class Registry:
                     suffixes: Sequence[str] = (),
                     priority: int = 0,
                     _plugin: str = plugin_name,
+                    _mine: dict[str, BackendRegistration] = mine,
                 ) -> None:
-                    if name in backends:
-                        raise ValueError(
-                            f"backend {name!r} registered twice: by {backends[name].plugin!r} and by {_plugin!r}"
-                        )
-                    backends[name] = BackendRegistration(
+                    taken = backends.get(name) or _mine.get(name)
+                    if taken is not None:
+                        raise ValueError(f"backend {name!r} is already registered by plugin {taken.plugin!r}")
+                    _mine[name] = BackendRegistration(
                         name, factory, tuple(s.lower() for s in suffixes), int(priority), _plugin
                     )
 
-                impl.function(register=register)
+                try:
+                    impl.function(register=register)
+                except Exception as e:  # one broken plugin must not take the others down
+                    if plugin_name == "builtin":
+                        raise
+                    problems[plugin_name] = f"register_backends failed: {type(e).__name__}: {e}"
+                    continue
+                backends.update(mine)
+            for plugin_name, reason in problems.items():
+                log.warning("infercore plugin %r was not loaded: %s", plugin_name, reason)
             self._pm = pm
+            self._problems = problems
             self._backends = backends
             return backends
 
     @staticmethod
-    def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    def _load_entry_points(pm: pluggy.PluginManager, problems: dict[str, str]) -> None:
         wanted = os.environ.get("INFERCORE_PLUGINS")
         if wanted is not None and not wanted.strip():
             return
@@ -137,7 +153,16 @@ class Registry:
                 continue
             if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
                 continue
-            pm.register(ep.load(), name=ep.name)
+            try:
+                pm.register(ep.load(), name=ep.name)
+            except Exception as e:  # an uninstallable plugin is reported, the rest keep working
+                problems[ep.name] = f"could not load entry point {ep.value!r}: {type(e).__name__}: {e}"
+
+    def problems(self) -> dict[str, str]:
+        """Plugins that were found but not loaded, with why (an import error, a failing hook,
+        a backend name another plugin already has). The other backends work regardless."""
+        self._discover()
+        return dict(self._problems)
 
     def add_plugin(self, plugin: object, name: str | None = None) -> None:
         """Register an in-process plugin object (a module or instance with hookimpls).
@@ -173,9 +198,10 @@ class Registry:
         key = aliases.get(name.lower(), name.lower())
         if key not in backends:
             close = difflib.get_close_matches(name, list(backends), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            broken = "".join(f"; plugin {n!r} was not loaded ({why})" for n, why in self._problems.items())
             raise UnknownBackendError(
-                f"no backend named {name!r}{hint} Registered: {', '.join(sorted(backends))}"
+                f"no backend named {name!r}{hint} Registered: {', '.join(sorted(backends))}{broken}"
             )
         return backends[key]
 
@@ -206,9 +232,10 @@ class Registry:
         regs = self.candidates(path)
         if not regs:
             known = sorted({s for r in self._discover().values() for s in r.suffixes})
+            broken = "".join(f"; plugin {n!r} was not loaded ({why})" for n, why in self._problems.items())
             raise UnknownBackendError(
                 f"no backend reads {path.name!r}: known suffixes are {', '.join(known)}; "
-                "pass backend= to choose one explicitly"
+                f"pass backend= to choose one explicitly{broken}"
             )
         reasons = []
         for reg in regs:

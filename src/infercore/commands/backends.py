@@ -14,13 +14,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     from .. import available_backends
+    from ..plugins import registry
 
     infos = available_backends()
+    problems = registry.problems()
     if args.json:
         rows = [
             {"name": i.name, "available": i.available, "version": i.version, "devices": list(i.devices),
              "suffixes": list(i.suffixes), "extra": i.extra, "plugin": i.plugin, "reason": i.reason}
             for i in infos.values()
+        ]
+        # a plugin that failed to load provides no backend: it is a row with no name
+        rows += [
+            {"name": None, "available": False, "version": None, "devices": [], "suffixes": [], "extra": None,
+             "plugin": plugin, "reason": reason}
+            for plugin, reason in problems.items()
         ]
         print(json.dumps(rows, indent=2))
         return 0
@@ -34,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
     for row in (header, *rows_t):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     missing = [i for i in infos.values() if not i.available]
-    if missing:
+    if missing or problems:
         print()
         for i in missing:
             print(f"{i.name}: {i.reason}")
+        for plugin, reason in problems.items():
+            print(f"plugin {plugin!r} not loaded: {reason}")
     return 0
