@@ -75,6 +75,52 @@ def test_resize_float_and_shorter_side():
     )  # shorter side, torchvision truncation
 
 
+def _pillow_resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """What Pillow itself makes of the array: one image where Pillow has a mode for it, else per channel."""
+    c = img.shape[2]
+    if img.dtype == np.uint8 and c <= 4:
+        res = np.asarray(Image.fromarray(img[:, :, 0] if c == 1 else img).resize((w, h), Image.BILINEAR))
+        return res.reshape(h, w, c)
+    return np.stack(
+        [np.asarray(Image.fromarray(img[:, :, k]).resize((w, h), Image.BILINEAR)) for k in range(c)], axis=2
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float32])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 6])
+def test_resize_equals_pillow_for_every_channel_count_and_dtype(channels, dtype):
+    rng = np.random.default_rng(channels)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        img = rng.integers(max(info.min, -40000), min(info.max, 70000), (40, 60, channels), endpoint=True)
+        img = img.astype(dtype)
+    else:
+        img = (rng.random((40, 60, channels)) * 300).astype(dtype)
+    for size in ((17, 23), (53, 97)):  # shrinking (antialiased) and enlarging
+        got = resize(img, size)
+        assert got.dtype == img.dtype and got.shape == (*size, channels)
+        np.testing.assert_array_equal(got, _pillow_resize(img, *size))
+
+
+def test_decode_la_then_resize_equals_pillow_la_resize():
+    la = Image.fromarray(_image()).convert("LA")
+    buf = io.BytesIO()
+    la.save(buf, format="PNG")
+    out = ImagePipeline([Decode("LA"), Resize((17, 23))], input="x")(buf.getvalue())["x"][0]
+    np.testing.assert_array_equal(out, np.asarray(la.resize((23, 17), Image.BILINEAR)))
+
+
+def test_resize_refuses_integers_beyond_int32():
+    img = np.full((4, 4, 1), 2**40, np.int64)
+    with pytest.raises(InputSpecError, match=r"int64.*float32"):
+        resize(img, (2, 2))
+    small = np.arange(16, dtype=np.int64).reshape(4, 4, 1) * 1000
+    np.testing.assert_array_equal(
+        resize(small, (3, 3))[:, :, 0],
+        np.asarray(Image.fromarray(small[:, :, 0].astype(np.int32)).resize((3, 3), Image.BILINEAR)),
+    )
+
+
 def test_normalize_and_layout_match_naive_numpy():
     img = _image()
     want = np.stack([(img[:, :, c] / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c] for c in range(3)], axis=2)

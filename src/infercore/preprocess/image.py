@@ -3,8 +3,10 @@
 Images are HWC ``uint8`` arrays (RGB unless decoded otherwise) until ``Normalize``; every function
 takes ``out=`` and writes there (a view is fine, e.g. one item of a bound batch buffer).
 Resizing is Pillow's bilinear filter (``Image.resize(..., BILINEAR)``, which antialiases when
-shrinking), so results match Pillow exactly; float images are resized per channel in Pillow's
-32-bit float mode ``"F"``. Pillow is imported on first use (extra ``image``).
+shrinking) and the result is Pillow's, bit for bit: ``Image.fromarray(img).resize(...)`` for
+uint8 images with 1-4 channels (L, LA, RGB, RGBA; Pillow premultiplies LA and RGBA by alpha),
+otherwise each channel alone in the mode Pillow gives it: "L" for uint8, "I" (int32, rounded) for
+other integers, "F" (float32) for floats. Pillow is imported on first use (extra ``image``).
 """
 
 from __future__ import annotations
@@ -111,22 +113,42 @@ def decode(data: Any, mode: str = "RGB") -> np.ndarray:
     return _check_image(np.asarray(img))
 
 
+def _band_dtype(img: np.ndarray) -> np.dtype:
+    """The dtype of one channel in the Pillow mode that resizes it: "1", "L", "I" or "F"."""
+    dt = img.dtype
+    if dt == np.bool_ or dt == np.uint8:
+        return dt
+    if np.issubdtype(dt, np.integer):
+        if dt.itemsize > 4 or dt == np.uint32:
+            lo, hi = (int(img.min()), int(img.max())) if img.size else (0, 0)
+            info = np.iinfo(np.int32)
+            if lo < info.min or hi > info.max:
+                raise InputSpecError(
+                    f"resize: {dt} image with values in [{lo}, {hi}]; Pillow resizes integers as int32 "
+                    f"(mode 'I'), convert the image to float32 first"
+                )
+        return np.dtype(np.int32)
+    if np.issubdtype(dt, np.floating):
+        return np.dtype(np.float32)
+    raise InputSpecError(f"resize: images of dtype {dt} are not supported (integer, float or bool)")
+
+
 def _resize_exact(img: np.ndarray, size: Size) -> np.ndarray:
-    Image = _pil()
+    """``Image.fromarray(img).resize(size, BILINEAR)``; channels Pillow has no mode for one by one."""
     h, w = size
     if img.shape[:2] == (h, w):
         return img
+    Image = _pil()
     bilinear = Image.Resampling.BILINEAR
-    if img.dtype == np.uint8 and img.shape[2] in (1, 3, 4):
-        mode = {1: "L", 3: "RGB", 4: "RGBA"}[img.shape[2]]
-        src = img[:, :, 0] if img.shape[2] == 1 else img
-        res = np.asarray(Image.fromarray(np.ascontiguousarray(src), mode).resize((w, h), bilinear))
-        return res.reshape(h, w, img.shape[2])
+    c = img.shape[2]
+    if img.dtype == np.uint8 and c <= 4:  # Pillow's L, LA, RGB, RGBA (LA, RGBA: alpha premultiplied)
+        src = np.ascontiguousarray(img[:, :, 0] if c == 1 else img)
+        res = np.asarray(Image.fromarray(src).resize((w, h), bilinear))
+        return res.reshape(h, w, c)
+    band = _band_dtype(img)  # each channel alone as Pillow's "1", "L", "I" or "F" image
     chans = [
-        np.asarray(
-            Image.fromarray(np.ascontiguousarray(img[:, :, c], np.float32), "F").resize((w, h), bilinear)
-        )
-        for c in range(img.shape[2])
+        np.asarray(Image.fromarray(np.ascontiguousarray(img[:, :, k], band)).resize((w, h), bilinear))
+        for k in range(c)
     ]
     return np.stack(chans, axis=2).astype(img.dtype, copy=False)
 
