@@ -6,7 +6,6 @@ raw interpreter and its own scale and zero point."""
 from __future__ import annotations
 
 import threading
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -383,19 +382,10 @@ def test_mediapipe_custom_op_model_refused():
 
 def _wakeword(name="hey_mycroft"):
     """A microWakeWord streaming model from the pymicro-wakeword wheel: int8 [1, 3, 40] -> uint8 [1, 1]."""
-    out = models.cache_dir() / "models" / "pymicro-wakeword-2.5.0" / f"{name}.tflite"
-    if out.exists():
-        return out
     try:
-        wheel = models.fetch_wheel("pymicro-wakeword", "2.5.0")
+        return models.micro_wakeword(name)
     except models.ModelUnavailable as e:
         pytest.skip(f"pymicro-wakeword wheel not available here: {e}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf:
-        tmp = out.with_suffix(".part")
-        tmp.write_bytes(zf.read(f"pymicro_wakeword/models/{name}.tflite"))
-        tmp.replace(out)
-    return out
 
 
 def _feature_stream(steps=40):

@@ -150,13 +150,80 @@ def test_bound_path_equals_run_and_writes_in_place(tmp_path):
             np.testing.assert_array_equal(y, expected)
 
 
-def test_bound_data_dependent_output_falls_back_to_copies(tmp_path):
+@pytest.mark.parametrize("threads", [None, 1])
+def test_bound_data_dependent_output_is_copied_out(tmp_path, threads):
+    """With one inference thread OpenVINO does not refuse a preset output that is too small: it
+    keeps the old shape. A data-dependent output must never be bound in place."""
     path = m.nonzero(tmp_path / "nz.onnx")
-    with ov_load(path) as eng, eng.bind({"x": (6,)}) as io:
+    with ov_load(path, threads=threads) as eng, eng.bind({"x": (6,)}) as io:
         for x in ([1, 0, 1, 0, 0, 0], [1, 1, 1, 1, 0, 2], [0, 0, 0, 0, 0, 5], [0] * 6):
             io.inputs["x"][...] = x
             io.run()
             np.testing.assert_array_equal(io.outputs["y"], np.array(np.nonzero(x)))
+
+
+def test_bind_never_runs_the_model_on_unwritten_inputs(tmp_path):
+    """Range(0, 0, 0) divides by zero inside OpenVINO (SIGFPE): binding must not probe-run the
+    model on the zeroed buffers the caller has not written yet."""
+    i64 = TensorProto.INT64
+    path = m.save(
+        tmp_path / "range.onnx",
+        [helper.make_node("Range", ["start", "limit", "delta"], ["y"])],
+        [m.vi("start", i64, []), m.vi("limit", i64, []), m.vi("delta", i64, [])],
+        [m.vi("y", i64, [None])],
+    )
+    with ov_load(path, threads=1) as eng, eng.bind({"start": (), "limit": (), "delta": ()}) as io:
+        for start, limit, delta in ((2, 11, 3), (0, 40, 1), (5, 0, -2)):
+            io.inputs["start"][...], io.inputs["limit"][...], io.inputs["delta"][...] = start, limit, delta
+            io.run()
+            np.testing.assert_array_equal(io.outputs["y"], np.arange(start, limit, delta))
+
+
+def test_output_taken_straight_from_an_input_is_copied_out(tmp_path):
+    """Einsum '->' compiles to input -> output; the CPU plugin then ignores a preset output tensor."""
+    path = m.save(
+        tmp_path / "einsum.onnx",
+        [helper.make_node("Einsum", ["x"], ["y"], equation="->")],
+        [m.vi("x", TensorProto.DOUBLE, [])],
+        [m.vi("y", TensorProto.DOUBLE, [])],
+    )
+    with ov_load(path) as eng, eng.bind({"x": ()}) as io:
+        for value in (5.0, -7.5):
+            io.inputs["x"][...] = value
+            io.run()
+            assert io.outputs["y"] == value
+        y = np.empty((), np.float64)
+        with eng.bind({"x": np.array(3.0)}, outputs={"y": y}) as io2:
+            io2.run()
+            assert y == 3.0  # a caller's array still receives the result
+
+
+def test_names_are_the_graphs_not_merged_internal_ones(tmp_path):
+    """Compiling folds Identity nodes and merges tensor names ({'a_tmp', 'x'}): the specs must
+    carry the ONNX graph's input and output names, as ONNX Runtime reports them."""
+    f = TensorProto.FLOAT
+    path = m.save(
+        tmp_path / "names.onnx",
+        [
+            helper.make_node("Identity", ["x"], ["a_tmp"]),
+            helper.make_node("Relu", ["a_tmp"], ["b_tmp"]),
+            helper.make_node("Identity", ["b_tmp"], ["y"]),
+        ],
+        [m.vi("x", f, [2])],
+        [m.vi("y", f, [2])],
+    )
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    assert compiled.inputs[0].get_names() == {"a_tmp", "x"}  # the trap this test is about
+    with ov_load(path) as eng:
+        assert [s.name for s in eng.inputs] == ["x"] and [s.name for s in eng.outputs] == ["y"]
+        x = np.array([-1.0, 2.0], np.float32)
+        np.testing.assert_array_equal(eng.run({"x": x})["y"], ort_run(path, {"x": x})["y"])
+
+
+def test_bound_output_of_the_wrong_shape_is_refused(tmp_path):
+    path, _ = matmul(tmp_path / "mm.onnx")
+    with ov_load(path) as eng, pytest.raises(ic.InputSpecError, match=r"output 'y'.*\(3, 4\).*\(2, 4\)"):
+        eng.bind({"x": (3, 8)}, outputs={"y": np.empty((2, 4), np.float32)})  # fits [?, 4], not batch 3
 
 
 def test_concurrent_run_from_four_threads(tmp_path):
@@ -274,6 +341,15 @@ def test_unreadable_model_is_a_model_load_error(tmp_path):
         ov_load(bad)
     assert e.value.path == str(bad)
     assert e.value.__cause__ is not None
+
+
+def test_stateful_tflite_points_to_litert():
+    try:
+        path = models.micro_wakeword("okay_nabu")
+    except models.ModelUnavailable as e:
+        pytest.skip(f"pymicro-wakeword wheel not available: {e}")
+    with pytest.raises(ic.ModelLoadError, match=r"RESOURCE.*use backend='litert'"):
+        ov_load(path)
 
 
 def test_ir_without_its_weights_says_so(tmp_path):

@@ -95,6 +95,40 @@ def test_wrongly_declared_output_shape_is_survived(tmp_path):
         np.testing.assert_array_equal(io.outputs["y"], np.arange(5, dtype=np.float32))
 
 
+def test_several_wrongly_declared_outputs_are_survived_quietly(tmp_path, capfd):
+    """Split declares [2] and [4] but the data asks for [4, 2]: each bound output falls back in
+    turn, and the expected failures are not printed as onnxruntime ERRORs."""
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    path = m.save(
+        tmp_path / "split.onnx",
+        [helper.make_node("Split", ["x", "split"], ["a", "b"], axis=0)],
+        [m.vi("x", f, [6]), m.vi("split", i64, [2])],
+        [m.vi("a", f, [2]), m.vi("b", f, [4])],
+        opset=13,
+    )
+    x, split = np.arange(6, dtype=np.float32), np.array([4, 2], np.int64)
+    with ic.load(path) as eng, eng.bind({"x": (6,), "split": (2,)}) as io:
+        io.inputs["x"][...], io.inputs["split"][...] = x, split
+        for _ in range(2):
+            io.run()
+            np.testing.assert_array_equal(io.outputs["a"], x[:4])
+            np.testing.assert_array_equal(io.outputs["b"], x[4:])
+    assert "ExecuteKernel" not in capfd.readouterr().err
+
+
+def test_unmapped_tensor_type_is_named_plainly(tmp_path):
+    path = m.save(
+        tmp_path / "f8.onnx",
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT8E4M3FN)],
+        [m.vi("x", TensorProto.FLOAT, [2])],
+        [m.vi("y", TensorProto.FLOAT8E4M3FN, [2])],
+        opset=19,
+    )
+    with pytest.raises(ic.ModelLoadError, match=r"'y' has type tensor\(float8e4m3fn\).*supported: ") as e:
+        ic.load(path, "ort")
+    assert "sequences" not in str(e.value)
+
+
 def test_session_options_are_validated_and_applied(tmp_path):
     path, w = m.mlp(tmp_path / "mlp.onnx")
     x = np.ones((2, 8), np.float32)

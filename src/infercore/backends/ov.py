@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 
 from ..buffers import aligned_empty
-from ..errors import BackendError, BackendRuntimeError, BackendUnavailableError, ModelLoadError
+from ..errors import (
+    BackendError,
+    BackendRuntimeError,
+    BackendUnavailableError,
+    InputSpecError,
+    ModelLoadError,
+)
 from ..specs import BackendInfo, TensorSpec
 from . import check_options, require
 
@@ -123,11 +129,29 @@ def _numpy_dtype(element_type: Any, name: str, path: Path) -> np.dtype:
         ) from None
 
 
-def _spec(port: Any, path: Path) -> TensorSpec:
+def _port_name(port: Any, is_input: bool) -> str:
+    """The graph's own name for a model input or output.
+
+    A port can carry several tensor names (an ONNX Identity's input and output merge), and
+    ``get_any_name()`` may pick an internal one. The Parameter's friendly name is the graph input's
+    name; a Result's is its output's with a ``/sink_port_N`` suffix. Read them from the model as
+    read, not as compiled: compilation folds more names together.
+    """
     try:
-        name = port.get_any_name()
+        names = port.get_names()
+        node = port.get_node().get_friendly_name()
+        if not is_input:
+            node = node.rsplit("/sink_port_", 1)[0]
+        if node in names:
+            return str(node)
+        if len(names) > 1:
+            return str(sorted(names)[0])  # deterministic, unlike get_any_name()
+        return str(port.get_any_name())
     except RuntimeError:  # a port with no tensor name (rare in IR): its node's name is all there is
-        name = port.get_node().get_friendly_name()
+        return str(port.get_node().get_friendly_name())
+
+
+def _spec(port: Any, name: str, path: Path) -> TensorSpec:
     pshape = port.get_partial_shape()
     if pshape.rank.is_dynamic:
         raise ModelLoadError(
@@ -315,6 +339,8 @@ class OpenVINOFactory:
             weights = path.with_suffix(".bin")
             if path.suffix.lower() == ".xml" and not weights.exists():
                 why = f"{why} (an IR needs its weights file beside it, and there is no {weights.name})"
+            elif path.suffix.lower() == ".tflite" and "RESOURCE" in why:
+                why = f"{why} (a stateful TFLite model with resource variables: use backend='litert')"
             raise ModelLoadError(f"openvino could not read {path}: {why}", path=str(path)) from e
         if "reshape" in options:
             _reshape(ov, model, options["reshape"], path)
@@ -349,10 +375,16 @@ class OpenVINOBackend:
         self._compiled: Any = compiled
         self.device = device
         self.path = path
-        self.inputs = tuple(_spec(p, path) for p in compiled.inputs)
-        self.outputs = tuple(_spec(p, path) for p in compiled.outputs)
+        # names from the model as read (compiled ports merge names); types and shapes as compiled
+        self.inputs = tuple(
+            _spec(p, _port_name(m, True), path) for p, m in zip(compiled.inputs, model.inputs, strict=True)
+        )
+        self.outputs = tuple(
+            _spec(p, _port_name(m, False), path) for p, m in zip(compiled.outputs, model.outputs, strict=True)
+        )
         self._in_index = {s.name: i for i, s in enumerate(self.inputs)}
         self._out_index = {s.name: i for i, s in enumerate(self.outputs)}
+        self._passthrough = self._outputs_read_from_inputs(compiled)
         self._num_requests = num_requests
         # Requests live until close: ``_idle`` holds [request, last feeds] pairs free for run(),
         # ``_keep`` every binding's request and the arrays behind its shared tensors.
@@ -366,6 +398,22 @@ class OpenVINOBackend:
             self.concurrency: int | None = int(compiled.get_property("NUM_STREAMS"))
         except Exception:  # AUTO answers for few properties
             self.concurrency = None
+
+    def _outputs_read_from_inputs(self, compiled: Any) -> frozenset[str]:
+        """Outputs the compiled graph takes straight from an input. The CPU plugin does not write
+        those into a preset output tensor (seen with a float64 0-d Einsum), so a binding copies
+        them out instead of binding them in place."""
+        try:
+            results = compiled.get_runtime_model().get_results()
+            if len(results) != len(self.outputs):
+                return frozenset()
+            return frozenset(
+                spec.name
+                for spec, result in zip(self.outputs, results, strict=True)
+                if str(result.input_value(0).get_node().get_rt_info()["layerType"].astype(str)) == "Input"
+            )
+        except Exception:  # devices without an execution graph to read: nothing known
+            return frozenset()
 
     def _metadata(self, ov: Any, model: Any, compiled: Any, precision: str | None) -> dict[str, str]:
         md = _flatten_rt_info(model.get_rt_info())
@@ -505,11 +553,13 @@ class OpenVINOBackend:
 class OpenVINOBinding:
     """One request, with shared ``ov.Tensor``s over aligned arrays set once; ``run`` is ``infer()``.
 
-    Outputs with a static shape are preallocated and set as the request's output tensors, so the
-    runtime writes into ``outputs`` in place. An output with dynamic dimensions is sized by one run
-    at bind time and then set the same way. If a later run produces another shape for it (a
-    data-dependent output), that output is handed back to the runtime and copied out after each
-    run, and ``outputs[name]`` is replaced by the copy.
+    Outputs whose shape the bound input shapes fix (static ones, and dynamic ones that OpenVINO's
+    shape inference resolves) are preallocated and set as the request's output tensors, so the
+    runtime writes into ``outputs`` in place. Data-dependent outputs (NonZero, a Range from input
+    values) are left to the runtime and copied out after each run: a preset tensor of the wrong
+    size is not always refused (with one inference thread OpenVINO 2026 keeps the old shape and
+    writes out of bounds), and sizing by a probing run would run the model on data the caller
+    has not written yet. Outputs the graph takes straight from an input are copied out too.
     """
 
     def __init__(
@@ -524,62 +574,37 @@ class OpenVINOBinding:
         self._ov = backend._ov
         self._request = request
         self._keep = keep  # held by the backend: every array behind this request's shared tensors
-        self._specs = {s.name: s for s in backend.outputs}
         self._index = backend._out_index
         self.inputs = inputs
         self.outputs: dict[str, np.ndarray] = {}
-        self._copied: list[str] = []  # outputs the runtime allocates, copied out after each run
+        self._copied: list[tuple[str, int, np.ndarray | None]] = []  # (name, index, caller's array)
+        fixed = backend._outputs_fixed_by({k: v.shape for k, v in inputs.items()})
+        for spec in backend.outputs:
+            shape = spec.concrete() if spec.is_static else fixed.get(spec.name)
+            given = outputs.get(spec.name)
+            if given is not None and shape is not None and given.shape != shape:
+                raise InputSpecError(
+                    f"output {spec.name!r}: for these input shapes it has shape {shape}, "
+                    f"got an array of shape {given.shape}",
+                    tensor=spec.name,
+                )
+            if shape is None or spec.name in backend._passthrough:
+                self._copied.append((spec.name, self._index[spec.name], given))
+                self.outputs[spec.name] = given if given is not None else np.empty((0,) * spec.rank, spec.dtype)
+                continue
+            self.outputs[spec.name] = given if given is not None else aligned_empty(shape, spec.dtype)
         try:
             for name, arr in inputs.items():
                 self._keep.append(arr)
                 request.set_input_tensor(backend._in_index[name], self._ov.Tensor(arr, shared_memory=True))
-            # shape inference sizes the dynamic outputs without running the model (a batcher binds
-            # every new batch size); only data-dependent outputs need a probing run
-            fixed = backend._outputs_fixed_by({k: v.shape for k, v in inputs.items()})
-            unsized = []
-            for spec in backend.outputs:
-                if spec.name in outputs:
-                    self._set_output(spec.name, outputs[spec.name])
-                elif spec.is_static:
-                    self._set_output(spec.name, aligned_empty(spec.concrete(), spec.dtype))
-                elif spec.name in fixed:
-                    self._set_output(spec.name, aligned_empty(fixed[spec.name], spec.dtype))
-                else:
-                    unsized.append(spec.name)
-            if unsized:
-                self._size_by_probe(unsized)
-        except BackendError:
-            raise
+            copied = {c[0] for c in self._copied}
+            for name, arr in self.outputs.items():
+                if name not in copied:
+                    self._keep.append(arr)
+                    request.set_output_tensor(self._index[name], self._ov.Tensor(arr, shared_memory=True))
         except Exception as e:
             raise BackendRuntimeError(f"openvino: bind() on {backend.path.name} failed: {_cause(e)}") from e
-        self.outputs = {s.name: self.outputs[s.name] for s in backend.outputs}
-        # dynamic outputs bound in place whose shape the bound input shapes do not fix (data-dependent):
-        # their shape is checked after each run. Reading a shape back costs as much as a tiny run.
-        self._watch = [
-            n for n in self.outputs if not self._specs[n].is_static and n not in self._copied and n not in fixed
-        ]
         self._run: Callable[[], Any] = functools.partial(backend._infer, request, {}, True, False)
-
-    def _set_output(self, name: str, arr: np.ndarray) -> None:
-        self._keep.append(arr)
-        self._request.set_output_tensor(self._index[name], self._ov.Tensor(arr, shared_memory=True))
-        self.outputs[name] = arr
-
-    def _size_by_probe(self, names: list[str]) -> None:
-        """One run on the bound inputs to learn the dynamic outputs' shapes."""
-        try:
-            self._backend._infer(self._request, {}, True, False)
-        except Exception as e:
-            log.debug(
-                "openvino: probing run failed (%s); outputs %s stay runtime-allocated", _cause(e), names
-            )
-            for name in names:
-                self.outputs[name] = np.empty((0,) * self._specs[name].rank, self._specs[name].dtype)
-                self._copied.append(name)
-            return
-        for name in names:
-            shape = tuple(self._request.get_output_tensor(self._index[name]).shape)
-            self._set_output(name, aligned_empty(shape, self._specs[name].dtype))
 
     def run(self) -> None:
         try:
@@ -587,45 +612,21 @@ class OpenVINOBinding:
         except Exception as e:
             if self._backend._compiled is None:
                 raise BackendRuntimeError("openvino: model is closed") from e
-            if not self._watch:
-                raise BackendRuntimeError(
-                    f"openvino failed running {self._backend.path.name}: {_cause(e)}"
-                ) from e
-            # a dynamic output outgrew its bound array: give every such output back to the runtime
-            log.debug("openvino: %s; outputs %s are now runtime-allocated and copied", _cause(e), self._watch)
-            for name in list(self._watch):
-                self._unbind_output(name)
-            try:
-                self._run()
-            except Exception as e2:
-                raise BackendRuntimeError(
-                    f"openvino failed running {self._backend.path.name}: {_cause(e2)}"
-                ) from e2
-        if self._watch:
-            self._check_shapes()
+            raise BackendRuntimeError(f"openvino failed running {self._backend.path.name}: {_cause(e)}") from e
         if self._copied:
             get = self._request.get_output_tensor
-            for name in self._copied:
-                self.outputs[name] = get(self._index[name]).data.copy()
-
-    def _check_shapes(self) -> None:
-        """A dynamic output bound in place came out smaller: hand it back to the runtime."""
-        get = self._request.get_output_tensor
-        for name in list(self._watch):
-            if tuple(get(self._index[name]).shape) != self.outputs[name].shape:
-                log.debug("openvino: output %r changed shape; it is now runtime-allocated and copied", name)
-                self._unbind_output(name, keep_result=True)
-
-    def _unbind_output(self, name: str, keep_result: bool = False) -> None:
-        index = self._index[name]
-        tensor = self._request.get_output_tensor(index)
-        if keep_result:
-            self.outputs[name] = tensor.data.copy()
-        port = self._backend._compiled.outputs[index]
-        shape = tuple(tensor.shape) if keep_result else (0,) * self._specs[name].rank
-        self._request.set_output_tensor(index, self._ov.Tensor(port.get_element_type(), shape))
-        self._watch.remove(name)
-        self._copied.append(name)
+            for name, index, target in self._copied:
+                data = get(index).data
+                if target is None:
+                    self.outputs[name] = data.copy()
+                elif data.shape != target.shape:
+                    raise BackendRuntimeError(
+                        f"openvino: output {name!r} came out with shape {tuple(data.shape)}, but the array "
+                        f"bound for it has shape {target.shape}: it is data-dependent; bind without it "
+                        "and read io.outputs"
+                    )
+                else:
+                    np.copyto(target, data)
 
     def close(self) -> None:
         self._run = _closed

