@@ -198,6 +198,114 @@ def test_image_pipeline_letterbox_crop_dtype_and_meta():
         ImagePipeline([ToCHW()], input="x")([_image(8, 8), _image(9, 9)])
 
 
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (_image(20, 30)[:, :, 0], r"3 channel.*\(20, 30\) \(1 channels\)"),  # grayscale 2-D
+        (np.dstack([_image(20, 30), _image(20, 30)[:, :, :1]]), r"\(20, 30, 4\) \(4 channels\)"),  # RGBA
+        (_image(20, 30).transpose(2, 0, 1), r"\(3, 20, 30\).*looks CHW"),
+    ],
+)
+def test_image_pipeline_names_the_input_when_channels_do_not_fit(image, match):
+    with pytest.raises(InputSpecError, match=match) as e:
+        _imagenet_pipe()(image)
+    assert e.value.tensor == "x" and "input 'x'" in str(e.value)
+    # without a Decode step the arrays reach Normalize, which says how many channels it needs
+    pipe = ImagePipeline([Resize((8, 8)), Normalize(IMAGENET_MEAN, IMAGENET_STD), ToCHW()], input="x")
+    with pytest.raises(InputSpecError, match=r"input 'x'.*Normalize has 3 mean/std values") as e:
+        pipe(image)
+    assert e.value.tensor == "x"
+    with pytest.raises(InputSpecError, match=r"normalize: 3 mean/std values.*shape"):
+        normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_grayscale_pipeline_matches_pillow_and_numpy():
+    gray = _image(20, 30)[:, :, 0]
+    out = ImagePipeline([Decode("L"), Resize((8, 8)), Normalize(0.5, 0.25), ToCHW()], input="x")(gray)["x"]
+    want = (np.asarray(Image.fromarray(gray).resize((8, 8), Image.BILINEAR)) / 255.0 - 0.5) / 0.25
+    np.testing.assert_allclose(out, want[None, None], atol=2e-6)
+
+
+def test_image_pipeline_refuses_steps_that_cannot_fit_at_construction():
+    with pytest.raises(ValueError, match="before ToCHW"):  # would normalize along the width
+        ImagePipeline([Resize((8, 3)), ToCHW(), Normalize(IMAGENET_MEAN, IMAGENET_STD)], input="x")
+    with pytest.raises(ValueError, match=r"Decode\('L'\) gives 1-channel images but Normalize has 3"):
+        ImagePipeline([Decode("L"), Normalize(IMAGENET_MEAN, IMAGENET_STD)], input="x")
+    with pytest.raises(ValueError, match="uint8"):
+        ImagePipeline([Decode("F"), Normalize(0.5, 0.5)], input="x")
+    with pytest.raises(ValueError, match="unknown image mode 'RBG'"):
+        Decode("RBG")
+    # one mean/std for every channel is fine after ToCHW too
+    img = _image(10, 12)
+    out = ImagePipeline([ToCHW(), Normalize(0.5, 0.25)], input="x")(img)["x"][0]
+    np.testing.assert_allclose(out, (img.transpose(2, 0, 1) / 255.0 - 0.5) / 0.25, atol=2e-6)
+
+
+@pytest.mark.parametrize("size", ["16", True, 2.5, (5,), (1, 2, 3), (8, 2.0), None])
+def test_sizes_of_the_wrong_type_are_refused(size):
+    img = _image(20, 30)
+    for call in (
+        lambda: Resize(size),
+        lambda: Letterbox(size),
+        lambda: CenterCrop(size),
+        lambda: resize(img, size),
+        lambda: letterbox(img, size),
+        lambda: center_crop(img, size),
+    ):
+        with pytest.raises(TypeError, match=r"must be an int or a \(height, width\) pair of ints"):
+            call()
+
+
+@pytest.mark.parametrize("size", [0, -5, (0, 5), (5, -1)])
+def test_sizes_that_are_not_positive_are_refused(size):
+    img = _image(20, 30)
+    for call in (
+        lambda: Resize(size),
+        lambda: Letterbox(size),
+        lambda: CenterCrop(size),
+        lambda: resize(img, size),
+        lambda: letterbox(img, size),
+        lambda: center_crop(img, size),
+    ):
+        with pytest.raises(ValueError, match="must be positive"):
+            call()
+
+
+def test_numpy_integer_sizes_are_ints():
+    img = _image(37, 53)
+    np.testing.assert_array_equal(Resize(np.int64(20)).run(img, {}), resize(img, 20))
+    np.testing.assert_array_equal(center_crop(img, np.int32(7)), center_crop(img, (7, 7)))
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3), (5, 5, 0), (0, 5)])
+def test_empty_images_are_refused(shape):
+    empty = np.zeros(shape, np.uint8)
+    with pytest.raises(InputSpecError, match=r"input 'x': .*empty image"):
+        _imagenet_pipe()(empty)
+    for call in (lambda: resize(empty, 4), lambda: letterbox(empty, 4), lambda: center_crop(empty, 1)):
+        with pytest.raises(InputSpecError, match="empty image"):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "match"),
+    [
+        (0.5, 0.0, "std must be non-zero"),
+        (IMAGENET_MEAN, (0.2, 0.0, 0.2), "std must be non-zero"),
+        (0.5, 1e-45, "non-zero|too small"),
+        (0.5, float("nan"), "std must be finite"),
+        (float("inf"), 0.5, "mean must be finite"),
+        ((0.5, 0.5), IMAGENET_STD, "mean has 2 values and std 3"),
+        ([], 0.5, "one number per channel"),
+    ],
+)
+def test_normalize_refuses_parameters_that_give_inf_or_nan(mean, std, match):
+    with pytest.raises(ValueError, match=match):
+        Normalize(mean, std)
+    with pytest.raises(ValueError, match=match):
+        normalize(_image(4, 4), mean, std)
+
+
 def test_batcher_takes_raw_images(tmp_path):
     from onnx import TensorProto
 

@@ -54,13 +54,49 @@ def _pil() -> Any:
     return require("PIL.Image", "image", package="pillow")
 
 
+def _side(v: Any, what: str, given: Any) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{what} must be an int or a (height, width) pair of ints, got {given!r}")
+    if v < 1:
+        raise ValueError(f"{what} must be positive, got {given!r}")
+    return int(v)
+
+
 def _size(size: int | Sequence[int], what: str = "size") -> Size:
-    if isinstance(size, int):
-        return (size, size)
-    h, w = (int(d) for d in size)
-    if h < 1 or w < 1:
-        raise ValueError(f"{what} must be positive (height, width), got {tuple(size)}")
-    return (h, w)
+    """An int (a square) or (height, width), each a positive int."""
+    if isinstance(size, (int, np.integer)):
+        d = _side(size, what, size)
+        return (d, d)
+    if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, np.ndarray)) or len(size) != 2:
+        raise TypeError(f"{what} must be an int or a (height, width) pair of ints, got {size!r}")
+    return (_side(size[0], what, size), _side(size[1], what, size))
+
+
+def _size_or_side(size: int | Sequence[int], what: str = "size") -> int | Size:
+    """Resize's size: an int (the shorter side) or (height, width)."""
+    if isinstance(size, (int, np.integer)):
+        return _side(size, what, size)
+    return _size(size, what)
+
+
+# Channels of Pillow's modes (Image.MODES), for Decode's mode and arrays passed through it.
+_MODE_BANDS = {
+    "1": 1, "L": 1, "P": 1, "I": 1, "F": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "I;16N": 1,
+    "LA": 2, "La": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4,
+    "RGBX": 4, "CMYK": 4,
+}  # fmt: skip
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in _MODE_BANDS:
+        raise ValueError(f"unknown image mode {mode!r}; Pillow's modes: {', '.join(_MODE_BANDS)}")
+    return mode
+
+
+def _chw_hint(shape: tuple[int, ...], channels: int) -> str:
+    if len(shape) == 3 and shape[0] == channels and shape[2] != channels:
+        return "; it looks CHW: pass HWC images (array.transpose(1, 2, 0))"
+    return ""
 
 
 def _check_image(img: np.ndarray, what: str = "image") -> np.ndarray:
@@ -72,6 +108,8 @@ def _check_image(img: np.ndarray, what: str = "image") -> np.ndarray:
         raise InputSpecError(
             f"{what}: expected an HWC image (rank 3, or 2 for grayscale), got shape {img.shape}"
         )
+    if 0 in img.shape:
+        raise InputSpecError(f"{what}: empty image, shape {img.shape} (height, width, channels)")
     return img
 
 
@@ -86,9 +124,21 @@ def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
 
 # -- functions ---------------------------------------------------------------------------------
 def decode(data: Any, mode: str = "RGB") -> np.ndarray:
-    """Bytes, a path, a PIL image or an array -> HWC ``uint8`` array in ``mode`` ("RGB", "L", ...)."""
+    """Bytes, a path, a PIL image or an array -> HWC array in ``mode`` ("RGB", "L", ...).
+
+    Arrays pass through unconverted, but must have the mode's channel count.
+    """
+    bands = _MODE_BANDS[_check_mode(mode)]
     if isinstance(data, np.ndarray):
-        return _check_image(data)
+        img_a = _check_image(data)
+        if img_a.shape[2] != bands:
+            raise InputSpecError(
+                f"decode to {mode!r}: an array passes through unconverted and must have {bands} "
+                f"channel(s) (HWC), got shape {data.shape} ({img_a.shape[2]} channels)"
+                f"{_chw_hint(data.shape, bands)}; convert it first (e.g. Image.fromarray(a).convert({mode!r})) "
+                f"or decode to the mode it has"
+            )
+        return img_a
     Image = _pil()
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
@@ -164,7 +214,8 @@ def resize(img: np.ndarray, size: int | Sequence[int], *, out: np.ndarray | None
     """Bilinear resize (Pillow's filter). ``size``: (height, width), or an int for the shorter side
     (aspect kept, the longer side truncated like torchvision's ``Resize(int)``)."""
     img = _check_image(img)
-    target = _shorter_side(img.shape, size) if isinstance(size, int) else _size(size)
+    side = _size_or_side(size, "resize size")
+    target = _shorter_side(img.shape, side) if isinstance(side, int) else side
     return _into(_resize_exact(img, target), out)
 
 
@@ -194,7 +245,7 @@ def letterbox(
     top = (H - nh) // 2, left = (W - nw) // 2.
     """
     img = _check_image(img)
-    H, W = _size(size)
+    H, W = _size(size, "letterbox size")
     h, w = img.shape[:2]
     scale = min(H / h, W / w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -211,12 +262,39 @@ def letterbox(
 def center_crop(img: np.ndarray, size: int | Sequence[int], *, out: np.ndarray | None = None) -> np.ndarray:
     """Crop ``size`` from the centre: top = round((H - h) / 2), left = round((W - w) / 2) (torchvision)."""
     img = _check_image(img)
-    h, w = _size(size)
+    h, w = _size(size, "center_crop size")
     H, W = img.shape[:2]
     if h > H or w > W:
         raise InputSpecError(f"center_crop to {(h, w)} needs an image at least that large, got {(H, W)}")
     top, left = round((H - h) / 2.0), round((W - w) / 2.0)
     return _into(img[top : top + h, left : left + w], out)
+
+
+def _normalize_terms(
+    mean: float | Sequence[float], std: float | Sequence[float], scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (scale / std, -mean / std) as float32: one value, or one per channel."""
+    mean_a = np.asarray(mean, np.float32)
+    std_a = np.asarray(std, np.float32)
+    for name, a, given in (("mean", mean_a, mean), ("std", std_a, std)):
+        if a.ndim > 1 or a.size == 0:
+            raise ValueError(f"Normalize: {name} must be a number or one number per channel, got {given!r}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"Normalize: {name} must be finite (in float32), got {given!r}")
+    if np.any(std_a == 0):
+        raise ValueError(f"Normalize: std must be non-zero (in float32), got {std!r}")
+    if mean_a.size > 1 and std_a.size > 1 and mean_a.size != std_a.size:
+        raise ValueError(
+            f"Normalize: mean has {mean_a.size} values and std {std_a.size}; give one per channel for both"
+        )
+    if not np.isfinite(np.float32(scale)):
+        raise ValueError(f"Normalize: scale must be finite, got {scale!r}")
+    with np.errstate(over="ignore"):
+        mul = (np.float32(scale) / std_a).astype(np.float32)
+        add = (-mean_a / std_a).astype(np.float32)
+    if not (np.all(np.isfinite(mul)) and np.all(np.isfinite(add))):
+        raise ValueError(f"Normalize: std={std!r} is too small for float32 (scale / std overflows)")
+    return mul, add
 
 
 def normalize(
@@ -228,12 +306,17 @@ def normalize(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(img * scale - mean) / std per channel (last axis), as float32, computed as one multiply-add."""
-    mean_a = np.asarray(mean, np.float32)
-    std_a = np.asarray(std, np.float32)
-    mul = (np.float32(scale) / std_a).astype(np.float32)
-    add = (-mean_a / std_a).astype(np.float32)
+    mul, add = _normalize_terms(mean, std, scale)
+    n = max(mul.size, add.size)
+    if n > 1 and (img.ndim == 0 or img.shape[-1] != n):
+        raise InputSpecError(
+            f"normalize: {n} mean/std values, one per channel (the last axis), but the image has "
+            f"shape {img.shape}{_chw_hint(img.shape, n)}"
+        )
     if out is None:
         out = np.empty(img.shape, np.float32)
+    elif out.shape != img.shape:
+        raise InputSpecError(f"normalize: out= has shape {out.shape}, the image is {img.shape}")
     np.multiply(img, mul, out=out, casting="unsafe")
     np.add(out, add, out=out, casting="unsafe")
     return out
@@ -256,12 +339,13 @@ def to_dtype(img: np.ndarray, dtype: Any, *, out: np.ndarray | None = None) -> n
 
 # -- steps -------------------------------------------------------------------------------------
 class Decode:
-    """Bytes / path / PIL image -> HWC uint8 (arrays pass through)."""
+    """Bytes / path / PIL image -> HWC uint8 in ``mode`` (arrays pass through; see ``decode``)."""
 
     stage = "prepare"
 
     def __init__(self, mode: str = "RGB") -> None:
-        self.mode = mode
+        self.mode = _check_mode(mode)
+        self.channels = _MODE_BANDS[mode]
 
     def run(self, x: Any, meta: dict[str, Any]) -> np.ndarray:
         return decode(x, self.mode)
@@ -271,7 +355,7 @@ class Resize:
     stage = "prepare"
 
     def __init__(self, size: int | Sequence[int]) -> None:
-        self.size: int | Size = size if isinstance(size, int) else _size(size)
+        self.size = _size_or_side(size, "Resize size")
 
     def run(self, x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
         return resize(x, self.size)
@@ -283,7 +367,7 @@ class Letterbox:
     stage = "prepare"
 
     def __init__(self, size: int | Sequence[int], color: int = 114) -> None:
-        self.size = _size(size)
+        self.size = _size(size, "Letterbox size")
         self.color = color
 
     def run(self, x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
@@ -296,7 +380,7 @@ class CenterCrop:
     stage = "prepare"
 
     def __init__(self, size: int | Sequence[int]) -> None:
-        self.size = _size(size)
+        self.size = _size(size, "CenterCrop size")
 
     def run(self, x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
         return center_crop(x, self.size)
@@ -308,7 +392,10 @@ class Normalize:
     def __init__(
         self, mean: float | Sequence[float], std: float | Sequence[float], scale: float = 1 / 255
     ) -> None:
+        mul, add = _normalize_terms(mean, std, scale)
         self.mean, self.std, self.scale = mean, std, scale
+        n = max(mul.size, add.size)
+        self.channels: int | None = n if n > 1 else None  # None: one value for every channel
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return shape
@@ -349,6 +436,8 @@ class ToDType:
         return to_dtype(x, self.dtype, out=out)
 
 
+_NOT_UINT8_MODES = frozenset({"1", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
+
 _PrepareStep = Decode | Resize | Letterbox | CenterCrop
 _FillStep = Normalize | ToCHW | ToDType
 
@@ -375,6 +464,7 @@ class ImagePipeline(Pipeline):
                 fill.append(st)  # type: ignore[arg-type]
         self._prep = tuple(prep)
         self._fill = tuple(fill)
+        self._channels = self._check_channels(prep, fill)
         dtype = np.dtype(np.uint8)
         for f in fill:
             dtype = f.out_dtype(dtype)
@@ -384,6 +474,40 @@ class ImagePipeline(Pipeline):
         self._fold = (
             len(fill) >= 2 and isinstance(fill[-1], ToCHW) and fill[-2].out_dtype(np.dtype(np.uint8)) == dtype
         )
+
+    @staticmethod
+    def _check_channels(prep: Sequence[_PrepareStep], fill: Sequence[_FillStep]) -> int | None:
+        """Refuse step orders that cannot be right; return the channel count Normalize needs (or None)."""
+        chw = False
+        for f in fill:
+            if isinstance(f, ToCHW):
+                if chw:
+                    raise ValueError("ToCHW is given twice")
+                chw = True
+            elif isinstance(f, Normalize) and chw and f.channels is not None:
+                raise ValueError(
+                    f"Normalize with {f.channels} per-channel mean/std must come before ToCHW: after ToCHW "
+                    f"the last axis is the image width, not its channels"
+                )
+        needs = {f.channels for f in fill if isinstance(f, Normalize) and f.channels is not None}
+        if len(needs) > 1:
+            raise ValueError(f"Normalize steps disagree on the channel count: {sorted(needs)}")
+        channels = needs.pop() if needs else None
+        decodes = [st for st in prep if isinstance(st, Decode)]
+        if decodes:
+            d = decodes[-1]
+            if d.mode in _NOT_UINT8_MODES:
+                raise ValueError(
+                    f"Decode({d.mode!r}) does not give uint8 images, which image pipelines take; use a "
+                    f"mode such as 'L', 'RGB' or 'RGBA'"
+                )
+            if channels is not None and d.channels != channels:
+                raise ValueError(
+                    f"Decode({d.mode!r}) gives {d.channels}-channel images but Normalize has {channels} "
+                    f"mean/std values (one per channel); decode to a {channels}-channel mode or give "
+                    f"{d.channels} value(s)"
+                )
+        return channels
 
     def prepare(self, raw: Any) -> Prepared:
         if isinstance(raw, np.ndarray) and raw.ndim == 4:
@@ -396,17 +520,29 @@ class ImagePipeline(Pipeline):
             raise InputSpecError(f"input {self.input!r}: no images given", tensor=self.input)
         images: list[np.ndarray] = []
         metas: list[Any] = []
-        for item in items:
+        for k, item in enumerate(items):
+            where = f"input {self.input!r}" + (f", image {k}" if len(items) > 1 else "")
             meta: dict[str, Any] = {}
             x = item
-            for st in self._prep:
-                x = st.run(x, meta)
-            if not isinstance(x, np.ndarray):
-                x = decode(x)  # no Decode step given: decode anyway
-            x = _check_image(x)
+            try:
+                for st in self._prep:
+                    x = st.run(x, meta)
+                if not isinstance(x, np.ndarray):
+                    x = decode(x)  # no Decode step given: decode anyway
+                x = _check_image(x)
+            except InputSpecError as e:
+                raise InputSpecError(f"{where}: {e}", tensor=self.input) from e
             if x.dtype != np.uint8:
                 raise InputSpecError(
-                    f"input {self.input!r}: image pipelines take uint8 images, got {x.dtype}",
+                    f"{where}: image pipelines take uint8 images, got {x.dtype}", tensor=self.input
+                )
+            if self._channels is not None and x.shape[2] != self._channels:
+                given = item.shape if isinstance(item, np.ndarray) else x.shape
+                raise InputSpecError(
+                    f"{where}: Normalize has {self._channels} mean/std values, one per channel, but the "
+                    f"image has {x.shape[2]} channel(s): HWC shape {x.shape}"
+                    + (f", given as an array of shape {given}" if given != x.shape else "")
+                    + _chw_hint(given, self._channels),
                     tensor=self.input,
                 )
             if images and x.shape != images[0].shape:
