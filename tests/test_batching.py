@@ -291,6 +291,45 @@ def test_deadline_ends_queued_request_without_running_it(gated):
     assert not any((x == 7).any() or (x == 8).any() for x in backend.batches)
 
 
+def test_huge_infinite_and_nan_timeouts(gated):
+    """A deadline far in the future once overflowed Condition.wait and killed the scheduler: every
+    later request hung, and close() with it."""
+    backend, eng = gated
+    x = np.ones((1, 4), np.float32)
+    with Batcher(eng, max_batch_size=4, max_queue_delay=0) as b:
+        for timeout in (1e20, float("inf"), 1e300):
+            np.testing.assert_array_equal(b.submit(x, timeout=timeout).result(5)["y"], x * 2)
+        np.testing.assert_array_equal(b.submit(x * 3).result(5)["y"], x * 6)  # still scheduling
+        for bad in (float("nan"), 0, -1.0, "soon"):
+            with pytest.raises(ValueError, match="timeout"):
+                b.submit(x, timeout=bad)
+    assert Batcher(eng, timeout=float("inf")).timeout is None
+    with pytest.raises(ValueError, match="max_queue_delay"):
+        Batcher(eng, max_queue_delay=float("nan"))
+
+
+def test_a_failing_scheduler_ends_every_request_and_close_returns(gated, monkeypatch, caplog):
+    backend, eng = gated
+    b = Batcher(eng, max_batch_size=4, max_queue_delay=0)
+    held = _hold(backend, b)
+    queued = b.submit(np.ones((1, 4), np.float32))
+
+    def broken(now):
+        raise RuntimeError("scheduler bug")
+
+    monkeypatch.setattr(b, "_form", broken)
+    backend.gate.set()  # the held batch finishes; forming the next one raises
+    np.testing.assert_array_equal(held.result(5)["y"], np.zeros((1, 4), np.float32))
+    with pytest.raises(BatcherClosedError, match="scheduler failed .*scheduler bug"):
+        queued.result(5)
+    with pytest.raises(BatcherClosedError):
+        b.submit(np.ones((1, 4), np.float32))
+    t0 = time.perf_counter()
+    b.close()
+    assert time.perf_counter() - t0 < 5
+    assert "scheduler failed" in caplog.text
+
+
 def test_cancelled_future_leaves_the_queue(gated):
     backend, eng = gated
     with Batcher(eng, max_queue_delay=0) as b:

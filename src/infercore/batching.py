@@ -57,6 +57,20 @@ log = logging.getLogger(__name__)
 _RING = 4096  # latencies kept per recorder for percentiles (the most recent ones)
 _BIND_CACHE = 128  # bound I/O kept per instance, least recently used dropped first
 _now = time.perf_counter
+_MAX_WAIT = 3600.0  # the scheduler re-checks at least hourly: Condition.wait overflows past ~2**63 ns
+
+
+def _timeout(timeout: float | None) -> float | None:
+    """A request timeout in seconds: > 0, or None (or inf) for none."""
+    if timeout is None:
+        return None
+    try:
+        t = float(timeout)
+    except (TypeError, ValueError):
+        raise ValueError(f"timeout is in seconds and must be a number > 0 (or None), got {timeout!r}") from None
+    if not t > 0:  # also NaN
+        raise ValueError(f"timeout is in seconds and must be > 0 (or None), got {timeout!r}")
+    return None if t == float("inf") else t
 
 # request states; every transition out of _QUEUED happens under the batcher's lock
 _QUEUED, _RUNNING, _DONE_EARLY = 0, 1, 2
@@ -259,14 +273,13 @@ class Batcher:
             raise ValueError(
                 f"preferred_batch_sizes {preferred} must lie in 1..max_batch_size={max_batch_size}"
             )
-        if max_queue_delay < 0:
+        if not max_queue_delay >= 0:  # also NaN
             raise ValueError(f"max_queue_delay is in seconds and must be >= 0, got {max_queue_delay!r}")
-        if quiet is not None and quiet < 0:
+        if quiet is not None and not quiet >= 0:
             raise ValueError(f"quiet is in seconds and must be >= 0 (or None), got {quiet!r}")
         if not isinstance(max_queue_size, int) or max_queue_size < 1:
             raise ValueError(f"max_queue_size must be a positive int, got {max_queue_size!r}")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout is in seconds and must be > 0 (or None), got {timeout!r}")
+        timeout = _timeout(timeout)
         if not isinstance(instances, int) or instances < 1:
             raise ValueError(f"instances must be a positive int, got {instances!r}")
         self.name = name or f"batcher-{id(self):x}"
@@ -508,10 +521,7 @@ class Batcher:
             raise BatcherClosedError(f"batcher {self.name!r} is closed; no new requests are accepted")
         if priority not in (0, 1):
             raise ValueError(f"priority must be 0 (normal) or 1 (high), got {priority!r}")
-        if timeout is None:
-            timeout = self.timeout
-        elif timeout <= 0:
-            raise ValueError(f"timeout is in seconds and must be > 0 (or None), got {timeout!r}")
+        timeout = self.timeout if timeout is None else _timeout(timeout)
         req = self._make_request(feeds)
         req.priority = priority
         fut: _RequestFuture = _RequestFuture()
@@ -639,6 +649,17 @@ class Batcher:
 
     # -- scheduling --------------------------------------------------------------------------
     def _schedule_loop(self) -> None:
+        try:
+            self._schedule()
+        except BaseException as e:  # a dead scheduler would strand every request and hang close()
+            log.exception("batcher %r: scheduler failed; closing the batcher", self.name)
+            with self._cv:
+                self._closing = True
+            self._abort_queued(f"the scheduler failed ({type(e).__name__}: {e}); the request was not run")
+            for inst in self._instances:
+                inst.inbox.put(None)
+
+    def _schedule(self) -> None:
         cv = self._cv
         while True:
             pending: list[tuple[Future[Any], Exception]] = []
@@ -662,7 +683,7 @@ class Batcher:
                     if self._deadlines:
                         until = self._deadlines[0][0] - now
                         wait = until if wait is None else min(wait, until)
-                    cv.wait(None if wait is None else max(wait, 0.0))
+                    cv.wait(None if wait is None else min(max(wait, 0.0), _MAX_WAIT))
                 if batch:  # may be empty when every request taken was cancelled meanwhile
                     self._idle -= 1
                     target = next(i for i in self._instances if not i.busy)
