@@ -306,6 +306,30 @@ def test_normalize_refuses_parameters_that_give_inf_or_nan(mean, std, match):
         normalize(_image(4, 4), mean, std)
 
 
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_decode_turns_exif_rotated_photos_upright_when_asked(orientation):
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(_image(20, 40)).save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    jpeg = buf.getvalue()
+    stored = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(jpeg))).convert("RGB"))
+    assert upright.shape == ((40, 20, 3) if orientation in (6, 8) else (20, 40, 3))
+    # default: as stored, like Image.open and torchvision's loaders
+    np.testing.assert_array_equal(Decode().run(jpeg, {}), stored)
+    np.testing.assert_array_equal(Decode(exif_transpose=True).run(jpeg, {}), upright)
+    pil = Image.open(io.BytesIO(jpeg))
+    np.testing.assert_array_equal(Decode(exif_transpose=True).run(pil, {}), upright)
+    assert pil.getexif()[0x0112] == orientation  # the caller's image is not changed
+    pipe = ImagePipeline([Decode(exif_transpose=True), Resize((8, 4))], input="x")
+    np.testing.assert_array_equal(
+        pipe(jpeg)["x"][0], np.asarray(Image.fromarray(upright).resize((4, 8), Image.BILINEAR))
+    )
+
+
 def test_batcher_takes_raw_images(tmp_path):
     from onnx import TensorProto
 

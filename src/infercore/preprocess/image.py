@@ -87,6 +87,9 @@ _MODE_BANDS = {
 }  # fmt: skip
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 def _check_mode(mode: str) -> str:
     if mode not in _MODE_BANDS:
         raise ValueError(f"unknown image mode {mode!r}; Pillow's modes: {', '.join(_MODE_BANDS)}")
@@ -123,10 +126,13 @@ def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
 
 
 # -- functions ---------------------------------------------------------------------------------
-def decode(data: Any, mode: str = "RGB") -> np.ndarray:
+def decode(data: Any, mode: str = "RGB", *, exif_transpose: bool = False) -> np.ndarray:
     """Bytes, a path, a PIL image or an array -> HWC array in ``mode`` ("RGB", "L", ...).
 
-    Arrays pass through unconverted, but must have the mode's channel count.
+    Arrays pass through unconverted, but must have the mode's channel count. ``exif_transpose``:
+    turn the image upright as its EXIF Orientation tag says (``ImageOps.exif_transpose``), as
+    viewers show photos from phones and cameras; off by default, like ``Image.open`` and
+    torchvision's loaders.
     """
     bands = _MODE_BANDS[_check_mode(mode)]
     if isinstance(data, np.ndarray):
@@ -158,6 +164,8 @@ def decode(data: Any, mode: str = "RGB") -> np.ndarray:
         raise InputSpecError(
             f"cannot decode {type(data).__name__}: pass bytes, a path, a PIL image or an array"
         )
+    if exif_transpose and img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        img = require("PIL.ImageOps", "image", package="pillow").exif_transpose(img)
     if img.mode != mode:
         img = img.convert(mode)
     return _check_image(np.asarray(img))
@@ -343,12 +351,13 @@ class Decode:
 
     stage = "prepare"
 
-    def __init__(self, mode: str = "RGB") -> None:
+    def __init__(self, mode: str = "RGB", *, exif_transpose: bool = False) -> None:
         self.mode = _check_mode(mode)
         self.channels = _MODE_BANDS[mode]
+        self.exif_transpose = exif_transpose
 
     def run(self, x: Any, meta: dict[str, Any]) -> np.ndarray:
-        return decode(x, self.mode)
+        return decode(x, self.mode, exif_transpose=self.exif_transpose)
 
 
 class Resize:
