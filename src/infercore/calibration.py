@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,9 +186,32 @@ def _natural_key(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
+def _unreadable(path: Path, e: Exception) -> InputSpecError:
+    why = "the file is empty" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
+    return InputSpecError(f"{path}: not a readable {path.suffix} file ({why})")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except (OSError, ValueError, EOFError) as e:  # empty, truncated, not .npy, object arrays
+        raise _unreadable(path, e) from e
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: np.asarray(z[k]) for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise _unreadable(path, e) from e
+    if not d:
+        raise InputSpecError(f"{path}: the .npz file holds no arrays")
+    return d
+
+
+def _npz_value(d: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+    """``np.savez(path, x)`` names a lone array ``arr_0``: it is the single input's, whatever its name."""
+    return d["arr_0"] if d.keys() == {"arr_0"} else d
 
 
 def load_data(source: str | os.PathLike[str]) -> tuple[list[Any], np.ndarray | None]:
@@ -218,21 +242,23 @@ def load_data(source: str | os.PathLike[str]) -> tuple[list[Any], np.ndarray | N
                         raise CalibrationError(
                             f"{f}: labels go in {p / 'labels.npy'}, not inside batch files"
                         )
-                items.append(d)
+                items.append(_npz_value(d))
             else:
-                items.append(np.load(f, allow_pickle=False))
+                items.append(_read_npy(f))
         for k in _LABEL_KEYS:
             if (p / f"{k}.npy").exists():
-                labels = np.load(p / f"{k}.npy", allow_pickle=False)
+                labels = _read_npy(p / f"{k}.npy")
         return items, labels
     if p.suffix == ".npz":
         d = _read_npz(p)
         for k in _LABEL_KEYS:
             if k in d:
                 labels = d.pop(k)
-        return [_Dataset(d)], labels
+        if not d:
+            raise InputSpecError(f"{p}: the .npz file holds only labels, no input arrays")
+        return [_Dataset(_npz_value(d))], labels
     if p.suffix == ".npy":
-        return [_Dataset(np.load(p, allow_pickle=False))], None
+        return [_Dataset(_read_npy(p))], None
     raise CalibrationError(f"{p}: calibration data must be a .npz or .npy file or a directory of them")
 
 
@@ -321,6 +347,28 @@ def _items(
     )
 
 
+def _check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
+        raise ValueError(
+            f"batch_size must be a positive integer (or None for the default), got {batch_size!r}"
+        )
+
+
+def _check_finite(batches: Sequence[Feeds], what: str) -> None:
+    """NaN or inf in the data makes calibration ranges (and every score) meaningless: name where."""
+    for i, b in enumerate(batches):
+        for name, a in b.items():
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+                raise InputSpecError(
+                    f"{what} batch {i}, input {name!r}: {nan} NaN and {inf} inf of {a.size} values; "
+                    "the data must be finite (check the preprocessing)",
+                    tensor=name,
+                )
+
+
 def calibration_batches(
     data: DataSource,
     inputs: Sequence[TensorSpec],
@@ -337,6 +385,7 @@ def calibration_batches(
     ``transform`` is applied to each item first. ``exact=True`` re-cuts every batch to exactly
     ``batch_size`` rows (a short tail is dropped), as TensorRT's calibrators need.
     """
+    _check_batch_size(batch_size)
     if exact and not batch_size:
         raise ValueError("exact=True needs a batch_size")
     items, _ = _items(data, transform)
@@ -645,10 +694,20 @@ def _model_specs(model: Path) -> tuple[TensorSpec, ...]:
     """Input specs read from the file, without opening a runtime session."""
     if model.suffix == ".xml":
         ov = require("openvino", "openvino")
-        m = ov.Core().read_model(str(model))
+        try:
+            m = ov.Core().read_model(str(model))
+        except Exception as e:  # OpenVINO raises a bare RuntimeError for an unreadable IR
+            raise ModelLoadError(f"{model}: not a readable OpenVINO IR ({e})", path=str(model)) from e
         return tuple(_RawOpenVINORunner._spec(p) for p in m.inputs)
     onnx = require("onnx", EXTRA)
-    proto = onnx.load(str(model), load_external_data=False)
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError, or an OSError
+        raise ModelLoadError(
+            f"{model}: not a readable ONNX model ({type(e).__name__}: {e})", path=str(model)
+        ) from e
+    if not proto.graph.node:  # protobuf decodes an empty file (and some junk) as an empty model
+        raise ModelLoadError(f"{model}: not an ONNX model (no graph nodes)", path=str(model))
     inits = {t.name for t in proto.graph.initializer}
     specs = []
     for vi in proto.graph.input:
@@ -658,6 +717,8 @@ def _model_specs(model: Path) -> tuple[TensorSpec, ...]:
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
         names = tuple(d.dim_param or None for d in t.shape.dim)
         specs.append(TensorSpec(vi.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type), dims, names))
+    if not specs:
+        raise ModelLoadError(f"{model}: the model has no inputs to feed", path=str(model))
     return tuple(specs)
 
 
@@ -677,9 +738,28 @@ def _cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     return np.asarray(cos, dtype=np.float64)
 
 
+def _class_labels(labels: np.ndarray, rows: int) -> np.ndarray:
+    """Labels for accuracy/topK: one integer class index per sample, shape (rows,) or (rows, 1)."""
+    lab = np.asarray(labels)
+    if lab.ndim == 2 and lab.shape[1] == 1:
+        lab = lab[:, 0]
+    if lab.ndim != 1 or lab.shape[0] != rows:
+        hint = "; one-hot labels: pass labels.argmax(1)" if lab.ndim == 2 else ""
+        raise CalibrationError(
+            f"eval labels have shape {np.asarray(labels).shape}; accuracy and topK take one class index per "
+            f"sample, shape ({rows},){hint} (a callable metric takes labels of any shape)"
+        )
+    if lab.dtype.kind not in "iub" and not (lab.dtype.kind == "f" and np.array_equal(lab, np.round(lab))):
+        raise CalibrationError(
+            f"eval labels have dtype {lab.dtype} with non-integer values; accuracy and topK take integer "
+            "class indices (a callable metric takes any labels)"
+        )
+    return lab
+
+
 def _topk(outputs: np.ndarray, labels: np.ndarray, k: int) -> float:
     logits = _flat(outputs)
-    lab = np.asarray(labels).reshape(-1)
+    lab = _class_labels(labels, logits.shape[0])
     if k == 1:
         return float((logits.argmax(axis=1) == lab).mean())
     top = np.argpartition(-logits, min(k, logits.shape[1]) - 1, axis=1)[:, :k]
@@ -694,16 +774,33 @@ def _metric_name(metric: Metric | None, has_labels: bool) -> str:
     m = metric.lower().replace("-", "")
     if m in ("accuracy", "top1"):
         return "accuracy"
-    if m == "cosine" or re.fullmatch(r"top\d+", m):
+    if m == "cosine":
+        return m
+    if re.fullmatch(r"top\d+", m):
+        if int(m[3:]) < 1:
+            raise ValueError(f"metric {metric!r}: top-k needs k >= 1 ('top1' is accuracy, 'top5' the usual)")
         return m
     raise ValueError(
         f"metric must be 'accuracy', 'topK' (e.g. 'top5'), 'cosine' or a callable, got {metric!r}"
     )
 
 
-def _score(metric: Metric | None, name: str, outputs: np.ndarray, labels: np.ndarray | None) -> float:
+def _score(
+    metric: Metric | None, name: str, outputs: np.ndarray, labels: np.ndarray | None, model: str
+) -> float:
     if callable(metric):
-        return float(metric(outputs, labels))
+        try:
+            value = float(metric(outputs, labels))
+        except Exception as e:
+            raise CalibrationError(
+                f"metric {name!r} failed on the {model} outputs (shape {outputs.shape}): {type(e).__name__}: {e}"
+            ) from e
+        if not math.isfinite(value):
+            raise CalibrationError(
+                f"metric {name!r} returned {value} on the {model} outputs (shape {outputs.shape}); "
+                "a metric must return a finite number, higher is better"
+            )
+        return value
     if labels is None:
         raise CalibrationError(f"metric {name!r} needs labels: give eval_data as (data, labels)")
     k = 1 if name == "accuracy" else int(name[3:])
@@ -792,8 +889,8 @@ def _measure(
                 else None
             )
             r_all, g_all = _concat(refs), _concat(gots)
-            fp32_score = _score(metric, name, r_all, labels)
-            q_score = _score(metric, name, g_all, labels)
+            fp32_score = _score(metric, name, r_all, labels, "fp32")
+            q_score = _score(metric, name, g_all, labels, precision)
         speed: list[float | None] = [None, None]
         backend: str | None = ref.backend
         batch: int | None = None
@@ -914,18 +1011,87 @@ def _prepare_onnx(model: Path, work: Path, per_channel: bool, notes: list[str]) 
 
 
 def _op_types(model: Path) -> set[str]:
+    """Op types of the graph and of its subgraphs (If/Loop/Scan bodies)."""
     onnx = require("onnx", EXTRA)
     proto = onnx.load(str(model), load_external_data=False)
-    return {n.op_type for n in proto.graph.node}
+    found: set[str] = set()
+    graphs = [proto.graph]
+    while graphs:
+        for n in graphs.pop().node:
+            found.add(n.op_type)
+            for a in n.attribute:
+                graphs.extend([a.g] if a.HasField("g") else [])
+                graphs.extend(a.graphs)
+    return found
+
+
+def _check_op_selection(
+    present: set[str], include: Sequence[str] | None, exclude: Sequence[str] | None, model: str
+) -> list[str]:
+    """Refuse op type names the model lacks and a selection that leaves nothing to quantize (an
+    empty op list means "every op" to ONNX Runtime); returns notes for excluded types not present."""
+    if include is None and exclude is None:
+        return []
+    have = ", ".join(sorted(present))
+
+    def unknown(names: Sequence[str], option: str) -> str:
+        hints = {o: p for o in names for p in present if o.lower() == p.lower()}
+        hint = "".join(f"; {o!r}: did you mean {p!r}?" for o, p in hints.items())
+        return (
+            f"{option} {list(names)} not in {model} (op types are case-sensitive{hint}); its op types: {have}"
+        )
+
+    if include is not None:
+        missing = [o for o in include if o not in present]
+        if missing:
+            raise CalibrationError(unknown(missing, "include_ops"))
+    absent = [o for o in exclude or () if o not in present]
+    if any(o.lower() == p.lower() for o in absent for p in present):
+        raise CalibrationError(unknown(absent, "exclude_ops"))
+    left = (set(include) if include is not None else present) - set(exclude or ())
+    if not left:
+        raise CalibrationError(
+            f"include/exclude leave no op types to quantize in {model}: include_ops "
+            f"{sorted(include) if include is not None else 'all'}, exclude_ops {sorted(exclude or ())}; "
+            f"its op types: {have}"
+        )
+    return [f"exclude_ops {absent} not in the model: nothing to exclude for them"] if absent else []
 
 
 def _select_ops(
     model: Path, include: Sequence[str] | None, exclude: Sequence[str] | None
 ) -> list[str] | None:
+    """The op types for ONNX Runtime, read on the pre-processed model (never empty: empty means all)."""
     if include is None and exclude is None:
         return None
-    ops = set(include) if include is not None else _op_types(model)
-    return sorted(ops - set(exclude or ()))
+    ops = sorted((set(include) if include is not None else _op_types(model)) - set(exclude or ()))
+    if not ops:
+        raise CalibrationError(
+            f"exclude_ops {sorted(exclude or ())} leave no op types to quantize after ONNX Runtime's "
+            f"pre-processing; its op types: {', '.join(sorted(_op_types(model)))}"
+        )
+    return ops
+
+
+# ops a quantized model has: Q/DQ (static), integer kernels (dynamic), QOperator forms
+_QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+     "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+)  # fmt: skip
+
+
+def _check_quantized(model: Path, out: Path, op_types: Sequence[str] | None, preset: str | None) -> None:
+    """A model with no quantized op is the float model under an INT8 name: refuse it."""
+    found = _op_types(out)
+    if found & _QUANTIZED_OPS or any(o.startswith("QLinear") for o in found):
+        return
+    why = " (preset 'transformer' quantizes MatMul only)" if preset == "transformer" else ""
+    raise CalibrationError(
+        f"nothing was quantized in {model.name}: ONNX Runtime inserted no QuantizeLinear/DequantizeLinear "
+        f"and no integer op for op types {list(op_types) if op_types is not None else 'all'}{why}; "
+        f"the model's op types: {', '.join(sorted(_op_types(model)))}. ONNX Runtime quantizes only the op "
+        "types it supports (Conv, MatMul, Gemm, ...): choose include_ops among them"
+    )
 
 
 class _Reader:
@@ -972,6 +1138,7 @@ def _quantize_onnx(
             str(src), str(out), op_types_to_quantize=op_types, per_channel=per_channel,
             weight_type=q.QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
         )  # fmt: skip
+        _check_quantized(model, out, op_types, preset)
         return per_channel
     extra: dict[str, Any] = {}
     if method == "percentile":
@@ -990,6 +1157,7 @@ def _quantize_onnx(
         weight_type=q.QuantType.QInt8, calibrate_method=calib, calibration_providers=["CPUExecutionProvider"],
         extra_options=extra,
     )  # fmt: skip
+    _check_quantized(model, out, op_types, preset)
     return per_channel
 
 
@@ -1016,6 +1184,9 @@ def _quantize_openvino(
     ignored = None
     if include_ops is not None or exclude_ops is not None:
         present = {op.get_type_name() for op in ov_model.get_ordered_ops()}
+        notes.extend(
+            _check_op_selection(present, include_ops, exclude_ops, f"{model.name} (OpenVINO op types)")
+        )
         skip = set(exclude_ops or ())
         if include_ops is not None:
             skip |= present - set(include_ops)
@@ -1043,6 +1214,11 @@ def _quantize_openvino(
         ignored_scope=ignored,
         advanced_parameters=advanced,
     )
+    if not any(op.get_type_name() in ("FakeQuantize", "FakeConvert") for op in quantized.get_ordered_ops()):
+        chosen = f" (ignored op types {sorted(ignored.types)})" if ignored is not None else ""
+        raise CalibrationError(
+            f"nothing was quantized in {model.name}: NNCF inserted no FakeQuantize{chosen}"
+        )
     ov.save_model(quantized, str(out), compress_to_fp16=False)
 
 
@@ -1100,10 +1276,13 @@ def calibrate(
     outputs) or ``callable(outputs, labels) -> float`` (higher is better), on ``eval_output`` (the
     first output by default). ``max_drop``: the largest acceptable ``fp32 - quantized`` score
     (accuracy 0.01 = one point); exceeding it raises ``CalibrationDropError``. ``output``: where to
-    write the artifact (``.onnx``, or ``.xml`` for openvino); otherwise it stays in the cache.
+    write the artifact (``.onnx``, or ``.xml`` for openvino; missing parent directories are created);
+    otherwise it stays in the cache.
     ``timing_s``: seconds spent timing both models (0 skips the speed measurement).
     """
     _check_options(target, method, preset, dynamic, max_drop)
+    _check_batch_size(batch_size)
+    _metric_name(metric, has_labels=False)  # an unknown metric is refused before quantizing
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout must be in [0, 1), got {holdout!r}")
     src = Path(model)
@@ -1123,14 +1302,18 @@ def calibrate(
     mode = "nncf" if target == "openvino" else ("dynamic" if dynamic else "static Q/DQ")
 
     specs = _model_specs(src)
+    notes: list[str] = []
+    if target != "openvino":  # openvino op types are checked on the model OpenVINO reads
+        notes += _check_op_selection(_op_types(src), include_ops, exclude_ops, src.name)
     batches = list(calibration_batches(data, specs, batch_size=batch_size, transform=transform))
     if not batches:
         raise CalibrationError("no calibration batches: data is empty")
-    notes: list[str] = []
+    _check_finite(batches, "calibration data")
     if eval_data is not None:
         evalset = _eval_set(eval_data, specs, batch_size, transform)
         if not evalset.batches:
             raise CalibrationError("eval_data is empty")
+        _check_finite(evalset.batches, "eval_data")
         calib = batches
     else:
         calib, held = _hold_back(batches, holdout, specs) if holdout > 0 else (batches, [])

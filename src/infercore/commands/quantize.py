@@ -40,12 +40,23 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--target", "-t", choices=TARGETS, default="ort", help="runtime to quantize for (default ort)"
     )
-    p.add_argument("--out", "-o", type=Path, default=None, help="output path (.onnx, or .xml for openvino)")
+    p.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=None,
+        help="output path (.onnx, or .xml for openvino); missing directories are created",
+    )
     p.add_argument("--method", choices=METHODS, default=None, help="calibration method (default minmax)")
     p.add_argument("--preset", choices=PRESETS, default=None, help="transformer: MatMul-only dynamic on ort")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
     p.add_argument("--dynamic", action="store_true", default=None, help="dynamic quantization (ort only)")
-    p.add_argument("--include-ops", default=None, metavar="OP,OP", help="op types to quantize (default: all)")
+    p.add_argument(
+        "--include-ops",
+        default=None,
+        metavar="OP,OP",
+        help="op types to quantize, as the model names them (default: all)",
+    )
     p.add_argument("--exclude-ops", default=None, metavar="OP,OP", help="op types to leave in float")
     p.add_argument("--eval", "-e", dest="eval_data", default=None, help="eval data (.npz or directory)")
     p.add_argument(
