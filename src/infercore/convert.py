@@ -28,17 +28,21 @@ from .calibration import (
     Metric,
     _building,
     _cache_root,
+    _check_batch_size,
+    _check_finite,
     _deliver,
+    _EngineRunner,
     _eval_set,
     _EvalSet,
     _file_hash,
     _measure,
+    _metric_name,
     _model_specs,
     _report,
     _versions,
     calibration_batches,
 )
-from .errors import CalibrationError, ModelLoadError
+from .errors import BackendRuntimeError, CalibrationError, ModelLoadError
 from .specs import TensorSpec
 
 __all__ = ["convert_fp16"]
@@ -46,11 +50,23 @@ __all__ = ["convert_fp16"]
 _TARGETS = ("ort", "tensorrt")
 
 
-def _synthetic(specs: Sequence[TensorSpec], rng: np.random.Generator) -> Feeds:
-    """Inputs within each spec: floats normal(0, 1), integers zeros, booleans true; dynamic dims 1 (batch) or 8."""
+# sizes tried in turn for dynamic dimensions that are not the batch: multiples of 32 (detection
+# backbones downsample by 32), the second long enough for audio models' reflect padding
+_SYNTHETIC_SIZES = (64, 512)
+
+
+def _is_batch(spec: TensorSpec, axis: int) -> bool:
+    """The first dimension, or one named like a batch (a recurrent state's [layers, batch, hidden])."""
+    name = spec.dim_names[axis] or ""
+    return axis == 0 or "batch" in name.lower()
+
+
+def _synthetic(specs: Sequence[TensorSpec], rng: np.random.Generator, size: int) -> Feeds:
+    """Inputs within each spec: floats normal(0, 1), integers zeros, booleans true. A dynamic batch
+    dimension (named like "batch", else the first) is 1, other dynamic dimensions ``size``."""
     feeds: Feeds = {}
     for s in specs:
-        shape = tuple((1 if i == 0 else 8) if d is None else d for i, d in enumerate(s.shape))
+        shape = tuple(d if d is not None else (1 if _is_batch(s, i) else size) for i, d in enumerate(s.shape))
         if s.dtype.kind == "f":
             feeds[s.name] = rng.standard_normal(shape).astype(s.dtype)
         elif s.dtype.kind == "b":
@@ -58,6 +74,37 @@ def _synthetic(specs: Sequence[TensorSpec], rng: np.random.Generator) -> Feeds:
         else:
             feeds[s.name] = np.zeros(shape, dtype=s.dtype)
     return feeds
+
+
+def _describe(feeds: Feeds) -> str:
+    return ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in feeds.items())
+
+
+def _generated_inputs(src: Path, specs: Sequence[TensorSpec], threads: int | None) -> Feeds:
+    """Generated inputs the fp32 model runs on (ONNX Runtime), trying each of ``_SYNTHETIC_SIZES``;
+    when it runs on none, say the inputs were generated, with their shapes, and ask for real data."""
+    rng = np.random.default_rng(0)
+    candidates: list[Feeds] = []
+    for size in _SYNTHETIC_SIZES:
+        feeds = _synthetic(specs, rng, size)
+        if all(_describe(feeds) != _describe(c) for c in candidates):
+            candidates.append(feeds)
+    runner = _EngineRunner(src, "ort", threads)
+    failures: list[str] = []
+    try:
+        for feeds in candidates:
+            try:
+                runner.run(feeds)
+                return feeds
+            except BackendRuntimeError as e:
+                failures.append(f"[{_describe(feeds)}]: {e}")
+    finally:
+        runner.close()
+    raise CalibrationError(
+        f"no data was given, so the report needs generated inputs (floats normal(0, 1), integers 0), and "
+        f"{src.name} does not run on them: " + "; ".join(failures) + ". Pass real inputs with data= or "
+        "eval_data= (--data or --eval on the command line)"
+    )
 
 
 def convert_fp16(
@@ -98,6 +145,8 @@ def convert_fp16(
         raise ModelLoadError(f"convert_fp16 converts ONNX models; {src.name} is not .onnx", path=str(src))
     if output is not None and Path(output).suffix != ".onnx":
         raise ValueError(f"output must end in .onnx, got {output}")
+    _check_batch_size(batch_size)
+    _metric_name(metric, has_labels=False)  # an unknown metric is refused before converting
 
     specs = _model_specs(src)
     notes: list[str] = []
@@ -107,11 +156,15 @@ def convert_fp16(
         batches = list(calibration_batches(data, specs, batch_size=batch_size, transform=transform))
         evalset = _EvalSet(batches, [None] * len(batches), "data")
     else:
-        feeds = _synthetic(specs, np.random.default_rng(0))
+        feeds = _generated_inputs(src, specs, threads)
         evalset = _EvalSet([feeds], [None], "generated inputs")
-        notes.append("measured on generated inputs: pass data= or eval_data= for a meaningful number")
+        notes.append(
+            f"measured on generated inputs ({_describe(feeds)}): pass data= or eval_data= for a meaningful number"
+        )
     if not evalset.batches:
         raise CalibrationError("eval_data/data is empty")
+    if evalset.source != "generated inputs":
+        _check_finite(evalset.batches, evalset.source)
 
     options = {"kind": "fp16", "keep_io_types": keep_io_types,
                "op_block_list": sorted(op_block_list) if op_block_list is not None else None,
