@@ -24,7 +24,7 @@ from infercore.calibration import (
 )
 from infercore.cli import main
 from infercore.convert import convert_fp16
-from infercore.errors import CalibrationError, InputSpecError
+from infercore.errors import CalibrationError, InputSpecError, ModelLoadError
 from infercore.specs import TensorSpec
 
 from .onnx_models import mlp, mlp_numpy
@@ -356,3 +356,234 @@ def test_cache_entries_are_built_aside_and_published_or_removed(tmp_path):
     with pytest.raises(InputSpecError, match="own"), _building(entry, "abc", "x"):
         raise InputSpecError("own")  # infercore's own errors pass through as they are
     assert list(tmp_path.iterdir()) == []  # the failed builds left nothing behind
+
+
+# -- op selection: never an empty list (ONNX Runtime reads it as "every op"), never a float model ------
+def op_counts(path: Path | str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in onnx.load(str(path)).graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    "include, exclude",
+    [(["Conv"], ["Conv"]), (None, ["Conv", "Relu", "Flatten", "Gemm"])],
+    ids=["include-minus-exclude", "exclude-every-op"],
+)
+def test_a_selection_that_leaves_no_op_type_is_refused(tmp_path, include, exclude):
+    path = conv_net(tmp_path / "conv.onnx", opset=13)
+    model_ops = sorted(op_counts(path))  # the reference: the model's own op types
+    x = np.random.default_rng(7).random((32, 1, 6, 6), dtype=np.float32)
+    out = tmp_path / "none.int8.onnx"
+    with pytest.raises(CalibrationError, match="leave no op types to quantize") as info:
+        calibrate(path, x, include_ops=include, exclude_ops=exclude, timing_s=0, output=out)
+    assert ", ".join(model_ops) in str(info.value)
+    assert not out.exists()
+
+
+def test_include_ops_are_checked_against_the_model(tmp_path):
+    path = conv_net(tmp_path / "conv.onnx", opset=13)
+    x = np.random.default_rng(8).random((32, 1, 6, 6), dtype=np.float32)
+    with pytest.raises(
+        CalibrationError, match=r"include_ops \['NotAnOp'\] not in conv\.onnx.*Conv, Flatten, Gemm, Relu"
+    ):
+        calibrate(path, x, include_ops=["NotAnOp"], timing_s=0)
+    with pytest.raises(CalibrationError, match="did you mean 'Gemm'"):
+        calibrate(path, x, exclude_ops=["gemm"], timing_s=0)  # a typo would quantize what it meant to keep
+    # an op type ONNX Runtime does not quantize alone gives a float model: refused, not reported as INT8
+    with pytest.raises(CalibrationError, match=r"nothing was quantized in conv\.onnx.*\['Relu'\]"):
+        calibrate(path, x, include_ops=["Relu"], timing_s=0)
+    # a real selection quantizes exactly what it names
+    res = calibrate(path, x, include_ops=["Gemm"], exclude_ops=["Softmax"], timing_s=0)
+    model = onnx.load(str(res.artifact_path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    producers = {o: n for n in model.graph.node for o in n.output}
+    assert inits[conv.input[1]].dtype == np.float32  # not selected: float weights
+    assert producers[gemm.input[1]].op_type == "DequantizeLinear"
+    assert any("exclude_ops ['Softmax'] not in the model" in n for n in res.report.notes)
+
+
+# -- unreadable files: infercore errors naming the file, never a raw traceback ----------------------
+def test_unreadable_data_files_are_named(tmp_path):
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "nothing.npz")
+    for name, why in [("empty.npy", "the file is empty"), ("empty.npz", "the file is empty"),
+                      ("junk.npz", "BadZipFile"), ("obj.npy", "allow_pickle"), ("nothing.npz", "holds no arrays")]:  # fmt: skip
+        with pytest.raises(InputSpecError, match=why) as info:
+            load_data(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    np.save(batches / "0.npy", np.zeros((2, 8), np.float32))
+    (batches / "1.npy").write_bytes(b"\x93NUMPY truncated")
+    with pytest.raises(InputSpecError, match=r"1\.npy: not a readable \.npy file"):
+        load_data(batches)
+
+
+def test_unreadable_models_are_named(tmp_path, capsys):
+    data = np.zeros((4, 8), np.float32)
+    (tmp_path / "junk.onnx").write_bytes(b"hello world not onnx" * 10)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"junk\.onnx: not a readable ONNX model \(DecodeError"):
+        calibrate(tmp_path / "junk.onnx", data)
+    with pytest.raises(ModelLoadError, match=r"empty\.onnx: not an ONNX model"):
+        convert_fp16(tmp_path / "empty.onnx")
+    np.save(tmp_path / "d.npy", data)
+    (tmp_path / "e.npz").write_bytes(b"")
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    assert main(["quantize", str(tmp_path / "junk.onnx"), "--data", str(tmp_path / "d.npy")]) == 1
+    assert main(["quantize", str(path), "--data", str(tmp_path / "e.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "junk.onnx: not a readable ONNX model" in err and "e.npz: not a readable .npz file" in err
+
+
+# -- .npz arr_0: np.savez(path, x) names a lone array arr_0 -------------------------------------------
+def test_a_lone_arr_0_feeds_the_single_input(tmp_path):
+    x = np.random.default_rng(9).standard_normal((40, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x)  # positional: stored as arr_0
+    got = list(calibration_batches(tmp_path / "calib.npz", X_SPEC, batch_size=16))
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in got]), x)
+    d = tmp_path / "dir"
+    d.mkdir()
+    np.savez(d / "0.npz", x[:16])
+    np.savez(d / "1.npz", x[16:])
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in calibration_batches(d, X_SPEC)]), x)
+    np.savez(tmp_path / "labelled.npz", x, labels=np.arange(40))
+    _, labels = load_data(tmp_path / "labelled.npz")
+    np.testing.assert_array_equal(labels, np.arange(40))
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    out = tmp_path / "mlp.int8.onnx"
+    assert (
+        main(
+            ["quantize", str(path), "--data", str(tmp_path / "calib.npz"), "--timing", "0", "--out", str(out)]
+        )
+        == 0
+    )
+    assert "QuantizeLinear" in op_counts(out)
+
+
+# -- FP16 without data: generated inputs that fit the model, or an error that says they were generated --
+def needs_multiples_of_32(path: Path) -> Path:
+    """x [batch, 1, H, W] -> MaxPool 32/32 -> Resize x32 -> + x: runs only when H and W are multiples of 32."""
+    scales = numpy_helper.from_array(np.array([1, 1, 32, 32], np.float32), "scales")
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[32, 32], strides=[32, 32]),
+        helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest"),
+        helper.make_node("Add", ["u", "x"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "m32", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H", "W"])], [scales],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def reflect_pad(path: Path, pad: int) -> Path:
+    """x [batch, n] -> reflect Pad of `pad` each side: runs only when n > pad (like Silero VAD's STFT)."""
+    pads = numpy_helper.from_array(np.array([0, pad, 0, pad], np.int64), "pads")
+    graph = helper.make_graph(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", None])], [pads],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_fp16_without_data_generates_inputs_the_model_runs_on(tmp_path):
+    res = convert_fp16(needs_multiples_of_32(tmp_path / "m32.onnx"), timing_s=0)
+    assert res.report.eval_source == "generated inputs" and res.report.eval_samples == 1
+    assert any("x (1, 1, 64, 64) float32" in n for n in res.report.notes)
+    x = np.random.default_rng(0).standard_normal((1, 1, 64, 64)).astype(np.float32)
+    assert cosine(raw_run(res.artifact_path, x), raw_run(tmp_path / "m32.onnx", x)) > 0.9999
+    short = reflect_pad(tmp_path / "pad100.onnx", 100)  # needs n > 100: the 64 tried first fails, 512 runs
+    assert any("x (1, 512) float32" in n for n in convert_fp16(short, timing_s=0).report.notes)
+
+
+def test_fp16_on_a_model_generated_inputs_cannot_run_says_so(tmp_path):
+    path = reflect_pad(tmp_path / "pad1000.onnx", 1000)
+    with pytest.raises(CalibrationError) as info:
+        convert_fp16(path, timing_s=0)
+    msg = str(info.value)
+    assert "generated inputs" in msg and "x (1, 64) float32" in msg and "x (1, 512) float32" in msg
+    assert "data=" in msg and "--data" in msg
+    x = np.random.default_rng(1).standard_normal((2, 1200)).astype(np.float32)
+    res = convert_fp16(path, data=x, timing_s=0)  # real data of the size it needs: converted
+    np.testing.assert_allclose(
+        raw_run(res.artifact_path, x), np.pad(x, ((0, 0), (1000, 1000)), mode="reflect"), atol=2e-3
+    )
+
+
+# -- bad eval/calibration data and options: named up front ------------------------------------------
+def test_labels_must_be_class_indices_for_accuracy(tmp_path):
+    path, w = mlp(tmp_path / "mlp.onnx")
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 64)
+    with pytest.raises(CalibrationError, match=r"shape \(64, 4\).*shape \(64,\).*labels\.argmax\(1\)"):
+        calibrate(path, x, eval_data=(x, np.eye(4)[y]), timing_s=0)  # one-hot
+    with pytest.raises(CalibrationError, match="non-integer"):
+        calibrate(path, x, eval_data=(x, y + 0.5), timing_s=0)
+    r = calibrate(path, x, eval_data=(x, y[:, None]), timing_s=0).report  # a column of labels is fine
+    want = float((mlp_numpy(x, w)[0].argmax(1) == y).mean())
+    assert r.fp32_score == pytest.approx(want)
+
+
+def test_non_finite_calibration_data_is_named(tmp_path):
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    x = np.random.default_rng(11).standard_normal((64, 8)).astype(np.float32)
+    x[40, 3], x[41, 0] = np.nan, np.inf
+    with pytest.raises(InputSpecError, match=r"calibration data batch 1, input 'x': 1 NaN and 1 inf of 256"):
+        calibrate(path, x, timing_s=0)
+    clean = x[:32]
+    with pytest.raises(InputSpecError, match=r"eval_data batch 0, input 'x': 1 NaN"):
+        calibrate(path, clean, eval_data=x[32:], timing_s=0)
+
+
+def test_batch_size_and_metric_are_checked_before_any_work(tmp_path, monkeypatch):
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    x = np.zeros((16, 8), np.float32)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INFERCORE_CACHE", str(cache))
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer.*got {bad}"):
+            calibrate(path, x, batch_size=bad, timing_s=0)
+        with pytest.raises(ValueError, match="batch_size"):
+            list(calibration_batches(x, X_SPEC, batch_size=bad))
+        with pytest.raises(ValueError, match="batch_size"):
+            convert_fp16(path, data=x, batch_size=bad, timing_s=0)
+    with pytest.raises(ValueError, match=r"'top0': top-k needs k >= 1"):
+        calibrate(path, x, eval_data=(x, np.zeros(16, np.int64)), metric="top0", timing_s=0)
+    assert not cache.exists() or not any((cache / "calibration").iterdir())  # refused before quantizing
+
+
+def test_a_metric_that_fails_or_returns_nan_is_named(tmp_path):
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    x = np.random.default_rng(12).standard_normal((32, 8)).astype(np.float32)
+    y = np.zeros(32, np.int64)
+
+    def always_nan(outputs, labels):
+        return float("nan")
+
+    with pytest.raises(
+        CalibrationError, match=r"metric 'always_nan' returned nan on the fp32 outputs \(shape \(32, 4\)\)"
+    ):
+        calibrate(path, x, eval_data=(x, y), metric=always_nan, max_drop=0.1, timing_s=0)
+    with pytest.raises(CalibrationError, match=r"metric '<lambda>' failed.*ZeroDivisionError") as info:
+        calibrate(path, x, eval_data=(x, y), metric=lambda o, lab: 1 / 0, timing_s=0)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+def test_output_parent_directories_are_created(tmp_path):
+    path, _ = mlp(tmp_path / "mlp.onnx")
+    x = np.random.default_rng(13).standard_normal((32, 8)).astype(np.float32)
+    out = tmp_path / "new" / "dir" / "mlp.int8.onnx"
+    res = calibrate(path, x, timing_s=0, output=out)
+    assert res.artifact_path == out and "QuantizeLinear" in op_counts(out)
