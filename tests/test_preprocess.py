@@ -9,7 +9,7 @@ import pytest
 
 import infercore as ic
 from infercore.batching import Batcher
-from infercore.errors import InputSpecError
+from infercore.errors import InputSpecError, ModelLoadError
 from infercore.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -383,6 +383,52 @@ def test_text_pipeline_matches_tokenizers_padding(tokenizer_path):
     assert pipe("word " * 500)["input_ids"].shape == (1, 128)  # truncated to the largest bucket
     with pytest.raises(InputSpecError, match="string"):
         pipe.prepare(42)
+
+
+@pytest.mark.parametrize("max_length", [3, 4, 7])
+def test_text_pipeline_truncates_to_short_max_length_like_tokenizers(tokenizer_path, max_length):
+    from tokenizers import Tokenizer
+
+    ref = Tokenizer.from_file(str(tokenizer_path))
+    ref.no_padding()
+    ref.enable_truncation(max_length)
+    pipe = TextPipeline(tokenizer_path, buckets=(), max_length=max_length)
+    for raw in ("hello world, a few more words here", ("hello world", "and a pair of words")):
+        want = ref.encode(*raw) if isinstance(raw, tuple) else ref.encode(raw)
+        got = pipe(raw)["input_ids"]
+        assert got.shape == (1, max_length)
+        np.testing.assert_array_equal(got[0], want.ids)
+
+
+@pytest.mark.parametrize("max_length", [0, 1, 2, -4])
+def test_text_pipeline_refuses_max_length_shorter_than_the_special_tokens(tokenizer_path, max_length):
+    from tokenizers import Tokenizer
+
+    ref = Tokenizer.from_file(str(tokenizer_path))
+    single, pair = ref.num_special_tokens_to_add(False), ref.num_special_tokens_to_add(True)
+    assert (single, pair) == (2, 3)  # [CLS] a [SEP] / [CLS] a [SEP] b [SEP]
+    with pytest.raises(
+        ValueError, match=rf"max_length={max_length} .*2 special tokens to a text and 3 to a pair"
+    ):
+        TextPipeline(tokenizer_path, buckets=(), max_length=max_length)
+    # without special tokens, one token is enough
+    pipe = TextPipeline(tokenizer_path, buckets=(), max_length=1, add_special_tokens=False)
+    assert pipe("hello world")["input_ids"].shape == (1, 1)
+    with pytest.raises(TypeError, match="max_length must be an int"):
+        TextPipeline(tokenizer_path, buckets=(), max_length=True)
+
+
+def test_text_pipeline_names_a_tokenizer_file_it_cannot_load(tmp_path):
+    pytest.importorskip("tokenizers")
+    missing = tmp_path / "nope" / "tokenizer.json"
+    with pytest.raises(ModelLoadError, match=r"tokenizer file not found: .*nope/tokenizer\.json") as e:
+        TextPipeline(missing)
+    assert e.value.path == str(missing)
+    broken = tmp_path / "tokenizer.json"
+    broken.write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"could not load tokenizer .*tokenizer\.json") as e:
+        TextPipeline(broken)
+    assert e.value.path == str(broken) and e.value.__cause__ is not None
 
 
 def test_minilm_through_batcher_equals_direct_engine_run(tokenizer_path):

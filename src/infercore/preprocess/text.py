@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import require
-from ..errors import InputSpecError
+from ..errors import InputSpecError, ModelLoadError
 from .pipeline import Pipeline, Prepared
 
 __all__ = ["TextPipeline"]
@@ -27,7 +27,8 @@ class TextPipeline(Pipeline):
     ``tokenizer``: a ``tokenizer.json`` path or a ``tokenizers.Tokenizer`` (copied; the original is
     not changed). ``buckets``: padded lengths, ascending; ``()`` pads to the longest text of the
     request. ``max_length`` (default the largest bucket): longer texts are truncated, special tokens
-    kept. Raw input: a string, a (text, pair) tuple, or a list of these. Set ``token_type_ids=None``
+    kept; it must hold at least the special tokens the tokenizer adds to a pair ([CLS] a [SEP] b
+    [SEP]: 3 for BERT). Raw input: a string, a (text, pair) tuple, or a list of these. Set ``token_type_ids=None``
     for models without that input; rename inputs with the keyword arguments.
     """
 
@@ -44,27 +45,50 @@ class TextPipeline(Pipeline):
     ) -> None:
         tk = require("tokenizers", "text")
         if isinstance(tokenizer, (str, os.PathLike)):
-            tok = tk.Tokenizer.from_file(os.fspath(tokenizer))
+            path = os.fspath(tokenizer)
+            if not os.path.isfile(path):
+                raise ModelLoadError(f"tokenizer file not found: {path!r}", path=path)
+            try:
+                tok = tk.Tokenizer.from_file(path)
+            except Exception as e:  # tokenizers raises a bare Exception
+                raise ModelLoadError(
+                    f"could not load tokenizer {path!r} (a tokenizer.json is expected): {e}", path=path
+                ) from e
         elif isinstance(tokenizer, tk.Tokenizer):
             tok = tk.Tokenizer.from_str(tokenizer.to_str())
         else:
             raise TypeError(
                 f"tokenizer must be a tokenizer.json path or a tokenizers.Tokenizer, got {tokenizer!r}"
             )
+        if any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) for b in buckets):
+            raise TypeError(f"buckets must be ints, got {tuple(buckets)!r}")
         self.buckets = tuple(sorted(int(b) for b in buckets))
         if any(b < 1 for b in self.buckets):
             raise ValueError(f"buckets must be positive lengths, got {buckets}")
         if max_length is None:
             max_length = self.buckets[-1] if self.buckets else None
+        elif isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+            raise TypeError(f"max_length must be an int, got {max_length!r}")
         elif self.buckets and max_length > self.buckets[-1]:
             raise ValueError(f"max_length={max_length} exceeds the largest bucket {self.buckets[-1]}")
-        self.max_length = max_length
+        self.specials = (
+            (tok.num_special_tokens_to_add(False), tok.num_special_tokens_to_add(True))
+            if add_special_tokens
+            else (0, 0)
+        )
+        if max_length is not None and max_length < max(1, self.specials[1]):
+            raise ValueError(
+                f"max_length={max_length} leaves no room: the tokenizer adds {self.specials[0]} special "
+                f"tokens to a text and {self.specials[1]} to a pair, so max_length must be at least "
+                f"{max(1, self.specials[1])}"
+            )
+        self.max_length = None if max_length is None else int(max_length)
         padding = tok.padding or {}
         self.pad_id = int(padding.get("pad_id", tok.token_to_id("[PAD]") or 0))
         self.pad_type_id = int(padding.get("pad_type_id", 0))
         tok.no_padding()
-        if max_length is not None:
-            tok.enable_truncation(max_length)
+        if self.max_length is not None:
+            tok.enable_truncation(self.max_length)
         else:
             tok.no_truncation()
         self.tokenizer = tok
