@@ -233,6 +233,8 @@ def test_image_pipeline_refuses_steps_that_cannot_fit_at_construction():
         ImagePipeline([Decode("L"), Normalize(IMAGENET_MEAN, IMAGENET_STD)], input="x")
     with pytest.raises(ValueError, match="uint8"):
         ImagePipeline([Decode("F"), Normalize(0.5, 0.5)], input="x")
+    with pytest.raises(ValueError, match="ToCHW is given twice"):
+        ImagePipeline([ToCHW(), ToDType(np.float32), ToCHW()], input="x")
     with pytest.raises(ValueError, match="unknown image mode 'RBG'"):
         Decode("RBG")
     # one mean/std for every channel is fine after ToCHW too

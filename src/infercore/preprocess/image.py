@@ -315,6 +315,10 @@ def normalize(
 ) -> np.ndarray:
     """(img * scale - mean) / std per channel (last axis), as float32, computed as one multiply-add."""
     mul, add = _normalize_terms(mean, std, scale)
+    return _normalize_with(img, mul, add, out)
+
+
+def _normalize_with(img: np.ndarray, mul: np.ndarray, add: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     n = max(mul.size, add.size)
     if n > 1 and (img.ndim == 0 or img.shape[-1] != n):
         raise InputSpecError(
@@ -401,9 +405,9 @@ class Normalize:
     def __init__(
         self, mean: float | Sequence[float], std: float | Sequence[float], scale: float = 1 / 255
     ) -> None:
-        mul, add = _normalize_terms(mean, std, scale)
+        self._mul, self._add = _normalize_terms(mean, std, scale)
         self.mean, self.std, self.scale = mean, std, scale
-        n = max(mul.size, add.size)
+        n = max(self._mul.size, self._add.size)
         self.channels: int | None = n if n > 1 else None  # None: one value for every channel
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -413,7 +417,7 @@ class Normalize:
         return np.dtype(np.float32)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return normalize(x, self.mean, self.std, scale=self.scale, out=out)
+        return _normalize_with(x, self._mul, self._add, out)
 
 
 class ToCHW:
