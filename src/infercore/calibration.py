@@ -140,7 +140,8 @@ class CalibrationReport:
             how.append(f"preset {self.preset}")
         if self.per_channel is not None:
             how.append("per-channel" if self.per_channel else "per-tensor")
-        verdict = "ok" if self.passed else "FAILED"
+        # without max_drop nothing was checked: say so rather than "ok" beside a collapsed score
+        verdict = "not checked (no max_drop)" if self.max_drop is None else "ok" if self.passed else "FAILED"
         limit = f", max_drop {self._delta(self.max_drop).lstrip('+')}" if self.max_drop is not None else ""
         lines = [
             f"{q} for {self.target} ({', '.join(how)}): {Path(self.model).name} -> {self.artifact}"
