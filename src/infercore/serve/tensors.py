@@ -11,11 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from .errors import BadRequest
 
 __all__ = [
+    "MAX_RANK",
     "V2_DATATYPES",
+    "check_int_range",
     "datatype_of",
     "decode_binary",
     "decode_bytes",
@@ -52,6 +55,7 @@ except ImportError:  # pragma: no cover - ml_dtypes ships with onnx and openvino
 _BY_DTYPE: dict[np.dtype, str] = {d: name for name, d in V2_DATATYPES.items()}
 _LE = {name: d.newbyteorder("<") for name, d in V2_DATATYPES.items() if name != "BYTES"}
 _LEN = struct.Struct("<I")
+MAX_RANK = 32  # the most dimensions a request tensor may have (numpy 1.x's limit; no model comes close)
 
 
 def datatype_of(dtype: np.dtype) -> str:
@@ -74,6 +78,10 @@ def dtype_of(datatype: str, tensor: str) -> np.dtype:
 
 
 def element_count(shape: Sequence[int], tensor: str) -> int:
+    if len(shape) > MAX_RANK:
+        raise BadRequest(
+            f"tensor {tensor!r}: shape has {len(shape)} dimensions, at most {MAX_RANK} are accepted"
+        )
     n = 1
     for d in shape:
         if type(d) is not int or d < 0:
@@ -84,9 +92,25 @@ def element_count(shape: Sequence[int], tensor: str) -> int:
     return n
 
 
+def check_int_range(arr: np.ndarray, datatype: str, tensor: str) -> None:
+    """Refuse integers that ``datatype`` cannot hold, instead of letting a cast wrap them around."""
+    if not arr.size:
+        return
+    info = np.iinfo(V2_DATATYPES[datatype])
+    lo, hi = arr.min(), arr.max()
+    bad = lo if lo < info.min else hi if hi > info.max else None
+    if bad is not None:
+        raise BadRequest(
+            f"tensor {tensor!r}: value {int(bad)} is out of range for {datatype} [{info.min}, {info.max}]"
+        )
+
+
 # -- JSON --------------------------------------------------------------------------------------
 def decode_json(data: Any, datatype: str, shape: Sequence[int], tensor: str) -> np.ndarray:
-    """The ``data`` member of a JSON tensor (flat or nested, row-major) as an array of ``shape``."""
+    """The ``data`` member of a JSON tensor (flat or nested, row-major) as an array of ``shape``.
+
+    Numbers that ``datatype`` cannot represent (an INT8 of 300, a UINT64 of -1, an FP32 of 1e300)
+    are refused, never wrapped around or turned into infinity."""
     dtype = dtype_of(datatype, tensor)
     count = element_count(shape, tensor)
     if not isinstance(data, list):
@@ -98,8 +122,6 @@ def decode_json(data: Any, datatype: str, shape: Sequence[int], tensor: str) -> 
             arr[:] = flat
             if not all(isinstance(v, str | bytes) for v in flat):
                 raise BadRequest(f"tensor {tensor!r}: BYTES data must be strings")
-        elif datatype in ("FP16", "BF16"):
-            arr = np.asarray(data, dtype=np.float32).astype(dtype)
         elif datatype == "BOOL":
             arr = np.asarray(data)
             if arr.size and arr.dtype != np.bool_:
@@ -107,13 +129,19 @@ def decode_json(data: Any, datatype: str, shape: Sequence[int], tensor: str) -> 
             arr = arr.astype(np.bool_)
         else:
             arr = np.asarray(data)
+            if dtype.kind in "iu" and arr.dtype.kind in "fO":
+                # integers beyond int64 (UINT64's upper half, or out of every range) make numpy
+                # guess float64 or object: read them as Python ints and check them exactly
+                arr = _json_ints(data, datatype, tensor)
             if arr.size and arr.dtype.kind not in "biuf":
                 raise BadRequest(
                     f"tensor {tensor!r}: {datatype} data must be numbers, got {arr.dtype} values"
                 )
-            if dtype.kind in "iu" and arr.dtype.kind == "f":
-                raise BadRequest(f"tensor {tensor!r}: {datatype} data must be integers, got floats")
-            arr = arr.astype(dtype)
+            if dtype.kind in "iu":
+                check_int_range(arr, datatype, tensor)
+                arr = arr.astype(dtype)
+            else:
+                arr = _to_float(arr, dtype, datatype, tensor)
     except BadRequest:
         raise
     except (ValueError, TypeError, OverflowError) as e:
@@ -123,6 +151,46 @@ def decode_json(data: Any, datatype: str, shape: Sequence[int], tensor: str) -> 
             f"tensor {tensor!r}: shape {list(shape)} needs {count} elements, the data has {arr.size}"
         )
     return arr.reshape(tuple(shape))
+
+
+def _json_ints(data: list[Any], datatype: str, tensor: str) -> np.ndarray:
+    flat = _flatten(data)
+    info = np.iinfo(V2_DATATYPES[datatype])
+    for i, v in enumerate(flat):
+        if type(v) is float:
+            # JSON parsers hand integers beyond 64 bits over as floats: those are out of range
+            if not (v.is_integer() and not info.min <= v <= info.max):
+                raise BadRequest(f"tensor {tensor!r}: {datatype} data must be integers, got {v!r}")
+            flat[i] = int(v)
+        elif type(v) is not int and type(v) is not bool:
+            raise BadRequest(
+                f"tensor {tensor!r}: {datatype} data must be numbers, got {type(v).__name__} values"
+            )
+    for v in flat:
+        if not info.min <= v <= info.max:
+            raise BadRequest(
+                f"tensor {tensor!r}: value {v} is out of range for {datatype} [{info.min}, {info.max}]"
+            )
+    if len(flat) != np.asarray(data, dtype=object).size:
+        raise BadRequest(f"tensor {tensor!r}: nested data must be a regular (non-ragged) list")
+    return np.array(flat, dtype=V2_DATATYPES[datatype])
+
+
+def _to_float(arr: np.ndarray, dtype: np.dtype, datatype: str, tensor: str) -> np.ndarray:
+    """A cast to FP16/BF16/FP32/FP64 that refuses finite values too large for the type."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(dtype)
+    if out.size and not np.isfinite(out).all():
+        src = arr.astype(np.float64)
+        overflow = ~np.isfinite(out.astype(np.float64)) & np.isfinite(src)
+        if overflow.any():
+            bad = float(src[overflow][0])
+            biggest = float(_finfo(dtype).max)
+            raise BadRequest(
+                f"tensor {tensor!r}: value {bad!r} is out of range for {datatype} "
+                f"(largest finite magnitude {biggest:.6g})"
+            )
+    return out
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -139,15 +207,37 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
+def _finfo(dtype: np.dtype) -> Any:
+    if dtype.name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
+
+
 def json_data(arr: np.ndarray) -> Any:
-    """A flat, JSON-ready view of an output (orjson serializes numeric numpy arrays natively)."""
+    """A flat, JSON-ready view of an output (orjson serializes numeric numpy arrays natively).
+
+    JSON has no infinity or NaN, and orjson would write them as ``null``; like Triton, outputs
+    that hold them are written with the tokens ``NaN``, ``Infinity`` and ``-Infinity``, which
+    Python's ``json``, ``rapidjson`` (``tritonclient.http``) and JavaScript's JSON5 parsers read."""
     if arr.dtype.hasobject or arr.dtype.kind in "US":
         return [
             v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.ravel().tolist()
         ]
     if arr.dtype.name == "bfloat16":
-        return arr.astype(np.float32).ravel()
-    return np.ascontiguousarray(arr).ravel()
+        arr = arr.astype(np.float32)
+    flat = np.ascontiguousarray(arr).ravel()
+    if flat.dtype.kind != "f":
+        return flat
+    finite = np.isfinite(flat)
+    if finite.all():
+        return flat
+    parts = orjson.dumps(np.where(finite, flat, 0), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    for i in np.flatnonzero(~finite).tolist():
+        v = flat[i]
+        parts[i] = b"NaN" if np.isnan(v) else b"Infinity" if v > 0 else b"-Infinity"
+    return orjson.Fragment(b"[" + b",".join(parts) + b"]")
 
 
 # -- binary ------------------------------------------------------------------------------------
@@ -171,6 +261,11 @@ def decode_binary(raw: bytes | memoryview, datatype: str, shape: Sequence[int], 
 
 def decode_bytes(raw: bytes | memoryview, count: int, tensor: str) -> np.ndarray:
     mv = memoryview(raw)
+    if 4 * count > len(mv):  # before allocating: a huge count with a tiny body is a bad request
+        raise BadRequest(
+            f"tensor {tensor!r}: {count} BYTES elements need at least {4 * count} bytes, "
+            f"the binary data has {len(mv)}"
+        )
     out = np.empty(count, dtype=object)
     pos, end = 0, len(mv)
     for i in range(count):
