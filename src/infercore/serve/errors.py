@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequest",
+    "ClientClosed",
     "DeadlineExceeded",
     "NotFound",
     "PayloadTooLarge",
@@ -58,3 +59,13 @@ class Unavailable(ServeError):
 class DeadlineExceeded(ServeError):
     http_status = 504
     grpc_code = "DEADLINE_EXCEEDED"
+
+
+class ClientClosed(ServeError):
+    """The client went away (disconnected mid-body or while its request waited): nginx's 499.
+
+    Not an error of the server or of the request: counted as cancelled, and the request is
+    taken out of the model's queue if it was still there."""
+
+    http_status = 499
+    grpc_code = "CANCELLED"

@@ -17,13 +17,13 @@ import grpc
 import numpy as np
 
 from .. import __version__
-from .errors import BadRequest, ServeError
+from .errors import BadRequest, ClientClosed, ServeError
 from .grpc_service import METHODS, SERVICE
 from .grpc_service import messages as pb
 from .repository import ModelVersion
 from .rest import EXTENSIONS
 from .service import InferenceService, RequestTensor, new_request_id
-from .tensors import datatype_of, decode_binary, element_count, encode_binary
+from .tensors import V2_DATATYPES, check_int_range, datatype_of, decode_binary, element_count, encode_binary
 
 __all__ = ["create_grpc_server"]
 
@@ -133,7 +133,7 @@ class InferenceServicer:
             mv = self.service.model(name, request.model_version or None)
             tensors = _inputs(request)
             parameters = {k: _param_value(v) for k, v in request.parameters.items()}
-            requested = [o.name for o in request.outputs] or None
+            requested = _requested(request)
             result = await self.service.infer(mv, tensors, requested, parameters)
             response = pb.ModelInferResponse(model_name=mv.name, model_version=str(mv.version), id=request.id)
             for out_name, arr in result.items():
@@ -142,7 +142,9 @@ class InferenceServicer:
         except ServeError as e:
             self.service.record(mv, name, "grpc", started, request_id or new_request_id(), e)
             await _abort(context, e)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the client cancelled (or the drain ran out)
+            gone = ClientClosed("the call was cancelled before the answer")
+            self.service.record(mv, name, "grpc", started, request_id or new_request_id(), gone)
             raise
         except Exception as e:
             if isinstance(e, grpc.aio.AbortError):
@@ -190,6 +192,15 @@ class InferenceServicer:
         return await self._guard(context, run, auth=True)
 
 
+def _requested(request: Any) -> list[str] | None:
+    """The requested output names (none: every output); the classification extension is refused,
+    as over REST, rather than answered with raw scores."""
+    for o in request.outputs:
+        if "classification" in o.parameters and _param_value(o.parameters["classification"]):
+            raise BadRequest(f"output {o.name!r}: the classification extension is not supported")
+    return [o.name for o in request.outputs] or None
+
+
 def _inputs(request: Any) -> list[RequestTensor]:
     if not request.inputs:
         raise BadRequest("the request has no inputs")
@@ -222,11 +233,15 @@ def _from_contents(t: Any, shape: list[int]) -> np.ndarray:
     if t.datatype == "BYTES":
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
+    elif dtype.kind in "iu":
+        # int_contents and uint_contents carry 32-bit values for the 8- and 16-bit types too:
+        # read them at the field's width, then refuse what the datatype cannot hold
+        wide = V2_DATATYPES["UINT64" if field.startswith("uint") else "INT64"]
+        arr = np.array(values, dtype=wide)
+        check_int_range(arr, t.datatype, t.name)
+        arr = arr.astype(dtype)
     else:
-        try:
-            arr = np.array(values, dtype=dtype)
-        except OverflowError as e:
-            raise BadRequest(f"input {t.name!r}: a value does not fit {t.datatype}: {e}") from None
+        arr = np.array(values, dtype=dtype)
     return arr.reshape(shape)
 
 

@@ -1,9 +1,11 @@
 """Prometheus metrics, per model and version, on a registry of the server's own.
 
-Counted by the server on every inference request (both protocols)::
+Counted by the server on every inference request (both protocols); requests for a model that is
+not in the repository are labelled ``model="_unknown"``, so clients cannot grow the label set::
 
     infercore_request_success_total{model,version,protocol}
     infercore_request_failure_total{model,version,protocol,reason}
+    infercore_request_cancelled_total{model,version,protocol}         the client went away
     infercore_request_duration_seconds{model,version,protocol}        histogram, server-side time
 
 Read from each version's Batcher (and Engine) when Prometheus scrapes, so they cost nothing per
@@ -48,6 +50,12 @@ class ServeMetrics:
             ["model", "version", "protocol", "reason"],
             registry=self.registry,
         )
+        self._cancelled = Counter(
+            "infercore_request_cancelled",
+            "Inference requests whose client went away before the answer (not counted as failures).",
+            ["model", "version", "protocol"],
+            registry=self.registry,
+        )
         self._duration = Histogram(
             "infercore_request_duration_seconds",
             "Server-side time of an inference request (decode to encode).",
@@ -70,6 +78,9 @@ class ServeMetrics:
     def failure(self, model: str, version: str, protocol: str, reason: str, seconds: float) -> None:
         self._failure.labels(model, version, protocol, reason).inc()
         self._duration.labels(model, version, protocol).observe(seconds)
+
+    def cancelled(self, model: str, version: str, protocol: str, seconds: float) -> None:
+        self._cancelled.labels(model, version, protocol).inc()
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

@@ -456,6 +456,10 @@ class ModelRepository:
             return False
         return True
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` was ever loaded (served now or not): bounded by the models on disk."""
+        return name in self._models
+
     def _known(self) -> str:
         names = sorted(n for n, e in self._models.items() if e.versions)
         return f"models served: {', '.join(names)}" if names else "no model is loaded"

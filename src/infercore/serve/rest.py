@@ -8,6 +8,7 @@ as soon as it passes ``max_body`` (or at once, from its ``Content-Length``). Eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,12 +16,12 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from .errors import BadRequest, PayloadTooLarge, ServeError
+from .errors import BadRequest, ClientClosed, PayloadTooLarge, ServeError, Unauthorized, Unavailable
 from .repository import ModelVersion
 from .service import InferenceService, RequestTensor, new_request_id
 from .tensors import datatype_of, decode_binary, decode_json, encode_binary, json_data
@@ -40,6 +41,8 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 
 def _error(e: ServeError, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(e, Unauthorized):  # RFC 7235: a 401 names the scheme it wants
+        headers = {**(headers or {}), "www-authenticate": "Bearer"}
     return _json({"error": e.message}, e.http_status, headers)
 
 
@@ -54,6 +57,8 @@ def _guarded(fn: Handler) -> Handler:
             return await fn(request)
         except ServeError as e:
             return _error(e)
+        except ClientDisconnect:
+            return Response(status_code=ClientClosed.http_status)  # nobody is left to read it
         except Exception as e:
             log.exception("unexpected error", extra={"path": request.url.path})
             return _json({"error": f"internal error: {type(e).__name__}: {e}"}, 500)
@@ -74,11 +79,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (--max-body)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (--max-body)")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosed(f"the client disconnected after sending {size} bytes of the body") from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -143,8 +151,10 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
         mv: ModelVersion | None = None
         try:
             service.check_auth(request.headers.get("authorization"))
-            mv = service.model(name, p.get("version"))
             body = await read_body(request, max_body)
+            # the model is resolved once the body is in: a reload while the body arrives must not
+            # send the request to the version it replaced
+            mv = service.model(name, p.get("version"))
             header, binary = _split(request, body)
             request_id = _request_id(header) or request_id
             tensors, binary_end = _inputs(header, binary)
@@ -155,16 +165,24 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
                 )
             requested, binary_out = _outputs(header)
             parameters = header.get("parameters") or {}
-            result = await service.infer(
-                mv, tensors, [n for n, _ in requested] if requested else None, parameters
-            )
+            work = service.infer(mv, tensors, [n for n, _ in requested] if requested else None, parameters)
+            result = await _unless_disconnected(request, work)
             response = _encode(mv, header, result, requested, binary_out)
         except ServeError as e:
             rid = request_id or new_request_id()
             service.record(mv, name, "http", started, rid, e)
             return _error(e, {"x-request-id": rid})
         except asyncio.CancelledError:
-            raise
+            if not service.draining:
+                raise
+            # the drain ran out (--drain-timeout) and uvicorn cancelled us: answer in JSON, as
+            # every other error, rather than uvicorn's plain-text 500
+            cut = Unavailable(
+                f"model {name!r}: the server shut down before the request finished (--drain-timeout)"
+            )
+            rid = request_id or new_request_id()
+            service.record(mv, name, "http", started, rid, cut)
+            return _error(cut, {"x-request-id": rid})
         except Exception as e:  # a bug of ours: answer 500 with the reason, keep serving
             log.exception("unexpected error in infer", extra={"model": name, "request_id": request_id})
             err = ServeError(f"internal error: {type(e).__name__}: {e}")
@@ -177,7 +195,12 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
     async def repo_index(request: Request) -> Response:
         service.check_auth(request.headers.get("authorization"))
         body = await read_body(request, 1 << 20)
-        ready_only = bool(_loads(body, "request body").get("ready", False)) if body.strip() else False
+        params = _loads(body, "request body") if body.strip() else {}
+        if not isinstance(params, dict):
+            raise BadRequest(f'a repository index request body is {{"ready": true|false}}, got {params!r}')
+        ready_only = params.get("ready", False)
+        if not isinstance(ready_only, bool):
+            raise BadRequest(f"'ready' must be true or false, got {ready_only!r}")
         return _json(repo.index(ready_only))
 
     async def repo_load(request: Request) -> Response:
@@ -230,6 +253,30 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
         return _json({"error": f"{request.method} is not allowed on {request.url.path}"}, 405)
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Await ``work`` unless the client disconnects first: then cancel it (which takes the request
+    out of the model's queue) and raise :class:`ClientClosed`."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watch.cancel()
+    if not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await task  # let the cancellation reach the batcher before we answer
+        raise ClientClosed("the client disconnected before the answer")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client is gone; the body is already read, so the next message says so."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 # -- decoding ---------------------------------------------------------------------------------------
@@ -318,7 +365,7 @@ def _outputs(header: dict[str, Any]) -> tuple[list[tuple[str, bool]] | None, boo
     if not isinstance(binary_out, bool):
         raise BadRequest(f"parameter binary_data_output must be true or false, got {binary_out!r}")
     outputs = header.get("outputs")
-    if outputs is None:
+    if outputs is None or outputs == []:  # Triton: no requested outputs means every output
         return None, binary_out
     if not isinstance(outputs, list):
         raise BadRequest("'outputs' must be a list")

@@ -24,15 +24,18 @@ from ..errors import (
     QueueFullError,
 )
 from ..specs import format_shape
-from .errors import BadRequest, DeadlineExceeded, ServeError, Unauthorized, Unavailable
+from .errors import BadRequest, ClientClosed, DeadlineExceeded, ServeError, Unauthorized, Unavailable
 from .metrics import ServeMetrics
 from .repository import ModelRepository, ModelVersion
 from .tensors import datatype_of
 
-__all__ = ["InferenceService", "RequestTensor", "new_request_id"]
+__all__ = ["MAX_TIMEOUT_US", "UNKNOWN_MODEL", "InferenceService", "RequestTensor", "new_request_id"]
 
 log = logging.getLogger("infercore.serve")
 access_log = logging.getLogger("infercore.serve.access")
+
+MAX_TIMEOUT_US = 86_400_000_000  # the largest request ``timeout`` parameter: one day, in microseconds
+UNKNOWN_MODEL = "_unknown"  # the metrics label of requests for a model that is not in the repository
 
 _ids = itertools.count(1)
 _prefix = f"{os.getpid():x}"
@@ -79,9 +82,10 @@ class InferenceService:
         """``Authorization: Bearer <token>``, compared in constant time; a no-op without ``--token``."""
         if self._token is None:
             return
-        if not authorization or not authorization.startswith(("Bearer ", "bearer ")):
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 7235)
             raise Unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(authorization[7:].strip().encode(), self._token):
+        if not hmac.compare_digest(credentials.strip().encode(), self._token):
             raise Unauthorized("invalid bearer token")
 
     # -- inference --------------------------------------------------------------------------------
@@ -100,7 +104,9 @@ class InferenceService:
         """Check the inputs against the served specs, run through the model's Batcher, pick outputs."""
         feeds = self._feeds(mv, tensors)
         if requested is not None:
-            for name in requested:
+            for i, name in enumerate(requested):
+                if name in requested[:i]:
+                    raise BadRequest(f"output {name!r} is requested twice")
                 if name not in mv.output_names:
                     raise BadRequest(
                         f"model {mv.name!r} has no output {name!r}; its outputs are: "
@@ -172,10 +178,15 @@ class InferenceService:
         """Metrics and the access log of one inference request, answered or refused."""
         elapsed = time.perf_counter() - started
         version = str(mv.version) if mv is not None else ""
+        # a label per name a client sends would grow /metrics without bound: names that are not
+        # in the repository share one label
+        label = mv.name if mv is not None else model if self.repo.knows(model) else UNKNOWN_MODEL
         if error is None:
-            self.metrics.success(mv.name if mv else model, version, protocol, elapsed)
+            self.metrics.success(label, version, protocol, elapsed)
+        elif isinstance(error, ClientClosed):
+            self.metrics.cancelled(label, version, protocol, elapsed)
         else:
-            self.metrics.failure(mv.name if mv else model, version, protocol, type(error).__name__, elapsed)
+            self.metrics.failure(label, version, protocol, type(error).__name__, elapsed)
         if error is not None and error.http_status >= 500:
             log.warning(
                 error.message,
@@ -203,12 +214,20 @@ class InferenceService:
 
 
 def _scheduling(parameters: Mapping[str, Any]) -> tuple[float | None, int]:
-    """Triton's request parameters: ``timeout`` in microseconds, ``priority`` 0 (normal) or 1 (high)."""
+    """Triton's request parameters: ``timeout`` in microseconds (0: none; at most one day),
+    ``priority`` 0 (normal) or 1 (high)."""
     timeout = parameters.get("timeout")
     priority = parameters.get("priority", 0)
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise BadRequest(f"parameter 'timeout' must be a number of microseconds >= 0, got {timeout!r}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 <= timeout <= MAX_TIMEOUT_US  # also refuses NaN
+        ):
+            raise BadRequest(
+                f"parameter 'timeout' must be a number of microseconds in [0, {MAX_TIMEOUT_US}] "
+                f"(0: no deadline; at most one day), got {timeout!r}"
+            )
         timeout = timeout / 1e6 if timeout else None
     if isinstance(priority, bool) or priority not in (0, 1):
         raise BadRequest(f"parameter 'priority' must be 0 (normal) or 1 (high), got {priority!r}")
