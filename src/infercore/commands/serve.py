@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -38,6 +39,16 @@ def _port(text: str) -> int | None:
     if not 0 <= port < 65536:
         raise argparse.ArgumentTypeError(f"not a port: {text}")
     return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--drain-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         help="seconds to finish accepted requests after SIGTERM (default 30)",
     )

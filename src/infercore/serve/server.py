@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -47,6 +48,9 @@ class InferenceServer:
         self, repository: str | os.PathLike[str] | ModelRepository, options: ServeOptions | None = None
     ):
         self.options = options or ServeOptions()
+        drain = self.options.drain_timeout
+        if not (isinstance(drain, int | float) and math.isfinite(drain) and drain >= 0):
+            raise ValueError(f"drain_timeout must be a number of seconds >= 0, got {drain!r}")
         self.repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
         self.metrics = ServeMetrics(self.repo)
         self.service = InferenceService(self.repo, self.metrics, token=self.options.token)
@@ -71,7 +75,14 @@ class InferenceServer:
             from .grpc_server import create_grpc_server
 
             self._grpc = create_grpc_server(self.service, max_message=opts.max_body)
-            self.ports["grpc"] = self._grpc.add_insecure_port(f"{_bracket(opts.host)}:{opts.grpc_port}")
+            address = f"{_bracket(opts.host)}:{opts.grpc_port}"
+            try:
+                self.ports["grpc"] = self._grpc.add_insecure_port(address)
+            except RuntimeError as e:  # grpc says only "Failed to bind to address ..."
+                raise OSError(
+                    f"cannot listen for gRPC on {address} (port in use, or the address is not "
+                    f"this host's?): {e}"
+                ) from None
             await self._grpc.start()
         if opts.metrics_port is not None:
             from prometheus_client import start_http_server
@@ -101,7 +112,8 @@ class InferenceServer:
             log_config=None,
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=int(opts.drain_timeout) or None,
+            # uvicorn awaits the drain with asyncio.wait_for: seconds as a float, 0 included
+            timeout_graceful_shutdown=opts.drain_timeout,  # type: ignore[arg-type]
             timeout_keep_alive=30,
             limit_concurrency=None,
             h11_max_incomplete_event_size=1 << 20,
