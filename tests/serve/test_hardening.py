@@ -1,0 +1,496 @@
+"""Requests that used to break the server or be answered wrongly: out-of-range numbers and
+parameters, non-finite outputs, clients that go away, reloads mid-body, drains shorter than a
+second, unbounded metric labels. Each checked through real clients (httpx, tritonclient, grpc)."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from .conftest import _save, affine, affine_model, running
+
+httpx = pytest.importorskip("httpx")
+grpc = pytest.importorskip("grpc")
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
+
+_TYPES = {
+    "INT8": TensorProto.INT8,
+    "UINT8": TensorProto.UINT8,
+    "INT64": TensorProto.INT64,
+    "UINT64": TensorProto.UINT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+}
+
+
+@pytest.fixture(scope="module")
+def hrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``affine`` as in conftest, ``id_<type>`` (Identity, [N, 3]) per datatype, and ``held``: a
+    batcher that waits 30 s for a batch of 64 that never fills, so requests stay queued."""
+    root = tmp_path_factory.mktemp("hrepo")
+    affine_model(root / "affine" / "1" / "model.onnx", 3.0)
+    for name, tp in _TYPES.items():
+        x = helper.make_tensor_value_info("x", tp, ["N", 3])
+        y = helper.make_tensor_value_info("y", tp, ["N", 3])
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], f"id_{name}", [x], [y])
+        _save(graph, root / f"id_{name.lower()}" / "1" / "model.onnx")
+    affine_model(root / "held" / "1" / "model.onnx", 2.0)
+    (root / "held" / "config.yaml").write_text(
+        "threads: 1\nbatching: {max_batch_size: 64, max_queue_delay_ms: 30000}\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def hserver(hrepo: Path) -> Iterator:
+    with running(hrepo, token="s3cret") as s:
+        yield s
+
+
+AUTH = {"Authorization": "Bearer s3cret"}  # copied for tritonclient.http, which adds to the dict
+GAUTH = {"authorization": "Bearer s3cret"}  # gRPC metadata keys are lowercase
+
+
+def _url(server, path: str) -> str:
+    return f"http://127.0.0.1:{server.ports['http']}{path}"
+
+
+def _post(server, model: str, body: dict) -> httpx.Response:
+    return httpx.post(_url(server, f"/v2/models/{model}/infer"), json=body, headers=AUTH, timeout=30)
+
+
+def _x(x: np.ndarray, datatype: str = "FP32", **extra) -> dict:
+    return {
+        "inputs": [{"name": "x", "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}],
+        **extra,
+    }
+
+
+def _ok_affine(server) -> None:
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    r = _post(server, "affine", _x(x))
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.array(r.json()["outputs"][0]["data"]), affine(x, 3.0)["y"].ravel())
+
+
+def _grpc_infer(server, request) -> object:
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}")
+    from infercore.serve.grpc_service import messages as pb
+
+    call = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+    try:
+        return call(request, metadata=[("authorization", "Bearer s3cret")], timeout=30)
+    finally:
+        channel.close()
+
+
+# -- 1. a huge timeout parameter ------------------------------------------------------------------
+@pytest.mark.parametrize("timeout", [1e20, 86_400_000_001, -1])
+def test_out_of_range_timeout_is_400_and_the_batcher_lives(hserver, timeout):
+    from infercore.serve.service import MAX_TIMEOUT_US
+
+    x = np.ones((1, 4), np.float32)
+    r = _post(hserver, "affine", _x(x, parameters={"timeout": timeout}))
+    assert r.status_code == 400, r.text
+    assert "'timeout'" in r.json()["error"] and str(MAX_TIMEOUT_US) in r.json()["error"]
+    assert repr(timeout) in r.json()["error"]
+    _ok_affine(hserver)  # the model's batcher still answers
+
+
+def test_out_of_range_grpc_timeout_is_invalid_argument(hserver):
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{hserver.ports['grpc']}")
+    inp = grpcclient.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(np.ones((1, 4), np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        g.infer("affine", [inp], timeout=10**18, headers=GAUTH)  # microseconds, as int64_param
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "'timeout'" in e.value.message()
+    got = g.infer("affine", [inp], timeout=5_000_000, headers=GAUTH).as_numpy("y")
+    np.testing.assert_array_equal(got, affine(np.ones((1, 4), np.float32), 3.0)["y"])
+    _ok_affine(hserver)
+
+
+# -- 2 and 8. numbers a datatype cannot hold; UINT64 beyond int64 ---------------------------------
+@pytest.mark.parametrize(
+    ("datatype", "values", "bad"),
+    [
+        ("INT8", [300, 1, 2], 300),
+        ("INT8", [-200, 1, 2], -200),
+        ("UINT8", [-1, 1, 2], -1),
+        ("UINT8", [256, 1, 2], 256),
+        ("INT64", [2**63, 1, 2], 2**63),
+        ("UINT64", [2**64, 1, 2], 2**64),
+        ("UINT64", [-1, 2**64 - 1, 2], -1),
+    ],
+)
+def test_json_integers_out_of_range_are_400(hserver, datatype, values, bad):
+    info = np.iinfo(np.dtype(datatype.lower()))
+    body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": datatype, "data": values}]}
+    r = _post(hserver, f"id_{datatype.lower()}", body)
+    assert r.status_code == 400, r.text
+    msg = r.json()["error"]
+    assert "'x'" in msg and str(bad) in msg and f"[{info.min}, {info.max}]" in msg and datatype in msg
+
+
+@pytest.mark.parametrize(("datatype", "value"), [("FP32", 1e300), ("FP16", 1e10), ("FP16", -70000.0)])
+def test_json_floats_too_large_for_the_type_are_400(hserver, datatype, value):
+    body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": datatype, "data": [value, 1.0, 2.0]}]}
+    r = _post(hserver, f"id_{datatype.lower()}", body)
+    assert r.status_code == 400, r.text
+    msg = r.json()["error"]
+    assert "'x'" in msg and repr(value) in msg and datatype in msg
+    assert f"{float(np.finfo(np.dtype(datatype.replace('FP', 'float'))).max):.6g}" in msg
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values"),
+    [
+        ("UINT64", [2**64 - 1, 1, 2**63]),
+        ("INT64", [-(2**63), 2**63 - 1, 0]),
+        ("INT8", [-128, 127, 0]),
+        ("FP16", [65504.0, -65504.0, 0.5]),
+    ],
+)
+def test_json_values_at_the_limits_round_trip(hserver, datatype, values):
+    """The edges of each range are accepted and come back exactly (tritonclient, JSON both ways)."""
+    want = np.array([values], dtype=np.dtype(datatype.lower().replace("fp", "float")))
+    c = httpclient.InferenceServerClient(f"127.0.0.1:{hserver.ports['http']}")
+    inp = httpclient.InferInput("x", [1, 3], datatype)
+    inp.set_data_from_numpy(want, binary_data=False)
+    res = c.infer(
+        f"id_{datatype.lower()}",
+        [inp],
+        outputs=[httpclient.InferRequestedOutput("y", binary_data=False)],
+        headers=dict(AUTH),
+    )
+    got = res.as_numpy("y")
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "values", "bad"),
+    [
+        ("INT8", "int_contents", [300, 1, 2], 300),
+        ("INT8", "int_contents", [-129, 1, 2], -129),
+        ("UINT8", "uint_contents", [256, 1, 2], 256),
+    ],
+)
+def test_grpc_typed_contents_out_of_range_are_invalid_argument(hserver, datatype, field, values, bad):
+    from infercore.serve.grpc_service import messages as pb
+
+    info = np.iinfo(np.dtype(datatype.lower()))
+    t = pb.ModelInferRequest.InferInputTensor(name="x", datatype=datatype, shape=[1, 3])
+    getattr(t.contents, field).extend(values)
+    with pytest.raises(grpc.RpcError) as e:
+        _grpc_infer(hserver, pb.ModelInferRequest(model_name=f"id_{datatype.lower()}", inputs=[t]))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(bad) in e.value.details() and f"[{info.min}, {info.max}]" in e.value.details()
+    ok = pb.ModelInferRequest.InferInputTensor(name="x", datatype=datatype, shape=[1, 3])
+    getattr(ok.contents, field).extend([info.max, info.min, 7])
+    r = _grpc_infer(hserver, pb.ModelInferRequest(model_name=f"id_{datatype.lower()}", inputs=[ok]))
+    got = np.frombuffer(r.raw_output_contents[0], dtype=np.dtype(datatype.lower()))
+    np.testing.assert_array_equal(got, np.array([info.max, info.min, 7], dtype=datatype.lower()))
+
+
+# -- 3. infinities and NaN in JSON outputs --------------------------------------------------------
+def test_json_output_keeps_inf_and_nan(hserver):
+    x = np.array([[np.inf, -np.inf, np.nan]], np.float32)
+    c = httpclient.InferenceServerClient(f"127.0.0.1:{hserver.ports['http']}")
+    inp = httpclient.InferInput("x", [1, 3], "FP32")
+    inp.set_data_from_numpy(x)  # binary in: JSON cannot carry them in
+    res = c.infer(
+        "id_fp32",
+        [inp],
+        outputs=[httpclient.InferRequestedOutput("y", binary_data=False)],
+        headers=dict(AUTH),
+    )
+    np.testing.assert_array_equal(res.as_numpy("y"), x)  # equal_nan for floats
+    # the body is the tokens Triton writes, which Python's json module reads too
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [1, 3], "datatype": "FP32", "parameters": {"binary_data_size": 12}}
+            ]
+        }
+    ).encode()
+    r = httpx.post(
+        _url(hserver, "/v2/models/id_fp32/infer"),
+        content=header + np.array([0.1, np.inf, np.nan], np.float32).tobytes(),
+        headers={**AUTH, "Inference-Header-Content-Length": str(len(header))},
+    )
+    assert r.status_code == 200, r.text
+    assert b"null" not in r.content and b"Infinity" in r.content and b"NaN" in r.content
+    got = np.array(json.loads(r.content)["outputs"][0]["data"], np.float32)
+    np.testing.assert_array_equal(got, np.array([0.1, np.inf, np.nan], np.float32))
+
+
+# -- 4. a reload while the body is still arriving -------------------------------------------------
+def _raw_request(server, model: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (head + "\r\n").encode()
+
+
+def _read_response(s: socket.socket) -> tuple[int, bytes]:
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+    status = int(out.split(b" ", 2)[1])
+    return status, out.split(b"\r\n\r\n", 1)[1]
+
+
+def test_reload_while_the_body_arrives_serves_the_new_version(hserver):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    body = json.dumps(_x(x)).encode()
+    headers = {**AUTH, "Connection": "close", "Content-Type": "application/json"}
+    with socket.create_connection(("127.0.0.1", hserver.ports["http"]), timeout=30) as s:
+        s.sendall(_raw_request(hserver, "affine", body, headers) + body[:10])
+        time.sleep(0.3)
+        r = httpx.post(_url(hserver, "/v2/repository/models/affine/load"), headers=AUTH, timeout=60)
+        assert r.status_code == 200, r.text
+        s.sendall(body[10:])
+        status, payload = _read_response(s)
+    assert status == 200, payload
+    y = np.array(json.loads(payload)["outputs"][0]["data"], np.float32)
+    np.testing.assert_allclose(y, affine(x, 3.0)["y"].ravel())
+
+
+# -- 5. classification over gRPC -------------------------------------------------------------------
+def test_grpc_classification_is_refused_like_rest(hserver):
+    x = np.ones((1, 4), np.float32)
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{hserver.ports['grpc']}")
+    inp = grpcclient.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as e:
+        g.infer("affine", [inp], outputs=[grpcclient.InferRequestedOutput("y", class_count=2)], headers=GAUTH)
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "classification" in e.value.message() and "'y'" in e.value.message()
+    c = httpclient.InferenceServerClient(f"127.0.0.1:{hserver.ports['http']}")
+    hinp = httpclient.InferInput("x", [1, 4], "FP32")
+    hinp.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException, match="classification"):
+        c.infer(
+            "affine",
+            [hinp],
+            outputs=[httpclient.InferRequestedOutput("y", class_count=2)],
+            headers=dict(AUTH),
+        )
+
+
+# -- 6. metric labels from names clients make up ---------------------------------------------------
+def test_unknown_model_names_share_one_metrics_label(hserver):
+    x = np.ones((1, 4), np.float32)
+    for i in range(20):
+        assert _post(hserver, f"made-up-{i}", _x(x)).status_code == 400
+    assert _post(hserver, "affine", _x(np.ones((1, 5), np.float32))).status_code == 400
+    text = httpx.get(f"http://127.0.0.1:{hserver.ports['metrics']}/metrics").text
+    assert "made-up" not in text
+    failures = [ln for ln in text.splitlines() if ln.startswith("infercore_request_failure_total{")]
+    assert any('model="_unknown"' in ln and float(ln.rsplit(" ", 1)[1]) >= 20 for ln in failures), failures
+    assert any('model="affine"' in ln for ln in failures)  # a served model keeps its name
+
+
+# -- 7. a drain shorter than a second, and the CLI's check ----------------------------------------
+def test_drain_timeout_below_a_second_bounds_the_drain(hrepo):
+    """A request that cannot finish (its batch never fills): the drain gives up after 0.5 s and
+    the request is answered with a JSON 503, not left hanging nor given uvicorn's plain 500."""
+    x = np.ones((1, 4), np.float32)
+    with running(hrepo, models=["held"], drain_timeout=0.5, token="s3cret") as server:
+        answer: list[httpx.Response] = []
+        t = threading.Thread(target=lambda: answer.append(_post(server, "held", _x(x))))
+        t.start()
+        runner = server.repo.get("held").runner
+        for _ in range(500):
+            if runner.metrics.queue_depth == 1:
+                break
+            time.sleep(0.01)
+        assert runner.metrics.queue_depth == 1
+        started = time.monotonic()  # leaving the block stops the server: SIGTERM's drain
+    took = time.monotonic() - started
+    t.join(30)
+    assert took < 10, took
+    (r,) = answer
+    assert r.status_code == 503, r.text
+    assert "drain-timeout" in r.json()["error"]
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_cli_refuses_a_bad_drain_timeout(value, capsys):
+    import argparse
+
+    from infercore.commands.serve import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", ".", "--drain-timeout", value])
+    assert "--drain-timeout" in capsys.readouterr().err
+    ok = parser.parse_args(["serve", ".", "--drain-timeout", "0.5"])
+    assert ok.drain_timeout == 0.5
+
+
+def test_server_refuses_a_negative_drain_timeout(hrepo):
+    from infercore.serve.server import InferenceServer, ServeOptions
+
+    with pytest.raises(ValueError, match="drain_timeout"):
+        InferenceServer(hrepo, ServeOptions(drain_timeout=-1))
+    with pytest.raises(ValueError, match="drain_timeout"):
+        InferenceServer(hrepo, ServeOptions(drain_timeout=math.nan))
+
+
+# -- 9. client errors that were 500s ---------------------------------------------------------------
+def test_huge_bytes_count_with_a_tiny_body_is_400(hserver):
+    count = 10**12
+    raw = struct.pack("<I", 1) + b"a"
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [count], "datatype": "BYTES", "parameters": {"binary_data_size": 5}}
+            ]
+        }
+    ).encode()
+    r = httpx.post(
+        _url(hserver, "/v2/models/affine/infer"),
+        content=header + raw,
+        headers={**AUTH, "Inference-Header-Content-Length": str(len(header))},
+    )
+    assert r.status_code == 400, r.text
+    assert str(count) in r.json()["error"] and "'x'" in r.json()["error"]
+
+
+def test_shape_with_too_many_dimensions_is_400(hserver):
+    from infercore.serve.tensors import MAX_RANK
+
+    shape = [1] * 65
+    body = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [1.0]}]}
+    r = _post(hserver, "affine", body)
+    assert r.status_code == 400, r.text
+    assert "65 dimensions" in r.json()["error"] and str(MAX_RANK) in r.json()["error"]
+
+
+@pytest.mark.parametrize(("body", "says"), [(b"[1]", "ready"), (b'{"ready": "yes"}', "'yes'")])
+def test_repository_index_with_a_bad_body_is_400(hserver, body, says):
+    r = httpx.post(_url(hserver, "/v2/repository/index"), content=body, headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert says in r.json()["error"]
+    r = httpx.post(_url(hserver, "/v2/repository/index"), json={"ready": True}, headers=AUTH)
+    assert (
+        r.status_code == 200
+        and {"name": "affine", "version": "1", "state": "READY", "reason": ""} in r.json()
+    )
+
+
+def _metric(server, name: str, **labels: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{server.ports['metrics']}/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_truncated_body_then_disconnect_is_a_cancellation_not_an_error(hserver, caplog):
+    x = np.ones((1, 4), np.float32)
+    body = json.dumps(_x(x)).encode()
+    before = _metric(hserver, "infercore_request_cancelled_total", model="affine", protocol="http")
+    with caplog.at_level("WARNING", logger="infercore.serve"):
+        with socket.create_connection(("127.0.0.1", hserver.ports["http"])) as s:
+            s.sendall(_raw_request(hserver, "affine", body, AUTH) + body[:20])
+            time.sleep(0.2)
+        for _ in range(200):
+            if (
+                _metric(hserver, "infercore_request_cancelled_total", model="affine", protocol="http")
+                > before
+            ):
+                break
+            time.sleep(0.02)
+    assert (
+        _metric(hserver, "infercore_request_cancelled_total", model="affine", protocol="http") == before + 1
+    )
+    assert _metric(hserver, "infercore_request_failure_total", reason="ServeError") == 0
+    assert not [r for r in caplog.records if "unexpected" in r.getMessage()]
+
+
+# -- 10. an HTTP client that goes away takes its request out of the queue --------------------------
+def test_http_disconnect_cancels_the_queued_request(hserver):
+    runner = hserver.repo.get("held").runner
+    cancelled = runner.metrics.cancelled
+    body = json.dumps(_x(np.ones((1, 4), np.float32))).encode()
+    with socket.create_connection(("127.0.0.1", hserver.ports["http"])) as s:
+        s.sendall(_raw_request(hserver, "held", body, AUTH) + body)
+        for _ in range(500):
+            if runner.metrics.queue_depth == 1:
+                break
+            time.sleep(0.01)
+        assert runner.metrics.queue_depth == 1
+    for _ in range(500):  # the batcher holds it for 30 s unless the disconnect reaches it
+        if runner.metrics.cancelled == cancelled + 1:
+            break
+        time.sleep(0.01)
+    assert runner.metrics.cancelled == cancelled + 1 and runner.metrics.queue_depth == 0
+
+
+# -- 11. the outputs list -------------------------------------------------------------------------
+def test_empty_outputs_list_means_every_output(hserver):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    r = _post(hserver, "affine", _x(x, outputs=[]))
+    assert r.status_code == 200, r.text
+    got = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in r.json()["outputs"]}
+    want = affine(x, 3.0)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name])
+
+
+def test_an_output_requested_twice_is_400(hserver):
+    r = _post(hserver, "affine", _x(np.ones((1, 4), np.float32), outputs=[{"name": "y"}, {"name": "y"}]))
+    assert r.status_code == 400, r.text
+    assert "'y'" in r.json()["error"] and "twice" in r.json()["error"]
+
+
+# -- 12. auth details and a busy gRPC port --------------------------------------------------------
+def test_bearer_scheme_is_case_insensitive_and_401_names_it(hserver):
+    body = _x(np.ones((1, 4), np.float32))
+    url = _url(hserver, "/v2/models/affine/infer")
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        r = httpx.post(url, json=body, headers={"Authorization": f"{scheme} s3cret"})
+        assert r.status_code == 200, (scheme, r.text)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0"}):
+        r = httpx.post(url, json=body, headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", headers
+    r = httpx.post(_url(hserver, "/v2/repository/index"))
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+def test_grpc_port_in_use_is_a_clear_oserror(hrepo):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        with (
+            pytest.raises(OSError, match=f"gRPC on 127.0.0.1:{port}"),
+            running(hrepo, models=["affine"], http_port=None, metrics_port=None, grpc_port=port),
+        ):
+            pass
+    finally:
+        busy.close()
