@@ -1,8 +1,14 @@
 """The ``infercore`` command line.
 
 Each subcommand lives in ``infercore.commands.<name>`` with ``add_parser(subparsers)`` that
-registers it and sets ``func(args) -> int``. Errors print one clear line and exit non-zero; the
-traceback only with ``--debug``.
+registers it and sets ``func(args) -> int``. Errors print one line and exit non-zero; the
+traceback only with ``--debug`` (before or after the command name).
+
+Exit status, every command: 0 success; 1 the command failed (a model or data file that cannot be
+read or does not fit, a runtime error); 2 a usage error: argparse's own (an unknown option, a bad
+value) and those found later (``UsageError``, an unknown backend name). A command may set
+``error_status`` to report failures with another code: ``compare`` exits 2 on any failure, like
+``diff``, so that 1 always means "the backends disagree".
 """
 
 from __future__ import annotations
@@ -14,9 +20,14 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import InfercoreError
+from .errors import InfercoreError, UnknownBackendError
 
 COMMANDS = ("backends", "inspect", "run", "compare", "bench", "quantize", "serve")
+EXIT_ERROR, EXIT_USAGE = 1, 2
+
+
+class UsageError(ValueError):
+    """A command line that parsed but is wrong (an unknown name, a malformed value): exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command not shipped in this build
             raise
         module.add_parser(sub)
+        # also accepted after the command; SUPPRESS keeps a --debug given before it
+        sub.choices[name].add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs"
+        )
     return parser
 
 
@@ -42,20 +57,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    failed: int = getattr(args, "error_status", EXIT_ERROR)
     try:
         code: int = args.func(args)
         return code
     except KeyboardInterrupt:
         print("infercore: interrupted", file=sys.stderr)
         return 130
-    except (InfercoreError, OSError, ValueError) as e:
+    except Exception as e:
         if args.debug:
             raise
-        print(f"infercore {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        if isinstance(e, (UsageError, UnknownBackendError)):
+            print(f"infercore {args.command}: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(e, (InfercoreError, OSError, ValueError)):
+            print(f"infercore {args.command}: error: {e}", file=sys.stderr)
+            return failed
+        # a bug, or an error nobody translated: still one line, the traceback on request
+        message = " ".join(str(e).split())
+        print(
+            f"infercore {args.command}: unexpected error: {type(e).__name__}: {message} "
+            f"(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return failed
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the infercore.cli module, not this __main__ copy: commands raise infercore.cli.UsageError
+    from infercore.cli import main as _main
+
+    sys.exit(_main())

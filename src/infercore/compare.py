@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -45,6 +47,7 @@ __all__ = [
     "Tolerance",
     "compare",
     "compare_arrays",
+    "load_arrays",
     "load_inputs",
     "make_inputs",
     "parse_backend",
@@ -151,19 +154,103 @@ def _generate(
     )
 
 
-def _as_input(spec: TensorSpec, value: Any, shape: tuple[int, ...] | None) -> tuple[np.ndarray, str]:
-    a = np.asarray(value)
-    source = "given"
-    if a.dtype != spec.dtype:
-        python_scalar = isinstance(value, (int, float, bool))
-        if not python_scalar and not np.can_cast(a.dtype, spec.dtype, casting="same_kind"):
+def _kind(dt: np.dtype) -> str:
+    """The kind a value keeps when it is cast: bool, integer, float, complex or string."""
+    if dt == np.bool_:
+        return "bool"
+    if dt.kind in "iu":
+        return "integer"
+    if dt.kind == "f" or dt.name == "bfloat16":
+        return "float"
+    if dt.kind == "c":
+        return "complex"
+    return "string" if dt.kind in "USO" else dt.kind
+
+
+def _number_for(spec: TensorSpec, value: bool | int | float) -> np.ndarray:
+    """A plain number as a 0-d array of the input's dtype, refused unless it fits exactly.
+
+    Integers take whole, finite numbers within the dtype's range; floats take any number but one
+    that overflows to infinity; bools take true/false or 0/1.
+    """
+    dt = spec.dtype
+    kind = _kind(dt)
+    if kind == "bool":
+        if value in (0, 1):
+            return np.asarray(bool(value))
+        raise InputSpecError(
+            f"input {spec.name!r} is bool: expected true, false, 0 or 1, got {value!r}", tensor=spec.name
+        )
+    if kind == "integer":
+        info = np.iinfo(dt)
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             raise InputSpecError(
-                f"input {spec.name!r}: given dtype {a.dtype} cannot become the model's {spec.dtype} "
-                f"without changing kind; cast it with .astype(np.{spec.dtype.name})",
+                f"input {spec.name!r} takes {dt} integers: expected a whole number, got {value!r}",
                 tensor=spec.name,
             )
-        source = f"given ({a.dtype} cast to {spec.dtype})" if not python_scalar else "given"
-        a = a.astype(spec.dtype)
+        if not info.min <= value <= info.max:
+            raise InputSpecError(
+                f"input {spec.name!r}: {value!r} is outside the range of {dt} [{info.min}, {info.max}]",
+                tensor=spec.name,
+            )
+        return np.asarray(int(value), dt)
+    if kind in ("float", "complex"):
+        out_of_range = InputSpecError(
+            f"input {spec.name!r}: {value!r} is outside the range of {dt}", tensor=spec.name
+        )
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float64
+            raise out_of_range from None
+        with np.errstate(over="ignore"):
+            a = np.asarray(number).astype(dt)
+        if math.isfinite(number) and not np.isfinite(a):
+            raise out_of_range
+        return a
+    raise InputSpecError(
+        f"input {spec.name!r} is a {dt} tensor: a number cannot fill it; give an array with --inputs / inputs=",
+        tensor=spec.name,
+    )
+
+
+def _cast_array(spec: TensorSpec, a: np.ndarray) -> np.ndarray:
+    """``a`` as the input's dtype: same kind only, every value kept (no wrap-around, no overflow to inf)."""
+    dt = spec.dtype
+    if _kind(a.dtype) != _kind(dt):
+        raise InputSpecError(
+            f"input {spec.name!r}: given dtype {a.dtype} cannot become the model's {dt} without changing "
+            f"kind ({_kind(a.dtype)} to {_kind(dt)}); cast it with .astype(np.{dt.name})",
+            tensor=spec.name,
+        )
+    if _kind(dt) == "integer" and a.size:
+        info = np.iinfo(dt)
+        lo, hi = a.min(), a.max()
+        if lo < info.min or hi > info.max:
+            raise InputSpecError(
+                f"input {spec.name!r}: given {a.dtype} values span [{lo}, {hi}], outside the model's "
+                f"{dt} range [{info.min}, {info.max}]",
+                tensor=spec.name,
+            )
+    with np.errstate(over="ignore"):
+        out = a.astype(dt)
+    if _kind(dt) in ("float", "complex") and bool(np.any(np.isfinite(a) & ~np.isfinite(out))):
+        raise InputSpecError(
+            f"input {spec.name!r}: given {a.dtype} values up to {_finite_max(a):g} overflow the model's {dt}",
+            tensor=spec.name,
+        )
+    return out
+
+
+def _as_input(spec: TensorSpec, value: Any, shape: tuple[int, ...] | None) -> tuple[np.ndarray, str]:
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        a = _number_for(spec, value)  # a plain number has no dtype of its own: it must fit exactly
+        source = "given"
+    else:
+        a = np.asarray(value)
+        source = "given"
+        if a.dtype != spec.dtype:
+            source = f"given ({a.dtype} cast to {spec.dtype})"
+            a = _cast_array(spec, a)
     if a.ndim == 0 and spec.rank > 0:  # one value fills the whole tensor
         a = np.full(shape or spec.concrete(1), a, spec.dtype)
         source = f"given (filled with {value})"
@@ -254,13 +341,45 @@ def make_inputs(
     return out
 
 
+def load_arrays(
+    path: str | os.PathLike[str], *, tensor: str | None = None
+) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of a ``.npy`` file, or the named arrays of a ``.npz``, read without pickle.
+
+    A file that is missing, empty, truncated or not in NumPy's format raises ``InputSpecError``
+    naming the file (and ``tensor``, the input it was meant for, when given).
+    """
+    p = Path(path)
+    what = f"input {tensor!r}: " if tensor else ""
+    if not p.is_file():
+        raise InputSpecError(
+            f"{what}{p}: {'is not a file' if p.exists() else 'file not found'}; expected a .npy or .npz file",
+            tensor=tensor,
+        )
+    if p.stat().st_size == 0:
+        raise InputSpecError(f"{what}{p} is empty (0 bytes); expected a .npy or .npz file", tensor=tensor)
+    try:
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        reason = "truncated" if isinstance(e, EOFError) else str(e).split(". ")[0]
+        raise InputSpecError(
+            f"{what}cannot read {p} as a .npy/.npz file ({p.stat().st_size} bytes): {reason}", tensor=tensor
+        ) from e
+
+
 def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Arrays from a ``.npz`` (name -> array) file."""
-    p = Path(path)
-    with np.load(p, allow_pickle=False) as data:
-        if isinstance(data, np.ndarray):
-            raise ValueError(f"{p} holds one unnamed array; save inputs with np.savez(path, name=array, ...)")
-        return {k: data[k] for k in data.files}
+    data = load_arrays(path)
+    if isinstance(data, np.ndarray):
+        raise InputSpecError(
+            f"{path} holds one unnamed array ({data.dtype}{list(data.shape)}); expected a .npz of named "
+            "inputs: save them with np.savez(path, name=array, ...)"
+        )
+    return data
 
 
 # -- comparing two arrays -----------------------------------------------------------------------
@@ -337,8 +456,8 @@ def compare_arrays(
             note="empty",
         )
     exact_kind = ref.dtype == np.bool_ or (ref.dtype.kind in "iu" and got.dtype.kind in "iub")
-    a = got.astype(np.float64)
-    b = ref.astype(np.float64)
+    a = got.astype(np.float64).ravel()  # 0-d outputs too: arithmetic on them gives scalars
+    b = ref.astype(np.float64).ravel()
     diff = np.abs(a - b)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     same_special = (nan_a & nan_b) | (np.isinf(a) & np.isinf(b) & (a == b))
@@ -582,6 +701,9 @@ def compare(
     if len(set(labels)) != len(labels):
         raise ValueError(f"a backend is named twice: {labels}")
     tol_name, tol = _pick_tolerance(tolerance, [p for _, p in specs_in])
+    for flag, v in (("rtol", rtol), ("atol", atol)):
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{flag} must be a finite number >= 0, got {v!r}")
     if rtol is not None or atol is not None:
         tol = replace(tol, rtol=tol.rtol if rtol is None else rtol, atol=tol.atol if atol is None else atol)
         tol_name += " (overridden)"

@@ -1,20 +1,24 @@
 """``infercore compare MODEL --backends ort,openvino[:bf16] [--inputs data.npz] [--seed N] [--json]``
 
-Exit status: 0 when every backend agrees with the first, 1 on a mismatch (or a usage error), 2 when
-a backend (the reference included) could not load or run the model.
+Exit status, like ``diff``: 0 when every backend agrees with the first, 1 on a mismatch, 2 for
+anything else: a backend (the reference included) could not load or run the model, a usage error
+(a bad option, an unknown backend or input name, a value that does not fit its input), or an input
+file that cannot be read. 1 is never an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..compare import PRECISION_ORDER, CompareReport, compare
-from ..errors import InfercoreError, InputSpecError, UnknownBackendError
+from ..cli import UsageError
+from ..compare import PRECISION_ORDER, CompareReport, compare, load_arrays
+from ..errors import InputSpecError
 
 EXIT_AGREE, EXIT_MISMATCH, EXIT_FAILED = 0, 1, 2
 
@@ -27,7 +31,8 @@ def add_parser(subparsers: Any) -> None:
             "Run MODEL on each backend with the same inputs (from --inputs, or generated within each "
             "input's spec) and compare every output with the first backend's: max abs/rel error, cosine "
             "similarity, share of mismatching elements, and a verdict with tolerances for the loosest "
-            "precision involved. Exit status 0: agree, 1: mismatch, 2: a backend failed."
+            "precision involved. Exit status 0: agree, 1: mismatch, 2: a backend failed or any other "
+            "error (usage errors included)."
         ),
     )
     p.add_argument("model", type=Path, help="model file (.onnx, .xml, .tflite, ...)")
@@ -70,20 +75,35 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="tolerances of this precision (default: the loosest precision among the backends)",
     )
-    p.add_argument("--rtol", type=float, default=None, help="override the relative tolerance")
-    p.add_argument("--atol", type=float, default=None, help="override the absolute floor")
+    p.add_argument("--rtol", type=_tolerance, default=None, help="override the relative tolerance (>= 0)")
+    p.add_argument("--atol", type=_tolerance, default=None, help="override the absolute floor (>= 0)")
     p.add_argument("--device", default="cpu", help="device for every backend (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="threads per backend")
     p.add_argument("--save-inputs", type=Path, default=None, metavar="FILE.npz", help="write the inputs used")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the report as JSON")
     out.add_argument("--plain", action="store_true", help="plain-text table even when rich is installed")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, error_status=EXIT_FAILED)
 
 
-def _parse_value(text: str) -> Any:
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _parse_value(name: str, text: str) -> Any:
     if text.endswith(".npy"):
-        return np.load(text, allow_pickle=False)
+        a = load_arrays(text, tensor=name)
+        if not isinstance(a, np.ndarray):
+            raise InputSpecError(
+                f"--input {name}={text}: expected one array (.npy), the file holds {list(a)}"
+            )
+        return a
     for kind in (int, float):
         try:
             return kind(text)
@@ -91,7 +111,7 @@ def _parse_value(text: str) -> Any:
             continue
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
-    raise ValueError(f"--input value {text!r} is neither a number nor a .npy file")
+    raise UsageError(f"--input {name}={text}: expected a number, true/false or a .npy file, got {text!r}")
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
@@ -99,7 +119,7 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"{flag} takes NAME=VALUE, got {item!r}")
+            raise UsageError(f"{flag} takes NAME=VALUE, got {item!r}")
         out[name] = value
     return out
 
@@ -110,18 +130,11 @@ def run(args: argparse.Namespace) -> int:
         from ..compare import load_inputs
 
         values.update(load_inputs(args.inputs))
-    values.update({k: _parse_value(v) for k, v in _pairs(args.input, "--input").items()})
-    shapes = {
-        k: tuple(int(d) for d in v.lower().split("x") if d) for k, v in _pairs(args.shape, "--shape").items()
-    }
+    values.update({k: _parse_value(k, v) for k, v in _pairs(args.input, "--input").items()})
+    shapes = {k: _dims(k, v) for k, v in _pairs(args.shape, "--shape").items()}
     backends = [b for b in args.backends.split(",") if b.strip()] if args.backends else None
-    try:
-        report = _compare(args, backends, values, shapes)
-    except (UnknownBackendError, InputSpecError):
-        raise  # usage errors: the CLI prints them and exits 1
-    except InfercoreError as e:  # the reference itself could not load or run the model
-        print(f"infercore compare: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    # errors (the reference failing included) reach the CLI, which prints them and exits EXIT_FAILED
+    report = _compare(args, backends, values, shapes)
     if args.save_inputs is not None:
         np.savez(args.save_inputs, **report.feeds)  # type: ignore[arg-type]
     if args.json:
@@ -131,6 +144,16 @@ def run(args: argparse.Namespace) -> int:
     if report.failed_backends:
         return EXIT_FAILED
     return EXIT_AGREE if report.passed else EXIT_MISMATCH
+
+
+def _dims(name: str, text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x") if d)
+    except ValueError:
+        dims = (-1,)
+    if any(d < 0 for d in dims):
+        raise UsageError(f"--shape {name}={text}: expected sizes like 1x512 (empty for a 0-d input)")
+    return dims
 
 
 def _compare(
