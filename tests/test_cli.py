@@ -32,7 +32,9 @@ def test_inspect(tmp_path, capsys):
     assert "opset: ai.onnx 17" in out and "x" in out and "[batch, 8]" in out and "dynamic: batch" in out
     assert main(["inspect", str(path), "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
-    assert facts["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 8], "dim_names": ["batch", None]}]
+    assert facts["inputs"] == [
+        {"name": "x", "dtype": "float32", "shape": [None, 8], "dim_names": ["batch", None]}
+    ]
     assert facts["opset"] == {"ai.onnx": 17} and facts["size_bytes"] == path.stat().st_size
 
 
@@ -49,23 +51,131 @@ def test_run_writes_outputs(tmp_path, capsys):
     assert main(["run", str(path), "--input", str(tmp_path / "feeds.npz")]) == 0
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "infercore.cli", *args], capture_output=True, text=True)
+
+
 def test_errors_are_one_line_without_traceback(tmp_path):
     path, _ = m.mlp(tmp_path / "mlp.onnx")
     np.save(tmp_path / "x64.npy", np.ones((1, 8)))
-    for args, expect in (
-        (["inspect", str(tmp_path / "missing.onnx")], "model file not found"),
-        (["run", str(path), "--input", f"x={tmp_path / 'x64.npy'}"], "expected dtype float32, got float64"),
-        (["run", str(path), "--input", "x=nope.npy"], "file not found"),
-        (["inspect", str(path), "--backend", "nope"], "no backend named 'nope'"),
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "x.npy", np.ones((1, 8), np.float32))
+    np.save(tmp_path / "cut.npy", np.ones((64, 8), np.float32))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:200])  # truncated
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    np.savez(tmp_path / "feeds.npz", x=np.ones((1, 8), np.float32))
+    for args, code, expect in (
+        (["inspect", str(tmp_path / "missing.onnx")], 1, "model file not found"),
+        (
+            ["run", str(path), "--input", f"x={tmp_path / 'x64.npy'}"],
+            1,
+            "expected dtype float32, got float64",
+        ),
+        (["run", str(path), "--input", "x=nope.npy"], 1, "nope.npy: file not found"),
+        (
+            ["run", str(path), "--input", f"x={tmp_path / 'empty.npy'}"],
+            1,
+            "input 'x': " + str(tmp_path / "empty.npy") + " is empty (0 bytes)",
+        ),
+        (
+            ["run", str(path), "--input", f"x={tmp_path / 'cut.npy'}"],
+            1,
+            "cannot read " + str(tmp_path / "cut.npy"),
+        ),
+        (
+            ["run", str(path), "--input", str(tmp_path / "empty.npz")],
+            1,
+            str(tmp_path / "empty.npz") + " is empty",
+        ),
+        (
+            ["run", str(path), "--input", str(tmp_path / "junk.npz")],
+            1,
+            "cannot read " + str(tmp_path / "junk.npz"),
+        ),
+        (
+            ["run", str(path), "--input", f"x={tmp_path / 'feeds.npz'}"],
+            1,
+            "expected one array (.npy), the file holds x",
+        ),
+        (["run", str(path), "--input", str(tmp_path / "x.npy")], 2, "expected NAME=FILE.npy or a FILE.npz"),
+        (["inspect", str(path), "--backend", "nope"], 2, "no backend named 'nope'"),
+        (
+            ["run", str(path), "--backend", "nope", "--input", f"x={tmp_path / 'x.npy'}"],
+            2,
+            "no backend named 'nope'",
+        ),
+        (["run", str(path), "--threads", "two"], 2, "argument --threads: invalid int value: 'two'"),
     ):
-        proc = subprocess.run([sys.executable, "-m", "infercore.cli", *args], capture_output=True, text=True)
-        assert proc.returncode == 1, proc
-        assert expect in proc.stderr
+        proc = _cli(*args)
+        assert proc.returncode == code, (args, proc)
+        assert expect in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        if code == 1:  # argparse's own usage errors print the usage line too
+            assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_debug_shows_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "infercore.cli", "--debug", "inspect", str(tmp_path / "x.onnx")],
-                          capture_output=True, text=True)
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    for args in (
+        ["--debug", "inspect", str(tmp_path / "x.onnx")],
+        ["inspect", str(tmp_path / "x.onnx"), "--debug"],
+    ):
+        proc = _cli(*args)
+        assert proc.returncode != 0 and "Traceback" in proc.stderr and "ModelLoadError" in proc.stderr, args
+
+
+def test_an_unexpected_exception_is_one_line_and_keeps_the_command_error_status(
+    tmp_path, monkeypatch, capsys
+):
+    """A bug or an untranslated error still gives one line, and --debug its traceback."""
+    import infercore.commands.compare as compare_cmd
+    import infercore.commands.inspect as inspect_cmd
+
+    def boom(*args, **kwargs):
+        raise TypeError("'numpy.ndarray' object does\nnot support it")
+
+    monkeypatch.setattr(inspect_cmd, "run", boom)
+    assert main(["inspect", "model.onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "infercore inspect: unexpected error: TypeError: 'numpy.ndarray' object does not support it "
+        "(run with --debug for the traceback)"
+    ]
+    with pytest.raises(TypeError):
+        main(["--debug", "inspect", "model.onnx"])
+    monkeypatch.setattr(compare_cmd, "_compare", boom)
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    assert main(["compare", str(path), "-b", "reference,ort"]) == 2  # compare: 1 only ever means a mismatch
+    assert "unexpected error: TypeError" in capsys.readouterr().err
+
+
+def test_run_prints_the_measured_latency(tmp_path, capsys):
+    """One ``run`` is one call: the engine samples every 8th, so the command times it itself."""
+    import re
+    import time
+
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    np.save(tmp_path / "x.npy", np.ones((2, 8), np.float32))
+    t0 = time.perf_counter()
+    assert main(["run", str(path), "--input", f"x={tmp_path / 'x.npy'}"]) == 0
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    got = re.fullmatch(r"latency: (\d+\.\d{3}) ms \(ort, one call, the first after loading\)", line)
+    assert got, line
+    assert 0 < float(got.group(1)) < wall_ms
+
+
+def test_engine_stats_have_no_percentiles_until_a_call_is_timed(tmp_path):
+    import infercore as ic
+
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    x = np.ones((1, 8), np.float32)
+    with ic.load(path, backend="ort") as eng:
+        for _ in range(7):  # calls 1..7: none sampled
+            eng.run(x)
+        s = eng.stats
+        assert s.runs == 7 and s.window == 0
+        assert (s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms) == (None,) * 5  # not 0.0 ms
+        eng.run(x)  # the 8th is timed
+        s = eng.stats
+        assert s.window == 1 and s.p50_ms is not None and s.p50_ms > 0 and s.p50_ms == s.max_ms

@@ -72,7 +72,9 @@ class _Stats:
         if runs + self.bound_runs == 0:
             return EngineStats(runs, self.errors, self.bound_runs, None, None, None, None, None, 0)
         timed = self.lat[self.lat > 0]
-        lat = (timed if timed.size else np.zeros(1, np.int64)).astype(np.float64) / 1e6
+        if not timed.size:  # runs, but none of them sampled yet (every 8th is): no latency to report
+            return EngineStats(runs, self.errors, self.bound_runs, None, None, None, None, None, 0)
+        lat = timed.astype(np.float64) / 1e6
         p50, p90, p99 = np.percentile(lat, [50, 90, 99])
         return EngineStats(
             runs,
