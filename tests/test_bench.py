@@ -308,7 +308,11 @@ def test_cli_json_to_stdout(add_model: Path, capsys: pytest.CaptureFixture[str])
 def test_cli_exit_codes(add_model: Path, tmp_path: Path) -> None:
     base = [str(add_model), "--iterations", "40", "--no-progress"]
     assert _cli(*base, "--backends", _backend(), "--warmup", "0", "--strict") == 3  # no warmup: a warning
-    assert _cli(*base, "--backends", f"{_backend()},no-such-backend") == 1
+    # a configuration failed: litert reads no .onnx (or is not installed)
+    assert _cli(*base, "--backends", f"{_backend()},litert") == 1
+    assert _cli(*base, "--backends", f"{_backend()},no-such-backend") == 2  # a usage error, as documented
+    assert _cli(*base, "--backends", f"{_backend()}:bf16,no-such:fp16") == 2
+    assert _cli(*base, "--backends", _backend(), "--threads", "0") == 2
     assert _cli(str(tmp_path / "missing.onnx"), "--iterations", "5") == 1
     with pytest.raises(SystemExit) as e:
         _cli(*base, "--shape", "x")
@@ -339,3 +343,37 @@ def test_cli_real_inputs(add_model: Path, tmp_path: Path) -> None:
     assert r["inputs"]["x"] == {"shape": [3, 4], "dtype": "float32", "source": "data file"}
     assert _cli(*base, "--inputs", str(tmp_path / "x.npz")) == 0
     assert _cli(*base, "--inputs", str(tmp_path / "bad.npz")) == 1
+
+
+def test_cli_refuses_unknown_input_range_names_and_unreadable_inputs(
+    add_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [str(add_model), "--backends", _backend(), "--iterations", "5", "--warmup", "0", "--no-progress"]
+    assert _cli(*base, "--input-range", "foo=0:1") == 2  # was silently ignored
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "infercore bench: error: input_range / --input-range names 'foo', which the model does not take; "
+        "its inputs are: x"
+    ]
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    for name in ("empty.npy", "empty.npz"):
+        assert _cli(*base, "--inputs", str(tmp_path / name)) == 1  # was an EOFError traceback
+        err = capsys.readouterr().err
+        assert err.splitlines() == [
+            f"infercore bench: error: {tmp_path / name} is empty (0 bytes); expected a .npy or .npz file"
+        ]
+
+
+def test_input_range_names_and_data_files_are_checked_up_front(add_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ic.InputSpecError, match="names 'foo', which the model does not take; its inputs are: x"
+    ):
+        benchmark(add_model, [_backend()], input_range={"x": (0.0, 1.0), "foo": (0.0, 1.0)}, **FAST)
+    np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "x.npy").read_bytes()[:-4])
+    with pytest.raises(ic.InputSpecError, match=r"cannot read .*cut\.npy"):
+        benchmark(add_model, [_backend()], inputs=tmp_path / "cut.npy", **FAST)
+    with pytest.warns(BenchmarkWarning):
+        report = benchmark(add_model, [_backend()], input_range={"x": (5.0, 6.0)}, **FAST)
+    assert report.ok and "[5, 6)" in report.results[0].inputs["x"]["source"]

@@ -1143,6 +1143,17 @@ def resolve_shapes(
     return out, batch_used if batch_used is not None else 1
 
 
+def _check_input_range(input_range: Mapping[str, tuple[float, float]], specs: Sequence[TensorSpec]) -> None:
+    names = [s.name for s in specs]
+    unknown = [n for n in input_range if n not in names]
+    if unknown:
+        raise InputSpecError(
+            f"input_range / --input-range names {', '.join(map(repr, unknown))}, which the model does not "
+            f"take; its inputs are: {', '.join(names)}",
+            tensor=unknown[0],
+        )
+
+
 def _range_for(
     spec: TensorSpec, input_range: Mapping[str, tuple[float, float]], metadata: Mapping[str, str]
 ) -> tuple[tuple[float, float], str]:
@@ -1239,26 +1250,38 @@ def make_inputs(
 
 def load_data(path: str | os.PathLike[str], specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """Real inputs from ``.npz`` (arrays named after the inputs) or ``.npy`` (a single-input model)."""
+    return _data_for(_read_data_file(path), specs, Path(path).name)
+
+
+def _read_data_file(path: str | os.PathLike[str]) -> np.ndarray | dict[str, np.ndarray]:
+    from .compare import load_arrays
+
     p = Path(path)
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-        names = {s.name for s in specs}
-        extra = sorted(set(data) - names)
-        if extra:
-            raise InputSpecError(
-                f"{p.name} holds {', '.join(extra)}, which the model does not take; its inputs "
-                f"are {', '.join(sorted(names))}"
-            )
-        return data
-    if p.suffix == ".npy":
+    if p.suffix not in (".npz", ".npy"):
+        raise ValueError(f"--inputs takes a .npz or .npy file, got {p.name}")
+    return load_arrays(p)  # InputSpecError naming the file when it is missing, empty or corrupt
+
+
+def _data_for(
+    given: np.ndarray | Mapping[str, np.ndarray], specs: Sequence[TensorSpec], origin: str
+) -> dict[str, np.ndarray]:
+    """``given`` by input name: one array for a single-input model, or arrays named after inputs."""
+    if isinstance(given, np.ndarray):
         if len(specs) != 1:
             raise InputSpecError(
-                f"{p.name} holds one array but the model has {len(specs)} inputs "
+                f"{origin} holds one array but the model has {len(specs)} inputs "
                 f"({', '.join(s.name for s in specs)}): save them in a .npz, one per name"
             )
-        return {specs[0].name: np.load(p, allow_pickle=False)}
-    raise ValueError(f"--inputs takes a .npz or .npy file, got {p.name}")
+        return {specs[0].name: given}
+    names = {s.name for s in specs}
+    extra = sorted(set(given) - names)
+    if extra:
+        raise InputSpecError(
+            f"{origin} holds {', '.join(extra)}, which the model does not take; its inputs "
+            f"are {', '.join(sorted(names))}",
+            tensor=extra[0],
+        )
+    return {k: np.asarray(v) for k, v in given.items()}
 
 
 # -- the harness -------------------------------------------------------------------------------
@@ -1629,7 +1652,10 @@ def benchmark(
     or symbolic dimension → size (``{"sequence": 128}``). ``warmup``/``duration`` in seconds;
     ``iterations`` (total calls) replaces ``duration``. ``bound``: time ``io.run()`` on bound
     buffers (the zero-copy path) rather than ``engine.run(feeds)``. ``inputs``: real data
-    (``.npz``/``.npy`` path, a dict, or one array). ``options``: backend name → load options.
+    (``.npz``/``.npy`` path, a dict, or one array); a file is read once, up front, and one that
+    cannot be read raises ``InputSpecError`` naming it. ``input_range``: input name → (lo, hi); a
+    name the model does not take (checked against the first backend that loads) raises
+    ``InputSpecError``, as does data named after no input. ``options``: backend name → load options.
 
     A configuration that fails (a backend missing, a precision it refuses) becomes a result with
     ``error`` set; the others still run. Nothing here asserts timings: read ``warnings``.
@@ -1678,6 +1704,10 @@ def benchmark(
         if inputs is None
         else (f"file {Path(inputs).name}" if isinstance(inputs, (str, os.PathLike)) else "given arrays")
     )
+    data_origin = "the given array" if isinstance(inputs, np.ndarray) else "inputs"
+    if isinstance(inputs, (str, os.PathLike)):
+        data_origin = Path(inputs).name
+        inputs = _read_data_file(inputs)  # once, before any backend loads: a bad file fails at once
     settings = RunSettings(
         warmup_s=float(warmup),
         duration_s=None if duration is None else float(duration),
@@ -1694,6 +1724,7 @@ def benchmark(
     )
     results: list[BenchmarkResult] = []
     bar = _Progress(len(configs) * len(batches) * len(concs), progress)
+    range_checked = False  # input_range names are checked against the first backend that loads
     try:
         for name, prec in configs:
             rss.reset()
@@ -1714,6 +1745,9 @@ def benchmark(
                 except (InfercoreError, OSError, ValueError, RuntimeError) as e:
                     failure = f"{type(e).__name__}: {e}"
             try:
+                if engine is not None and input_range and not range_checked:
+                    _check_input_range(input_range, engine.inputs)
+                    range_checked = True
                 for b in batches:
                     for c in concs:
                         if engine is None:
@@ -1735,7 +1769,16 @@ def benchmark(
                             bar.describe(f"{name}{' ' + prec if prec else ''} batch {b or '-'} conc {c}")
                             results.append(
                                 _run_config(
-                                    engine, b, c, shapes, inputs, input_range, settings, rss, keep_samples
+                                    engine,
+                                    b,
+                                    c,
+                                    shapes,
+                                    inputs,
+                                    data_origin,
+                                    input_range,
+                                    settings,
+                                    rss,
+                                    keep_samples,
                                 )
                             )
                         bar.advance()
@@ -1763,6 +1806,7 @@ def _run_config(
     concurrency: int,
     shapes: Mapping[str, Sequence[int] | int] | None,
     inputs: str | os.PathLike[str] | Mapping[str, np.ndarray] | np.ndarray | None,
+    data_origin: str,
     input_range: Mapping[str, tuple[float, float]] | None,
     s: RunSettings,
     rss: _PeakRss,
@@ -1786,10 +1830,8 @@ def _run_config(
             data = None
         elif isinstance(inputs, (str, os.PathLike)):
             data = load_data(inputs, engine.inputs)
-        elif isinstance(inputs, np.ndarray):
-            data = load_data_array(inputs, engine.inputs)
         else:
-            data = {k: np.asarray(v) for k, v in inputs.items()}
+            data = _data_for(inputs, engine.inputs, data_origin)
         specs = _with_dim_names(engine.inputs, engine.path)
         resolved, items = resolve_shapes(specs, batch, shapes, data)
         feeds, described = make_inputs(
@@ -1823,11 +1865,7 @@ def _run_config(
 
 
 def load_data_array(array: np.ndarray, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    if len(specs) != 1:
-        raise InputSpecError(
-            f"one array given but the model has {len(specs)} inputs: pass a dict name -> array"
-        )
-    return {specs[0].name: array}
+    return _data_for(array, specs, "the given array")
 
 
 def _honesty(r: BenchmarkResult, s: RunSettings) -> list[str]:

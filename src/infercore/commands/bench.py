@@ -1,8 +1,9 @@
 """``infercore bench``: latency and throughput across backends, batch sizes and concurrency.
 
-Exit status: 0 when every configuration ran; 1 when one failed (or the model could not be read);
-2 for a usage error; 3 with ``--strict`` when a figure carries an honesty warning (too short,
-too noisy, overhead-dominated).
+Exit status: 0 when every configuration ran; 1 when one failed (or the model or the --inputs file
+could not be read); 2 for a usage error (a bad option, an unknown backend or --input-range name);
+3 with ``--strict`` when a figure carries an honesty warning (too short, too noisy,
+overhead-dominated).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..bench import BenchmarkWarning, benchmark, parse_duration
+from ..bench import BenchmarkReport, BenchmarkWarning, benchmark, parse_duration
+from ..cli import UsageError
+from ..errors import InfercoreError, InputSpecError
 
 EXIT_FAILED = 1
 EXIT_WARNINGS = 3
@@ -134,29 +137,17 @@ def add_parser(subparsers: Any) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 1:
-        raise ValueError(f"--iterations must be positive, got {args.iterations}")
+        raise UsageError(f"--iterations must be positive, got {args.iterations}")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    if backends is not None:
+        from ..plugins import registry
+
+        for b in backends:
+            registry.get(b.partition(":")[0])  # UnknownBackendError: a usage error, not a failed run
     to_stdout = args.json is not None and str(args.json) == "-"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BenchmarkWarning)  # printed below, once, with the table
-        report = benchmark(
-            args.model,
-            args.backends.split(",") if args.backends else None,
-            batch=args.batch,
-            shapes=dict(args.shape),
-            concurrency=args.concurrency,
-            threads=args.threads,
-            precision=args.precision.split(",") if args.precision else None,
-            device=args.device,
-            warmup=args.warmup,
-            duration=args.duration if args.duration is not None else 10.0,
-            iterations=args.iterations,
-            bound=args.bound,
-            input_range=dict(args.input_range),
-            inputs=args.inputs,
-            cv_threshold=args.cv_threshold,
-            progress=args.progress,
-            seed=args.seed,
-        )
+        report = _benchmark(args, backends)
     report.print_table(sys.stderr if to_stdout else sys.stdout)
     if args.json is not None:
         if to_stdout:
@@ -174,3 +165,36 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"infercore bench: {len(report.warnings)} warning(s) and --strict", file=sys.stderr)
         return EXIT_WARNINGS
     return 0
+
+
+def _benchmark(args: argparse.Namespace, backends: list[str] | None) -> BenchmarkReport:
+    """``benchmark()`` with the errors that are about the command line raised as ``UsageError``."""
+    ranges = dict(args.input_range)
+    try:
+        return benchmark(
+            args.model,
+            backends,
+            batch=args.batch,
+            shapes=dict(args.shape),
+            concurrency=args.concurrency,
+            threads=args.threads,
+            precision=args.precision.split(",") if args.precision else None,
+            device=args.device,
+            warmup=args.warmup,
+            duration=args.duration if args.duration is not None else 10.0,
+            iterations=args.iterations,
+            bound=args.bound,
+            input_range=ranges,
+            inputs=args.inputs,
+            cv_threshold=args.cv_threshold,
+            progress=args.progress,
+            seed=args.seed,
+        )
+    except InputSpecError as e:
+        if e.tensor is not None and e.tensor in ranges:  # an --input-range name the model does not take
+            raise UsageError(str(e)) from e
+        raise  # the data file: exit 1
+    except InfercoreError:
+        raise
+    except ValueError as e:  # benchmark() refusing an argument value
+        raise UsageError(str(e)) from e
