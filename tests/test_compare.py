@@ -199,6 +199,20 @@ def test_a_given_array_keeps_its_kind_and_every_value() -> None:
     assert info["ids"].source == "given (int64 cast to int32)"
 
 
+def test_feeds_for_another_backend_never_wrap() -> None:
+    """A backend declaring int32 where the reference took int64 gets the same values or fails."""
+    from types import SimpleNamespace
+
+    from infercore.compare import _feeds_for
+
+    other = SimpleNamespace(backend_name="other", inputs=[TensorSpec("ids", np.int32, (None,))])
+    ok = np.array([0, 2**31 - 1], np.int64)
+    got = _feeds_for(other, {"ids": ok})["ids"]
+    assert got.dtype == np.int32 and got.tolist() == ok.tolist()
+    with pytest.raises(ic.InputSpecError, match=re.escape("given int64 values span [0, 2147483648]")):
+        _feeds_for(other, {"ids": np.array([0, 2**31], np.int64)})  # int32 would wrap to -2**31
+
+
 def test_load_arrays_names_the_file(tmp_path: Path) -> None:
     from infercore.compare import load_arrays, load_inputs
 

@@ -807,7 +807,10 @@ def compare(
 
 
 def _feeds_for(eng: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference's inputs, cast where another backend declares a different dtype of the same kind."""
+    """The reference's inputs, cast where another backend declares a different dtype of the same kind.
+
+    The cast keeps every value or is refused: int64 ids beyond int32 never wrap on the way.
+    """
     out = {}
     for spec in eng.inputs:
         if spec.name not in feeds:
@@ -817,8 +820,8 @@ def _feeds_for(eng: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 tensor=spec.name,
             )
         a = feeds[spec.name]
-        if a.dtype != spec.dtype and np.can_cast(a.dtype, spec.dtype, casting="same_kind"):
-            a = a.astype(spec.dtype)
+        if a.dtype != spec.dtype and _kind(a.dtype) == _kind(spec.dtype):
+            a = _cast_array(spec, a)  # refused (this backend fails) if a value would not survive
         out[spec.name] = a
     return out
 
