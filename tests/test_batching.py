@@ -294,7 +294,7 @@ def test_deadline_ends_queued_request_without_running_it(gated):
 def test_huge_infinite_and_nan_timeouts(gated):
     """A deadline far in the future once overflowed Condition.wait and killed the scheduler: every
     later request hung, and close() with it."""
-    backend, eng = gated
+    _, eng = gated
     x = np.ones((1, 4), np.float32)
     with Batcher(eng, max_batch_size=4, max_queue_delay=0) as b:
         for timeout in (1e20, float("inf"), 1e300):
@@ -320,7 +320,7 @@ def test_a_failing_scheduler_ends_every_request_and_close_returns(gated, monkeyp
     monkeypatch.setattr(b, "_form", broken)
     backend.gate.set()  # the held batch finishes; forming the next one raises
     np.testing.assert_array_equal(held.result(5)["y"], np.zeros((1, 4), np.float32))
-    with pytest.raises(BatcherClosedError, match="scheduler failed .*scheduler bug"):
+    with pytest.raises(BatcherClosedError, match=r"scheduler failed .*scheduler bug"):
         queued.result(5)
     with pytest.raises(BatcherClosedError):
         b.submit(np.ones((1, 4), np.float32))

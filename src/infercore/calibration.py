@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .backends import require
+from .datafiles import load_arrays
 from .errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -187,27 +187,20 @@ def _natural_key(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
-def _unreadable(path: Path, e: Exception) -> InputSpecError:
-    why = "the file is empty" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
-    return InputSpecError(f"{path}: not a readable {path.suffix} file ({why})")
-
-
 def _read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(np.load(path, allow_pickle=False))
-    except (OSError, ValueError, EOFError) as e:  # empty, truncated, not .npy, object arrays
-        raise _unreadable(path, e) from e
+    data = load_arrays(path)
+    if not isinstance(data, np.ndarray):
+        raise InputSpecError(f"{path}: expected one array (.npy), got a .npz archive of {sorted(data)}")
+    return data
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise _unreadable(path, e) from e
-    if not d:
+    data = load_arrays(path)
+    if isinstance(data, np.ndarray):
+        raise InputSpecError(f"{path}: expected a .npz archive of named arrays, got one .npy array")
+    if not data:
         raise InputSpecError(f"{path}: the .npz file holds no arrays")
-    return d
+    return data
 
 
 def _npz_value(d: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:

@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .datafiles import load_arrays
 from .errors import InfercoreError, InputSpecError
 from .specs import TensorSpec
 
@@ -339,36 +338,6 @@ def make_inputs(
         if info is not None:
             info[spec.name] = InputInfo(spec.name, str(arr.dtype), tuple(arr.shape), source)
     return out
-
-
-def load_arrays(
-    path: str | os.PathLike[str], *, tensor: str | None = None
-) -> np.ndarray | dict[str, np.ndarray]:
-    """The array of a ``.npy`` file, or the named arrays of a ``.npz``, read without pickle.
-
-    A file that is missing, empty, truncated or not in NumPy's format raises ``InputSpecError``
-    naming the file (and ``tensor``, the input it was meant for, when given).
-    """
-    p = Path(path)
-    what = f"input {tensor!r}: " if tensor else ""
-    if not p.is_file():
-        raise InputSpecError(
-            f"{what}{p}: {'is not a file' if p.exists() else 'file not found'}; expected a .npy or .npz file",
-            tensor=tensor,
-        )
-    if p.stat().st_size == 0:
-        raise InputSpecError(f"{what}{p} is empty (0 bytes); expected a .npy or .npz file", tensor=tensor)
-    try:
-        data = np.load(p, allow_pickle=False)
-        if isinstance(data, np.ndarray):
-            return data
-        with data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
-        reason = "truncated" if isinstance(e, EOFError) else str(e).split(". ")[0]
-        raise InputSpecError(
-            f"{what}cannot read {p} as a .npy/.npz file ({p.stat().st_size} bytes): {reason}", tensor=tensor
-        ) from e
 
 
 def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

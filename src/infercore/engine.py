@@ -37,6 +37,7 @@ class EngineStats:
 
     ``runs`` counts successful ``run()`` calls, ``bound_runs`` successful ``io.run()`` calls,
     ``errors`` failed calls of either kind; ``window`` is how many latencies the percentiles use.
+    One call in eight is timed, so the latency fields are ``None`` (and ``window`` 0) until one is.
     """
 
     runs: int

@@ -6,7 +6,8 @@ model) or a directory of ``.npy``/``.npz`` batches read in natural order. Eval l
 ``labels`` key in the eval ``.npz``. ``--fp16`` converts to float16 instead (``--data`` optional).
 
 Exit status: 0 when the model was written (and stayed within ``--max-drop``), 1 when the measured
-drop exceeded ``--max-drop`` (the report is printed, nothing is written to ``--out``) or on error.
+drop exceeded ``--max-drop`` (the report is printed, nothing is written to ``--out``) or on error,
+2 on a usage error.
 """
 
 from __future__ import annotations

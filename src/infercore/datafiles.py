@@ -1,0 +1,48 @@
+"""Reading arrays from ``.npy``/``.npz`` files, for every command and API that takes data files.
+
+Read without pickle; a file that cannot be read is an ``InputSpecError`` naming it, never a raw
+``EOFError`` or ``BadZipFile``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputSpecError
+
+__all__ = ["load_arrays"]
+
+
+def load_arrays(
+    path: str | os.PathLike[str], *, tensor: str | None = None
+) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of a ``.npy`` file, or the named arrays of a ``.npz``, read without pickle.
+
+    A file that is missing, empty, truncated or not in NumPy's format raises ``InputSpecError``
+    naming the file (and ``tensor``, the input it was meant for, when given).
+    """
+    p = Path(path)
+    what = f"input {tensor!r}: " if tensor else ""
+    if not p.is_file():
+        raise InputSpecError(
+            f"{what}{p}: {'is not a file' if p.exists() else 'file not found'}; expected a .npy or .npz file",
+            tensor=tensor,
+        )
+    if p.stat().st_size == 0:
+        raise InputSpecError(f"{what}{p} is empty (0 bytes); expected a .npy or .npz file", tensor=tensor)
+    try:
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        reason = "truncated" if isinstance(e, EOFError) else str(e).split(". ")[0]
+        raise InputSpecError(
+            f"{what}cannot read {p} as a .npy/.npz file ({p.stat().st_size} bytes): {reason}", tensor=tensor
+        ) from e
