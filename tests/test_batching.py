@@ -9,6 +9,7 @@ from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import infercore as ic
 from infercore.batching import Batcher, BatcherClosedError
@@ -174,6 +175,29 @@ def test_padding_along_named_dims_and_output_crop(tmp_path):
     assert sum(k * v for k, v in backend_batches[0].items()) == 6
     with pytest.raises(ValueError, match="no input has"):
         Batcher(eng, pad=["channels"])
+
+
+def test_unnamed_dims_pad_independently_and_uncroppable_outputs_are_refused(tmp_path):
+    """An image model [N, 3, ?, ?]: H and W are two unnamed dims, not one dim called '?'. With
+    ReduceSum over them, zero padding leaves the answer unchanged, so it must equal Engine.run."""
+    f = TensorProto.FLOAT
+    path = m.save(
+        tmp_path / "sum.onnx",
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)],
+        [m.vi("x", f, ["N", 3, "?", None])],
+        [m.vi("y", f, ["N", 3])],
+        [numpy_helper.from_array(np.array([2, 3], np.int64), "axes")],
+    )
+    rng = np.random.default_rng(0)
+    xs = [rng.random((1, 3, h, w), np.float32) for h, w in ((48, 192), (48, 100), (32, 32), (5, 7))]
+    with ic.load(path) as eng, Batcher(eng, max_batch_size=8, max_queue_delay=0.05, pad=True) as b:
+        outs = [fut.result(5) for fut in [b.submit(x) for x in xs]]
+        for x, out in zip(xs, outs, strict=True):
+            np.testing.assert_allclose(out["y"], eng.run(x)["y"], rtol=1e-5)
+    relu = m.save(tmp_path / "relu.onnx", [helper.make_node("Relu", ["x"], ["y"])],
+                  [m.vi("x", f, ["N", None, None])], [m.vi("y", f, ["N", None, None])])
+    with ic.load(relu) as eng, pytest.raises(ValueError, match=r"output 'y'.*unnamed dynamic axes \[1, 2\]"):
+        Batcher(eng, pad=True)  # padded outputs could not be cut back: refused, not answered padded
 
 
 def test_preferred_batch_sizes(gated):
@@ -345,6 +369,68 @@ def test_cancelled_future_leaves_the_queue(gated):
         fut.result(0)
 
 
+def test_cancelled_future_wakes_concurrent_futures_wait(gated):
+    import concurrent.futures as cf
+
+    backend, eng = gated
+    with Batcher(eng, max_queue_delay=0) as b:
+        held = _hold(backend, b)
+        futs = [b.submit(np.full((1, 4), v, np.float32)) for v in (1, 2)]
+        assert futs[1].cancel()
+        backend.gate.set()
+        t0 = time.perf_counter()
+        _, not_done = cf.wait([held, *futs], timeout=5)
+        assert not not_done and time.perf_counter() - t0 < 4
+        assert len(list(cf.as_completed([held, *futs], timeout=5))) == 3
+
+
+def test_a_backend_raising_base_exception_fails_its_batch_and_the_instance_goes_on(gated):
+    class Stop(BaseException):
+        pass
+
+    _, eng = gated
+    real = _GatedBinding.run
+
+    def run(self):
+        if (self.inputs["x"] == 13).any():
+            raise Stop("framework cancellation")
+        real(self)
+
+    with Batcher(eng, max_batch_size=1, max_queue_delay=0) as b:
+        _GatedBinding.run = run
+        try:
+            with pytest.raises(Stop):
+                b.submit(np.full((1, 4), 13, np.float32)).result(5)
+            np.testing.assert_array_equal(b.submit(np.ones((1, 4), np.float32)).result(5)["y"], 2)
+        finally:
+            _GatedBinding.run = real
+        t0 = time.perf_counter()
+    assert time.perf_counter() - t0 < 5  # close() returned
+
+
+def test_close_from_a_done_callback(tmp_path):
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    b = Batcher(lambda: ic.load(path), max_queue_delay=0)
+    engines = [inst.engine for inst in b._instances]
+    closed = threading.Event()
+    errors = []
+
+    def close_batcher(fut):
+        try:
+            b.close()
+        except Exception as e:
+            errors.append(e)
+        closed.set()
+
+    b.submit(np.ones((1, 8), np.float32)).add_done_callback(close_batcher)
+    assert closed.wait(5) and not errors and b.closed
+    for _ in range(100):  # the instance thread closes the engine it was made with as it exits
+        if all(e.closed for e in engines):
+            break
+        time.sleep(0.02)
+    assert all(e.closed for e in engines)
+
+
 def test_cancelled_asyncio_task_leaves_the_queue(gated):
     backend, eng = gated
 
@@ -365,20 +451,24 @@ def test_cancelled_asyncio_task_leaves_the_queue(gated):
     assert not any((x == 9).any() for x in backend.batches)
 
 
-def test_failing_batch_fails_only_its_own_requests(gated):
+def test_a_failing_request_fails_alone_not_its_batch(gated):
+    """A batch that fails is run again request by request, so only the request that causes the
+    error gets it (each its own exception object), and the others get their results."""
     backend, eng = gated
     with Batcher(eng, max_batch_size=2, max_queue_delay=0) as b:
         held = _hold(backend, b)
-        # two batches of two: the first holds a negative input and fails as a whole
+        # two batches of two: the first holds a negative input, which the backend refuses
         futs = [b.submit(np.full((1, 4), v, np.float32)) for v in (-1, 1, 2, 3)]
         backend.gate.set()
         held.result(5)
-        for f in futs[:2]:
-            with pytest.raises(BackendRuntimeError, match="negative") as e:
-                f.result(5)
-            assert isinstance(e.value.__cause__, ValueError)
-        assert [f.result(5)["y"][0, 0] for f in futs[2:]] == [4, 6]
-        assert b.metrics.failed == 2
+        with pytest.raises(BackendRuntimeError, match="negative") as e:
+            futs[0].result(5)
+        assert isinstance(e.value.__cause__, ValueError)
+        assert [f.result(5)["y"][0, 0] for f in futs[1:]] == [2, 4, 6]
+        metrics = b.metrics
+    assert metrics.failed == 1 and metrics.succeeded == 4
+    # the failed batch of 2 ran once together, then each of its requests alone
+    assert [len(x) for x in backend.batches[1:]] == [2, 1, 1, 2]
 
 
 def test_close_drain_finishes_everything_accepted(gated):

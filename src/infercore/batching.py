@@ -60,6 +60,18 @@ _now = time.perf_counter
 _MAX_WAIT = 3600.0  # the scheduler re-checks at least hourly: Condition.wait overflows past ~2**63 ns
 
 
+def _unnamed(spec: TensorSpec, axis: int) -> bool:
+    """A dynamic dimension with no symbolic name: None, "?", or onnxruntime's "unk__N"."""
+    name = spec.dim_names[axis] if axis < len(spec.dim_names) else None
+    return name is None or name in ("", "?") or name.startswith("unk__")
+
+
+def _dim_key(spec: TensorSpec, axis: int) -> str:
+    """What ties a dimension to others for padding: its symbolic name, or for an unnamed one the
+    input and axis themselves (so it pads independently of every other)."""
+    return f"{spec.name}[{axis}]" if _unnamed(spec, axis) else str(spec.dim_names[axis])
+
+
 def _timeout(timeout: float | None) -> float | None:
     """A request timeout in seconds: > 0, or None (or inf) for none."""
     if timeout is None:
@@ -329,7 +341,6 @@ class Batcher:
         # window opens at max(head's arrival, this), so a head that waited for capacity gets one
         self._free_since = 0.0
         self._closing = False
-        self._closed = False
         self._drain = True
         self._submitted = 0
         self._rejected = 0
@@ -423,12 +434,27 @@ class Batcher:
         return plan
 
     def _crop_plan(self) -> dict[str, tuple[tuple[int, str], ...]]:
-        """Output name -> (axis, dim name) to cut back to each request's own length after padding."""
-        padded = {self._spec(n).dim_names[a] for n, axes in self._pad_dims.items() for a in axes}
-        padded.discard(None)
+        """Output name -> (axis, dim name) to cut back to each request's own length after padding.
+
+        Padded axes pair up with output axes by dimension name. An unnamed padded axis matches no
+        output axis, so if an output also has an unnamed dynamic axis the batcher could not tell
+        whether to cut it back: that combination is refused rather than answered with padding.
+        """
+        keys = {_dim_key(self._spec(n), a) for n, axes in self._pad_dims.items() for a in axes}
+        anonymous = sorted(
+            _dim_key(self._spec(n), a) for n, axes in self._pad_dims.items() for a in axes if _unnamed(self._spec(n), a)
+        )
         plan = {}
         for s in self.outputs:
-            axes = tuple((i, str(s.dim_names[i])) for i in range(1, s.rank) if s.dim_names[i] in padded)
+            unnamed = [i for i in range(1, s.rank) if s.shape[i] is None and _unnamed(s, i)]
+            if anonymous and unnamed:
+                raise ValueError(
+                    f"pad would pad unnamed dimension(s) {', '.join(anonymous)}, and output {s.name!r} "
+                    f"{format_shape(s.shape, s.dim_names)} has unnamed dynamic axes {unnamed}: the batcher "
+                    "cannot tell which to cut back to each request's size. Batch without pad (requests of "
+                    "different shapes then run in separate batches), or name the dimensions in the model"
+                )
+            axes = tuple((i, str(s.dim_names[i])) for i in range(1, s.rank) if s.dim_names[i] in keys)
             if axes:
                 plan[s.name] = axes
         return plan
@@ -609,7 +635,7 @@ class Batcher:
             for name in self._input_names:
                 rest = list(shapes[name][1:])
                 for axis in pad[name]:
-                    dim = str(self._spec(name).dim_names[axis])
+                    dim = _dim_key(self._spec(name), axis)  # unnamed axes pad independently
                     if dims.setdefault(dim, rest[axis - 1]) != rest[axis - 1]:
                         raise InputSpecError(
                             f"input {name!r}: dimension {dim!r} is {rest[axis - 1]} here but {dims[dim]} in "
@@ -634,6 +660,8 @@ class Batcher:
             self._depth -= 1
             self._cancelled += 1
             self._cv.notify()
+        # CANCELLED -> CANCELLED_AND_NOTIFIED: wakes concurrent.futures.wait() and as_completed()
+        req.future.set_running_or_notify_cancel()
 
     def _end_early(
         self, req: _Request, error: Exception, pending: list[tuple[Future[Any], Exception]]
@@ -793,32 +821,48 @@ class Batcher:
             batch = inst.inbox.get()
             if batch is None:
                 break
-            self._execute(inst, batch)
-            with self._cv:
-                inst.busy = False
-                if self._idle == 0:
-                    self._free_since = _now()
-                self._idle += 1
-                self._cv.notify()
+            try:
+                self._execute(inst, batch)
+            finally:  # the instance is free again whatever happened to its batch
+                with self._cv:
+                    inst.busy = False
+                    if self._idle == 0:
+                        self._free_since = _now()
+                    self._idle += 1
+                    self._cv.notify()
         for io in inst.bound.values():
             io.close()
         inst.bound.clear()
+        if self._owned:  # the batcher is closing: an engine it made goes with its thread
+            inst.engine.close()
 
     def _execute(self, inst: _Instance, batch: list[_Request]) -> None:
         t0 = _now()
-        total = 0
-        for req in batch:
-            total += req.n
+        total = sum(req.n for req in batch)
         try:
-            io, shapes = self._bound_io(inst, batch, total)
-            padded = self._fill(io, batch, shapes)
-            io.run()
-            results = self._split(io, batch, total, padded)
-        except Exception as e:  # the batch fails, only its own requests, with the cause
-            log.debug("batcher %s: batch of %d requests failed: %s", self.name, len(batch), e)
+            results = self._run_batch(inst, batch, total)
+        except Exception as e:
+            if len(batch) == 1:
+                self._fail(inst, batch[0], e)
+            else:
+                # one bad request must not fail the others: run each alone, so the error reaches
+                # only the request that causes it (and each future gets its own exception)
+                log.debug("batcher %s: batch of %d requests failed (%s); running them one by one",
+                          self.name, len(batch), e)
+                for req in batch:
+                    try:
+                        (out,) = self._run_batch(inst, [req], req.n)
+                    except Exception as e1:
+                        self._fail(inst, req, e1)
+                    else:
+                        req.future.set_result(out)
+                        inst.succeeded += 1
+            return
+        except BaseException as e:  # SystemExit or a framework's cancellation raised by a backend
+            log.error("batcher %s: a batch raised %s; its requests get it, the instance goes on",
+                      self.name, type(e).__name__)
             for req in batch:
-                req.future.set_exception(e)
-            inst.failed += len(batch)
+                self._fail(inst, req, e)
             return
         finally:
             inst.exec.add(_now() - t0)
@@ -828,6 +872,18 @@ class Batcher:
         for req, out in zip(batch, results, strict=True):
             req.future.set_result(out)
         inst.succeeded += len(batch)
+
+    def _run_batch(self, inst: _Instance, batch: list[_Request], total: int) -> list[dict[str, np.ndarray]]:
+        io, shapes = self._bound_io(inst, batch, total)
+        padded = self._fill(io, batch, shapes)
+        io.run()
+        return self._split(io, batch, total, padded)
+
+    @staticmethod
+    def _fail(inst: _Instance, req: _Request, error: BaseException) -> None:
+        log.debug("batcher request failed: %s", error)
+        req.future.set_exception(error)
+        inst.failed += 1
 
     def _bound_io(
         self, inst: _Instance, batch: list[_Request], total: int
@@ -926,19 +982,15 @@ class Batcher:
             self._cv.notify_all()
         if not drain:
             self._abort_queued("closed without draining")
-        self._scheduler.join(None if end is None else max(0.0, end - _now()))
-        if self._scheduler.is_alive():
-            self._abort_queued(f"close(timeout={timeout}) ran out before the request was run")
-            self._scheduler.join(1.0)
+        me = threading.current_thread()  # close() from a future's callback runs on our own threads
+        if self._scheduler is not me:
+            self._scheduler.join(None if end is None else max(0.0, end - _now()))
+            if self._scheduler.is_alive():
+                self._abort_queued(f"close(timeout={timeout}) ran out before the request was run")
+                self._scheduler.join(1.0)
         for inst in self._instances:
-            inst.thread.join(None if end is None else max(0.0, end - _now()))
-        if self._closed:
-            return
-        self._closed = True
-        if self._owned:
-            for inst in self._instances:
-                if not inst.thread.is_alive():
-                    inst.engine.close()
+            if inst.thread is not me:
+                inst.thread.join(None if end is None else max(0.0, end - _now()))
 
     def _abort_queued(self, why: str) -> None:
         pending: list[tuple[Future[Any], Exception]] = []
