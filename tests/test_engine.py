@@ -212,3 +212,29 @@ def test_repr_names_backend_and_specs(mlp):
     with ic.load(path) as eng:
         r = repr(eng)
         assert "ort" in r and "x: float32 [batch, 8]" in r
+
+
+def test_stats_count_every_concurrent_run(mlp, backend):
+    # the count was read before the backend call and written after it: 8 threads lost most runs
+    path, _ = mlp
+    x = np.ones((2, 8), np.float32)
+    with ic.load(path, backend=backend, threads=1) as eng:
+
+        def runs() -> None:
+            for _ in range(25):
+                eng.run(x)
+
+        def bound_runs() -> None:
+            with eng.bind({"x": x.shape}) as io:
+                for _ in range(25):
+                    io.run()
+
+        for target in (runs, bound_runs):
+            threads = [threading.Thread(target=target) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        s = eng.stats
+        assert (s.runs, s.bound_runs, s.errors) == (200, 200, 0)
+        assert s.window == 50  # one call in eight of the 400, timed

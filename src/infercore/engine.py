@@ -8,6 +8,7 @@ allocated per run).
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -52,18 +53,23 @@ class EngineStats:
 
 
 class _Stats:
-    """Lock-free counters: under concurrent runs a count may rarely be lost, never corrupted.
+    """Lock-free counters, exact under concurrent runs.
 
-    Every 8th call of each path is timed (two clock reads and a store cost as much as a tiny
-    model's whole run), so percentiles come from a systematic sample of the recent calls.
+    A count is bumped only after its call returns (``stats.runs += 1``: a read and a write with
+    nothing between them that lets another thread run, under the GIL), never read before a
+    backend call and written back after it. Which calls are timed is decided by ``call``
+    (``itertools.count``, atomic), a number per call of either path: every 8th call is timed (two
+    clock reads and a store cost as much as a tiny model's whole run), so percentiles come from a
+    systematic sample of the recent calls.
     """
 
-    __slots__ = ("bound_runs", "errors", "lat", "pos", "runs")
+    __slots__ = ("bound_runs", "call", "errors", "lat", "pos", "runs")
 
     def __init__(self) -> None:
         self.runs = 0
         self.bound_runs = 0
         self.errors = 0
+        self.call = itertools.count(1).__next__
         self.pos = 0  # ring position of the last timed call
         # int64 slots: storing a latency converts it in place, so the ring never retains objects
         self.lat = np.zeros(_RING, dtype=np.int64)
@@ -317,9 +323,8 @@ class Engine:
         checked = self._check_feeds(feeds)
         names = self._output_names if outputs is None else self._pick_outputs(outputs)
         stats = self._stats
-        n = stats.runs + 1
         try:
-            if n & _SAMPLE:
+            if stats.call() & _SAMPLE:
                 result = backend.run(checked, names)
             else:
                 t0 = _perf_ns()
@@ -329,7 +334,7 @@ class Engine:
         except BaseException:
             stats.errors += 1
             raise
-        stats.runs = n
+        stats.runs += 1  # after the call, never a value read before it: concurrent runs all count
         return result
 
     __call__ = run
@@ -449,9 +454,8 @@ class BoundIO:
     def run(self) -> None:
         """Run on what is in ``inputs`` now; results land in ``outputs``."""
         stats = self._engine_stats
-        n = stats.bound_runs + 1
         try:
-            if n & _SAMPLE:
+            if stats.call() & _SAMPLE:
                 self._run()
             else:
                 t0 = _perf_ns()
@@ -461,7 +465,7 @@ class BoundIO:
         except BaseException:
             stats.errors += 1
             raise
-        stats.bound_runs = n
+        stats.bound_runs += 1
 
     __call__ = run
 
