@@ -208,6 +208,21 @@ def test_grpc_typed_contents_out_of_range_are_invalid_argument(hserver, datatype
     np.testing.assert_array_equal(got, np.array([info.max, info.min, 7], dtype=datatype.lower()))
 
 
+def test_json_input_takes_the_nan_and_infinity_tritonclient_sends(hserver):
+    """tritonclient's JSON (rapidjson) writes NaN/Infinity tokens, and Triton reads them."""
+    x = np.array([[np.nan, np.inf, -np.inf]], np.float32)
+    c = httpclient.InferenceServerClient(f"127.0.0.1:{hserver.ports['http']}")
+    inp = httpclient.InferInput("x", [1, 3], "FP32")
+    inp.set_data_from_numpy(x, binary_data=False)
+    res = c.infer("id_fp32", [inp], headers=dict(AUTH))
+    np.testing.assert_array_equal(res.as_numpy("y"), x)
+    body = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "INT64", "data": [1, NaN, 2]}]}'
+    r = httpx.post(_url(hserver, "/v2/models/id_int64/infer"), content=body, headers=AUTH)
+    assert r.status_code == 400 and "'x'" in r.json()["error"]
+    r = httpx.post(_url(hserver, "/v2/models/id_fp32/infer"), content=b'{"inputs": [', headers=AUTH)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+
+
 # -- 3. infinities and NaN in JSON outputs --------------------------------------------------------
 def test_json_output_keeps_inf_and_nan(hserver):
     x = np.array([[np.inf, -np.inf, np.nan]], np.float32)

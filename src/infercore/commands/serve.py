@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 _UNITS = {
@@ -114,5 +115,11 @@ def run(args: argparse.Namespace) -> int:
         models=args.models,
         drain_timeout=args.drain_timeout,
     )
-    InferenceServer(args.repository, options).run()
+    from ..serve.errors import ServeError
+
+    try:
+        InferenceServer(args.repository, options).run()
+    except ServeError as e:  # a model that fails to load at start: not a bad request, not a bug
+        print(f"infercore serve: error: {e}", file=sys.stderr)
+        return 1
     return 0

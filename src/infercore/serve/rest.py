@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -94,7 +95,12 @@ def _loads(raw: bytes | memoryview, what: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise BadRequest(f"{what} is not valid JSON: {e}") from None
+        # tritonclient (rapidjson) writes non-finite floats as NaN / Infinity / -Infinity and
+        # Triton parses them (kParseNanAndInfFlag); orjson is strict, Python's json reads them
+        try:
+            return json.loads(bytes(raw))
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(f"{what} is not valid JSON: {e}") from None
 
 
 def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starlette:
