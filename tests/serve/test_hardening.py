@@ -509,3 +509,14 @@ def test_grpc_port_in_use_is_a_clear_oserror(hrepo):
             pass
     finally:
         busy.close()
+
+
+def test_a_model_that_fails_to_load_at_start_is_a_clean_cli_error(tmp_path, capsys):
+    from infercore.cli import main
+
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx model")
+    code = main(["serve", str(tmp_path), "--http-port", "0", "--grpc-port", "off", "--metrics-port", "off"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "infercore serve: error: model 'broken'" in err and "unexpected" not in err
