@@ -485,6 +485,20 @@ def test_close_drain_finishes_everything_accepted(gated):
     b.close()  # idempotent
 
 
+def test_close_timeout_values(gated):
+    backend, eng = gated
+    b = Batcher(eng, max_batch_size=1, max_queue_delay=0)
+    held = _hold(backend, b)
+    queued = [b.submit(np.full((1, 4), v, np.float32)) for v in (1, 2)]
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="close timeout"):
+            b.close(timeout=bad)
+    assert not b.closed
+    threading.Timer(0.2, backend.gate.set).start()
+    b.close(timeout=float("inf"))  # waits without limit: everything accepted runs
+    assert held.result(0) and [f.result(0)["y"][0, 0] for f in queued] == [2, 4]
+
+
 def test_close_without_drain_ends_queued_requests(gated):
     backend, eng = gated
     b = Batcher(eng, max_queue_delay=0)

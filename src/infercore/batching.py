@@ -974,7 +974,17 @@ class Batcher:
         seconds at most: what is still queued then ends with ``BatcherClosedError``);
         ``drain=False`` ends every queued request with ``BatcherClosedError`` at once. Batches
         already running finish either way. Engines the batcher made are closed. Idempotent."""
-        end = None if timeout is None else _now() + timeout
+        if timeout is not None and not timeout >= 0:  # also NaN
+            raise ValueError(f"close timeout is in seconds and must be >= 0 (or None), got {timeout!r}")
+        end = None if timeout is None or timeout == float("inf") else _now() + timeout
+
+        def join(thread: threading.Thread) -> None:  # Thread.join overflows past ~2**63 ns
+            while thread.is_alive():
+                left = _MAX_WAIT if end is None else end - _now()
+                if left <= 0:
+                    return
+                thread.join(min(left, _MAX_WAIT))
+
         with self._cv:
             if not self._closing:
                 self._closing = True
@@ -984,13 +994,13 @@ class Batcher:
             self._abort_queued("closed without draining")
         me = threading.current_thread()  # close() from a future's callback runs on our own threads
         if self._scheduler is not me:
-            self._scheduler.join(None if end is None else max(0.0, end - _now()))
+            join(self._scheduler)
             if self._scheduler.is_alive():
                 self._abort_queued(f"close(timeout={timeout}) ran out before the request was run")
                 self._scheduler.join(1.0)
         for inst in self._instances:
             if inst.thread is not me:
-                inst.thread.join(None if end is None else max(0.0, end - _now()))
+                join(inst.thread)
 
     def _abort_queued(self, why: str) -> None:
         pending: list[tuple[Future[Any], Exception]] = []
