@@ -131,3 +131,59 @@ def test_bad_arguments_to_load(tmp_path):
         ic.load(path, precision="fp8")
     with pytest.raises(ValueError, match="threads must be a positive int"):
         ic.load(path, threads=0)
+
+
+@pytest.mark.parametrize("backend", ["ort", "reference"])
+@pytest.mark.parametrize(
+    ("elem", "values", "message"),
+    [
+        (m.TensorProto.INT32, [2**40, 1], r"'x': value 1099511627776 is out of range for int32 \(-2147483648 to 2147483647\)"),
+        (m.TensorProto.INT32, [1, 2**31], r"value 2147483648 is out of range for int32"),
+        (m.TensorProto.INT32, [-(2**31) - 1], r"value -2147483649 is out of range for int32"),
+        (m.TensorProto.UINT8, [256, 3], r"value 256 is out of range for uint8 \(0 to 255\)"),
+        (m.TensorProto.UINT8, [-1], r"value -1 is out of range for uint8"),
+        (m.TensorProto.FLOAT16, [70000.0, 0.0], r"'x': value 70000\.0 overflows float16 \(largest finite magnitude 65504\.0\)"),
+        (m.TensorProto.FLOAT16, [70000], r"value 70000 overflows float16"),
+        (m.TensorProto.FLOAT, [1e300], r"value 1e\+300 overflows float32"),
+        (m.TensorProto.INT64, [True, False], r"'x': expected int64 values, got Python bools"),
+        (m.TensorProto.FLOAT, [True], r"'x': expected float32 values, got Python bools"),
+    ],
+)
+def test_python_values_that_do_not_fit_the_dtype_are_refused(tmp_path, backend, elem, values, message):
+    # they were cast with astype(): 2**40 became 0 in int32, 70000 became inf in float16
+    path = m.identity(tmp_path / "i.onnx", elem)
+    with ic.load(path, backend=backend) as eng, pytest.raises(ic.InputSpecError, match=message) as e:
+        eng.run(values)
+    assert e.value.tensor == "x"
+
+
+@pytest.mark.parametrize(
+    ("elem", "values"),
+    [
+        (m.TensorProto.INT32, [2**31 - 1, -(2**31), 0]),
+        (m.TensorProto.UINT8, [0, 255]),
+        (m.TensorProto.FLOAT16, [65504.0, -65504, 1e-3]),
+        (m.TensorProto.FLOAT, [3e38, float("inf"), -float("inf")]),  # inf given is inf meant
+        (m.TensorProto.BOOL, [True, False]),
+    ],
+)
+def test_python_values_in_range_keep_their_value(tmp_path, elem, values):
+    path = m.identity(tmp_path / "i.onnx", elem)
+    dtype = m.helper.tensor_dtype_to_np_dtype(elem)
+    with ic.load(path) as eng:
+        out = eng.run(values)["y"]
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out.astype(np.float64), np.array(values, np.float64).astype(dtype))
+    assert [float(v) for v in out] == pytest.approx([float(v) for v in values], rel=1e-3)
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_bytes_for_a_string_input_are_read_as_utf8(tmp_path, as_list):
+    # a |S array became the text "b'a'" (astype(object) keeps bytes, ORT stringifies them)
+    path = m.identity(tmp_path / "s.onnx", m.TensorProto.STRING)
+    given = [b"a", "é".encode(), b""]
+    with ic.load(path) as eng:
+        out = eng.run(given if as_list else np.array(given))["y"]
+        assert out.tolist() == [b.decode("utf-8") for b in given]
+        with pytest.raises(ic.InputSpecError, match=r"input 'x' is a string tensor.*element \(1,\) \(b'\\xff'\) is not UTF-8"):
+            eng.run(np.array([b"a", b"\xff"]))

@@ -133,6 +133,53 @@ def _dtype_error(check: _InputCheck, given: np.dtype) -> InputSpecError:
     )
 
 
+def _as_strings(c: _InputCheck, a: np.ndarray) -> np.ndarray:
+    """A numpy str_ or bytes_ array for a string tensor, as an array of Python str (bytes read as UTF-8)."""
+    if a.dtype.kind == "S":
+        try:
+            a = np.char.decode(a, "utf-8")
+        except UnicodeDecodeError as e:
+            where = next(i for i, b in np.ndenumerate(a) if not _is_utf8(b))
+            raise InputSpecError(
+                f"input {c.name!r} is a string tensor and bytes are read as UTF-8, but element {where} "
+                f"({bytes(a[where])!r}) is not UTF-8 ({e.reason}): decode it yourself and pass str",
+                tensor=c.name,
+            ) from e
+    return a.astype(object)
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _check_values_kept(c: _InputCheck, given: np.ndarray, cast: np.ndarray) -> None:
+    """A Python number cast to the model's dtype must keep its value: no wrapped int, no float
+    turned to inf."""
+    want = c.dtype
+    if want.kind in "iu" and given.dtype.kind in "iu":
+        info = np.iinfo(want)
+        if int(given.min()) < info.min or int(given.max()) > info.max:
+            bad = int(given[(given < info.min) | (given > info.max)].flat[0])
+            raise InputSpecError(
+                f"input {c.name!r}: value {bad} is out of range for {want} ({info.min} to {info.max}); "
+                "infercore never wraps a value: pass values in range",
+                tensor=c.name,
+            )
+    elif want.kind in "fc":
+        overflow = np.isinf(cast) & np.isfinite(given)
+        if overflow.any():
+            bad = given[overflow].flat[0]
+            raise InputSpecError(
+                f"input {c.name!r}: value {bad.item()!r} overflows {want} (largest finite magnitude "
+                f"{np.finfo(want).max.item()!r}) and would become inf: pass values in range",
+                tensor=c.name,
+            )
+
+
 def _shape_error(check: _InputCheck, shape: tuple[int, ...]) -> InputSpecError:
     spec = check.spec
     want = format_shape(spec.shape, spec.dim_names)
@@ -227,7 +274,7 @@ class Engine:
                 a = self._coerce(c, a)
             if a.dtype is not c.dtype and a.dtype != c.dtype:
                 if c.dtype.hasobject and a.dtype.kind in "US":
-                    a = a.astype(object)
+                    a = _as_strings(c, a)
                 else:
                     raise _dtype_error(c, a.dtype)
             if c.static is not None:
@@ -267,7 +314,8 @@ class Engine:
 
     @staticmethod
     def _coerce(c: _InputCheck, value: Any) -> np.ndarray:
-        """Python scalars and lists have no dtype of their own: take the model's, if lossless in kind."""
+        """Python scalars and lists have no dtype of their own: take the model's, if lossless in kind
+        and every value survives the cast (no wrapped int, no float turned to inf, no bool as a number)."""
         if isinstance(value, np.ndarray):  # an ndarray subclass
             return np.asarray(value)
         if isinstance(value, np.generic):
@@ -289,14 +337,26 @@ class Engine:
         if probe.dtype.hasobject and not c.dtype.hasobject:
             raise InputSpecError(
                 f"input {c.name!r}: expected a numpy array of {c.dtype}, got {type(value).__name__} that "
-                "numpy reads as dtype object (ragged nesting or mixed types?)",
+                "numpy reads as dtype object (ragged nesting, mixed types, or an int beyond 64 bits?)",
                 tensor=c.name,
             )
         if c.dtype.hasobject:
-            return probe.astype(object)
-        if not np.can_cast(probe.dtype, c.dtype, casting="same_kind"):
+            return _as_strings(c, probe) if probe.dtype.kind in "US" else probe.astype(object)
+        if probe.dtype.kind == "b" and c.dtype.kind != "b":
+            raise InputSpecError(
+                f"input {c.name!r}: expected {c.dtype} values, got Python bools; True/False are not read "
+                f"as numbers: pass numbers, or np.asarray(value).astype(np.{c.dtype.name}) to mean it",
+                tensor=c.name,
+            )
+        if not np.can_cast(probe.dtype, c.dtype, casting="same_kind") and not (
+            probe.dtype.kind in "iu" and c.dtype.kind in "iu"  # ints to uint8: each value is checked below
+        ):
             raise _dtype_error(c, probe.dtype)
-        return probe.astype(c.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = probe.astype(c.dtype)
+        if probe.size:
+            _check_values_kept(c, probe, out)
+        return out
 
     def _pick_outputs(self, outputs: Sequence[str] | None) -> Sequence[str]:
         if outputs is None:
