@@ -532,9 +532,24 @@ def test_labels_must_be_class_indices_for_accuracy(tmp_path):
         calibrate(path, x, eval_data=(x, np.eye(4)[y]), timing_s=0)  # one-hot
     with pytest.raises(CalibrationError, match="non-integer"):
         calibrate(path, x, eval_data=(x, y + 0.5), timing_s=0)
+    with pytest.raises(CalibrationError, match=r"labels run from -1 to -1, but the output has 4 classes"):
+        calibrate(path, x, eval_data=(x, -np.ones(64, np.int64)), timing_s=0)  # every sample wrong
+    with pytest.raises(CalibrationError, match=r"run from 100 to 103"):
+        calibrate(path, x, eval_data=(x, y + 100), timing_s=0)
+    with pytest.raises(CalibrationError, match="booleans"):
+        calibrate(path, x, eval_data=(x, y > 1), timing_s=0)
     r = calibrate(path, x, eval_data=(x, y[:, None]), timing_s=0).report  # a column of labels is fine
     want = float((mlp_numpy(x, w)[0].argmax(1) == y).mean())
     assert r.fp32_score == pytest.approx(want)
+
+
+def test_labels_npz_in_a_data_directory_is_refused_not_ignored(tmp_path):
+    d = tmp_path / "eval"
+    d.mkdir()
+    np.save(d / "0.npy", np.zeros((4, 8), np.float32))
+    np.savez(d / "labels.npz", labels=np.zeros(4, np.int64))
+    with pytest.raises(CalibrationError, match=r"labels\.npz.*go in labels\.npy"):
+        load_data(d)
 
 
 def test_non_finite_calibration_data_is_named(tmp_path):

@@ -240,6 +240,8 @@ def load_data(source: str | os.PathLike[str]) -> tuple[list[Any], np.ndarray | N
             else:
                 items.append(_read_npy(f))
         for k in _LABEL_KEYS:
+            if (p / f"{k}.npz").exists():
+                raise CalibrationError(f"{p / f'{k}.npz'}: labels in a data directory go in {k}.npy (np.save)")
             if (p / f"{k}.npy").exists():
                 labels = _read_npy(p / f"{k}.npy")
         return items, labels
@@ -732,8 +734,9 @@ def _cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     return np.asarray(cos, dtype=np.float64)
 
 
-def _class_labels(labels: np.ndarray, rows: int) -> np.ndarray:
-    """Labels for accuracy/topK: one integer class index per sample, shape (rows,) or (rows, 1)."""
+def _class_labels(labels: np.ndarray, rows: int, classes: int | None = None) -> np.ndarray:
+    """Labels for accuracy/topK: one integer class index per sample, shape (rows,) or (rows, 1),
+    each in ``0 .. classes - 1``."""
     lab = np.asarray(labels)
     if lab.ndim == 2 and lab.shape[1] == 1:
         lab = lab[:, 0]
@@ -748,12 +751,22 @@ def _class_labels(labels: np.ndarray, rows: int) -> np.ndarray:
             f"eval labels have dtype {lab.dtype} with non-integer values; accuracy and topK take integer "
             "class indices (a callable metric takes any labels)"
         )
+    if lab.dtype.kind == "b":
+        raise CalibrationError(
+            "eval labels are booleans; accuracy and topK take integer class indices (labels.astype(int) "
+            "for a two-class model)"
+        )
+    if classes is not None and lab.size and (lab.min() < 0 or lab.max() >= classes):
+        raise CalibrationError(
+            f"eval labels run from {lab.min():g} to {lab.max():g}, but the output has {classes} classes "
+            f"(0..{classes - 1}): every sample would score wrong"
+        )
     return lab
 
 
 def _topk(outputs: np.ndarray, labels: np.ndarray, k: int) -> float:
     logits = _flat(outputs)
-    lab = _class_labels(labels, logits.shape[0])
+    lab = _class_labels(labels, logits.shape[0], logits.shape[1])
     if k == 1:
         return float((logits.argmax(axis=1) == lab).mean())
     top = np.argpartition(-logits, min(k, logits.shape[1]) - 1, axis=1)[:, :k]
