@@ -238,3 +238,16 @@ def test_stats_count_every_concurrent_run(mlp, backend):
         s = eng.stats
         assert (s.runs, s.bound_runs, s.errors) == (200, 200, 0)
         assert s.window == 50  # one call in eight of the 400, timed
+
+
+@pytest.mark.parametrize("elem", [m.TensorProto.INT32, m.TensorProto.INT64, m.TensorProto.INT8])
+def test_integer_div_truncates_toward_zero(tmp_path, backend, elem):
+    # the reference backend used numpy's // (floor): -7 / 2 gave -4 where ONNX (and ORT) give -3
+    path = m.save(tmp_path / "div.onnx", [m.helper.make_node("Div", ["a", "b"], ["y"])],
+                  [m.vi("a", elem, ["n"]), m.vi("b", elem, ["n"])], [m.vi("y", elem, ["n"])])
+    dtype = m.helper.tensor_dtype_to_np_dtype(elem)
+    a = np.array([-7, 7, -7, 7, -6, 0, -1, 100], dtype)
+    b = np.array([2, -2, -2, 2, 3, -5, 7, -7], dtype)
+    want = [int(x / y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]  # C division: truncation
+    with ic.load(path, backend=backend) as eng:
+        assert eng.run({"a": a, "b": b})["y"].tolist() == want

@@ -107,6 +107,12 @@ def test_missing_and_corrupt_model_files(tmp_path):
         assert e.value.__cause__ is not None
     with pytest.raises(ic.ModelLoadError, match="directory"):
         ic.load(tmp_path)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")  # protobuf reads it as an empty model: the reference backend opened it
+    for backend in ("ort", "reference"):
+        with pytest.raises(ic.ModelLoadError, match=r"empty\.onnx") as e:
+            ic.load(empty, backend=backend)
+        assert e.value.path.endswith("empty.onnx")
 
 
 def test_unknown_backend_and_suffix(tmp_path):

@@ -51,6 +51,13 @@ def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, alpha: f
     return y
 
 
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX integer Div truncates toward zero (C semantics: -7 / 2 = -3), where numpy's // floors
+    (-4). ``a - fmod(a, b)`` is an exact multiple of ``b``, so the floor division of it is exact."""
+    out: np.ndarray = np.floor_divide(a - np.fmod(a, b), b)
+    return out
+
+
 def _op(fn: Callable[..., np.ndarray], attrs: Sequence[str] = ()) -> Callable[[list[Any], dict[str, Any]], np.ndarray]:
     def run(args: list[Any], at: dict[str, Any]) -> np.ndarray:
         return fn(*args, **{k: at[k] for k in attrs if k in at})
@@ -62,7 +69,7 @@ _OPS: dict[str, Callable[[list[Any], dict[str, Any]], np.ndarray]] = {
     "Add": lambda a, _: np.add(a[0], a[1]),
     "Sub": lambda a, _: np.subtract(a[0], a[1]),
     "Mul": lambda a, _: np.multiply(a[0], a[1]),
-    "Div": lambda a, _: np.divide(a[0], a[1]) if a[0].dtype.kind == "f" else np.floor_divide(a[0], a[1]),
+    "Div": lambda a, _: np.divide(a[0], a[1]) if a[0].dtype.kind == "f" else _int_div(a[0], a[1]),
     "MatMul": lambda a, _: np.matmul(a[0], a[1]),
     "Gemm": lambda a, at: _gemm(*a, **at),
     "Relu": lambda a, _: np.maximum(a[0], np.zeros((), a[0].dtype)),
@@ -103,6 +110,13 @@ class ReferenceFactory:
             model = onnx.load(str(path))
         except Exception as e:
             raise ModelLoadError(f"onnx could not read {path}: {e}", path=str(path)) from e
+        if not model.graph.output:  # protobuf reads an empty file (or stray bytes) as an empty model
+            size = path.stat().st_size
+            raise ModelLoadError(
+                f"reference: {path} ({size} bytes) holds no ONNX graph (no outputs): an empty or "
+                "truncated file, or not an ONNX model",
+                path=str(path),
+            )
         return ReferenceBackend(model, path)
 
 
