@@ -193,3 +193,38 @@ def test_bytes_for_a_string_input_are_read_as_utf8(tmp_path, as_list):
         assert out.tolist() == [b.decode("utf-8") for b in given]
         with pytest.raises(ic.InputSpecError, match=r"input 'x' is a string tensor.*element \(1,\) \(b'\\xff'\) is not UTF-8"):
             eng.run(np.array([b"a", b"\xff"]))
+
+
+def test_inputs_sharing_a_symbolic_dimension_must_agree(tmp_path):
+    # a [batch, 4] and b [batch, 4]: batch 2 against batch 1 was accepted and broadcast
+    path = m.two_inputs(tmp_path / "two.onnx")
+    ort = pytest.importorskip("onnxruntime")
+    a, b = np.ones((2, 4), np.float32), np.ones((1, 4), np.float32)
+    raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"a": a, "b": b})
+    assert raw[0].shape == (2, 4)  # the runtime itself broadcasts and says nothing
+    for backend in ("ort", "reference"):
+        with ic.load(path, backend=backend) as eng:
+            message = (r"inputs 'a' and 'b' share the dimension 'batch' \(axis 0 of 'a', axis 0 of 'b'\), "
+                       r"which has one size: got batch=2 in 'a' \(2, 4\) but batch=1 in 'b' \(1, 4\)")
+            with pytest.raises(ic.InputSpecError, match=message) as e:
+                eng.run({"a": a, "b": b})
+            assert e.value.tensor == "b"
+            with pytest.raises(ic.InputSpecError, match=message):
+                eng.bind({"a": (2, 4), "b": (1, 4)})
+            with pytest.raises(ic.InputSpecError, match="share the dimension 'batch'"):
+                eng.bind({"a": a, "b": b})
+            np.testing.assert_array_equal(eng.run({"a": a, "b": 3 * a})["z"], 3 * a)
+
+
+def test_placeholder_dimension_names_are_not_cross_checked(tmp_path):
+    # exporters write "?" or unk__N for every unknown dimension: those are not one size
+    nodes = [m.helper.make_node("Identity", ["a"], ["y"]), m.helper.make_node("Identity", ["b"], ["z"])]
+    shape_a, shape_b = ["?", "unk__1", 3, "7"], ["?", "unk__1", 3, "7"]
+    path = m.save(tmp_path / "p.onnx", nodes,
+                  [m.vi("a", m.TensorProto.FLOAT, shape_a), m.vi("b", m.TensorProto.FLOAT, shape_b)],
+                  [m.vi("y", m.TensorProto.FLOAT, shape_a), m.vi("z", m.TensorProto.FLOAT, shape_b)])
+    a, b = np.zeros((1, 2, 3, 4), np.float32), np.ones((5, 6, 3, 7), np.float32)
+    with ic.load(path) as eng:
+        out = eng.run({"a": a, "b": b})
+        np.testing.assert_array_equal(out["y"], a)
+        np.testing.assert_array_equal(out["z"], b)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 import weakref
@@ -121,6 +122,28 @@ def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
+_AUTO_DIM_NAME = re.compile(r"\?*|unk__\d+|-?\d+")  # what exporters write for "unknown", not a symbol
+
+
+def _shared_dims(
+    inputs: Sequence[TensorSpec],
+) -> tuple[tuple[str, tuple[str, int], tuple[tuple[str, int], ...]], ...]:
+    """Symbolic dimension names that more than one input uses: (name, (input, axis) of the first
+    input that has it, the same for each other input). In ONNX one ``dim_param`` is one size
+    across the graph. Placeholder names (``?``, ``unk__12``, numbers) are not symbols: exporters
+    write them for every unknown dimension, and an input whose axes share a name is not checked
+    against itself (PP-OCR names both its height and width ``?``)."""
+    places: dict[str, list[tuple[str, int]]] = {}
+    for spec in inputs:
+        for axis, (d, name) in enumerate(zip(spec.shape, spec.dim_names, strict=True)):
+            if d is not None or name is None or _AUTO_DIM_NAME.fullmatch(name):
+                continue
+            seen = places.setdefault(name, [])
+            if all(t != spec.name for t, _ in seen):
+                seen.append((spec.name, axis))
+    return tuple((name, p[0], tuple(p[1:])) for name, p in places.items() if len(p) > 1)
+
+
 def _dtype_error(check: _InputCheck, given: np.dtype) -> InputSpecError:
     want = check.dtype
     if want.hasobject:
@@ -215,6 +238,7 @@ class Engine:
         self._output_names = tuple(s.name for s in self.outputs)
         self._output_set = frozenset(self._output_names)
         self._single = self.inputs[0].name if len(self.inputs) == 1 else None
+        self._shared = _shared_dims(self.inputs)
         self._stats = _Stats()
         self._bindings: weakref.WeakSet[BoundIO] = weakref.WeakSet()
         self._close_lock = threading.Lock()
@@ -295,7 +319,23 @@ class Engine:
                 if out is feeds:
                     out = dict(feeds)
                 out[c.name] = a
+        if self._shared:
+            self._check_shared_dims({c.name: out[c.name].shape for c in self._check_list})
         return out
+
+    def _check_shared_dims(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Inputs the model gives one symbolic dimension name (``batch``) must agree on its size."""
+        for dim, (first, axis0), rest in self._shared:
+            size = shapes[first][axis0]
+            for tensor, axis in rest:
+                if shapes[tensor][axis] != size:
+                    raise InputSpecError(
+                        f"inputs {first!r} and {tensor!r} share the dimension {dim!r} (axis {axis0} of "
+                        f"{first!r}, axis {axis} of {tensor!r}), which has one size: got {dim}={size} in "
+                        f"{first!r} {tuple(shapes[first])} but {dim}={shapes[tensor][axis]} in {tensor!r} "
+                        f"{tuple(shapes[tensor])}",
+                        tensor=tensor,
+                    )
 
     def _name_error(self, feeds: Mapping[str, Any]) -> None:
         given = set(feeds)
@@ -446,6 +486,10 @@ class Engine:
                     tensor=c.name,
                 )
             arrays[c.name] = allocate(shape, c.dtype) if allocate is not None else aligned_zeros(shape, c.dtype)
+        if self._shared:
+            shapes: dict[str, Any] = {name: getattr(a, "shape", None) for name, a in arrays.items()}
+            if None not in shapes.values():  # a device array without .shape: its backend checks it
+                self._check_shared_dims(shapes)
         out_arrays: dict[str, Any] = {}
         for name, arr in (outputs or {}).items():
             spec = next((s for s in self.outputs if s.name == name), None)
