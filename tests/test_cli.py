@@ -51,6 +51,21 @@ def test_run_writes_outputs(tmp_path, capsys):
     assert main(["run", str(path), "--input", str(tmp_path / "feeds.npz")]) == 0
 
 
+def test_a_lone_unnamed_npz_array_feeds_a_single_input_model_everywhere(tmp_path, capsys):
+    """``np.savez(path, x)`` stores ``arr_0``: run, compare and bench take it as the one input."""
+    path, w = m.mlp(tmp_path / "mlp.onnx")
+    x = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    np.savez(tmp_path / "arr0.npz", x)
+    out_file = tmp_path / "out.npz"
+    assert main(["run", str(path), "--input", str(tmp_path / "arr0.npz"), "--output", str(out_file)]) == 0
+    with np.load(out_file) as z:
+        np.testing.assert_allclose(z["probs"], m.mlp_numpy(x, w)[1], rtol=1e-5, atol=1e-6)
+    assert main(["compare", str(path), "-b", "ort,reference", "--inputs", str(tmp_path / "arr0.npz")]) == 0
+    assert main(["bench", str(path), "--backends", "ort", "--inputs", str(tmp_path / "arr0.npz"),
+                 "--iterations", "3", "--warmup", "1"]) == 0  # fmt: skip
+    capsys.readouterr()
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "infercore.cli", *args], capture_output=True, text=True)
 

@@ -553,3 +553,18 @@ def test_pose_landmark_bf16_is_a_real_mismatch() -> None:
     assert not report.passed
     assert min(c.cosine for c in report.comparisons if c.cosine_judged and c.cosine is not None) < 0.99
     assert not compare(path, ["litert", "openvino:bf16"]).passed  # beyond bf16 tolerance, too
+
+
+def test_infinities_compare_without_numpy_warnings():
+    import warnings
+
+    from infercore.compare import TOLERANCES, compare_arrays
+
+    ref = np.array([np.inf, -np.inf, 1.0, np.nan, np.inf, 2.0], np.float32)
+    got = np.array([np.inf, np.inf, 1.0, np.nan, 3.0, np.inf], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = compare_arrays(ref, got, TOLERANCES["fp32"], output="y")
+    # equal infinities and NaNs agree; opposite infinities, and a finite value against inf, do not
+    # (rtol * |inf| once made any value "close" to an infinite reference)
+    assert r.mismatch == pytest.approx(0.5)

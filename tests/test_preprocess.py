@@ -453,3 +453,11 @@ def test_minilm_through_batcher_equals_direct_engine_run(tokenizer_path):
         for got, want in zip(outs, direct, strict=True):
             assert got.shape == (1, 384)
             np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_sizes_given_as_0d_numpy_arrays():
+    from infercore.preprocess.image import Resize
+
+    img = np.zeros((10, 20, 3), np.uint8)
+    assert Resize(np.array(8)).size == Resize(8).size == 8
+    assert Resize(np.array(8)).run(img, {}).shape == (8, 16, 3)

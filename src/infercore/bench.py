@@ -40,6 +40,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .datafiles import load_arrays, name_lone_array
 from .engine import Engine, load
 from .errors import InfercoreError, InputSpecError
 from .specs import TensorSpec
@@ -1254,8 +1255,6 @@ def load_data(path: str | os.PathLike[str], specs: Sequence[TensorSpec]) -> dict
 
 
 def _read_data_file(path: str | os.PathLike[str]) -> np.ndarray | dict[str, np.ndarray]:
-    from .compare import load_arrays
-
     p = Path(path)
     if p.suffix not in (".npz", ".npy"):
         raise ValueError(f"--inputs takes a .npz or .npy file, got {p.name}")
@@ -1273,6 +1272,7 @@ def _data_for(
                 f"({', '.join(s.name for s in specs)}): save them in a .npz, one per name"
             )
         return {specs[0].name: given}
+    given = name_lone_array(given, [s.name for s in specs])
     names = {s.name for s in specs}
     extra = sorted(set(given) - names)
     if extra:

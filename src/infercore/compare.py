@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .datafiles import load_arrays
+from .datafiles import load_arrays, name_lone_array
 from .errors import InfercoreError, InputSpecError
 from .specs import TensorSpec
 
@@ -427,7 +427,8 @@ def compare_arrays(
     exact_kind = ref.dtype == np.bool_ or (ref.dtype.kind in "iu" and got.dtype.kind in "iub")
     a = got.astype(np.float64).ravel()  # 0-d outputs too: arithmetic on them gives scalars
     b = ref.astype(np.float64).ravel()
-    diff = np.abs(a - b)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, handled below
+        diff = np.abs(a - b)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     same_special = (nan_a & nan_b) | (np.isinf(a) & np.isinf(b) & (a == b))
     diff[same_special] = 0.0
@@ -441,12 +442,14 @@ def compare_arrays(
         rtol = tol.rtol
         close = diff <= atol_eff + rtol * np.abs(b)
     close[np.isnan(diff)] = False  # NaN on one side only
+    close[np.isinf(diff)] = False  # inf on one side (rtol * |inf| would call any value close)
     close[same_special] = True
     mismatch = float(1.0 - close.mean())
     finite_diff = diff[np.isfinite(diff)]
     max_abs = float(finite_diff.max()) if finite_diff.size else math.inf
     meaningful = np.abs(b) > atol_eff
-    max_rel = float((diff[meaningful] / np.abs(b[meaningful])).max()) if meaningful.any() else None
+    with np.errstate(invalid="ignore"):  # inf / inf where the two sides are opposite infinities
+        max_rel = float((diff[meaningful] / np.abs(b[meaningful])).max()) if meaningful.any() else None
     cosine: float | None = None
     judged = False
     ok = np.isfinite(a) & np.isfinite(b)
@@ -699,7 +702,7 @@ def compare(
         feeds = make_inputs(
             ref_engine.inputs,
             seed=seed,
-            values=given,
+            values=name_lone_array(given, [s.name for s in ref_engine.inputs]),
             shapes=shapes,
             metadata=ref_engine.metadata,
             distribution=distribution,

@@ -9,13 +9,17 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .errors import InputSpecError
 
-__all__ = ["load_arrays"]
+V = TypeVar("V")
+
+__all__ = ["load_arrays", "name_lone_array"]
 
 
 def load_arrays(
@@ -46,3 +50,11 @@ def load_arrays(
         raise InputSpecError(
             f"{what}cannot read {p} as a .npy/.npz file ({p.stat().st_size} bytes): {reason}", tensor=tensor
         ) from e
+
+
+def name_lone_array(data: Mapping[str, V], inputs: Sequence[str]) -> dict[str, V]:
+    """``np.savez(path, x)`` names a lone array ``arr_0``: for a single-input model it is that
+    input's, whatever its name. Anything else is returned as it is."""
+    if len(inputs) == 1 and set(data) == {"arr_0"}:
+        return {inputs[0]: data["arr_0"]}
+    return dict(data)

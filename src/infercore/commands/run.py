@@ -57,10 +57,12 @@ def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import load
+    from ..datafiles import name_lone_array
 
     feeds = _read_inputs(args.input)
     with load(args.model, backend=args.backend, device=args.device, precision=args.precision,
               threads=args.threads) as eng:
+        feeds = name_lone_array(feeds, [s.name for s in eng.inputs])
         t0 = time.perf_counter()  # the engine times only every 8th call: time this one here
         out = eng.run(feeds)
         ms = (time.perf_counter() - t0) * 1e3

@@ -67,6 +67,8 @@ def _size(size: int | Sequence[int], what: str = "size") -> Size:
     if isinstance(size, (int, np.integer)):
         d = _side(size, what, size)
         return (d, d)
+    if isinstance(size, np.ndarray) and size.ndim == 0:  # np.array(8): a 0-d array of one side
+        return _size(size.item(), what)
     if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, np.ndarray)) or len(size) != 2:
         raise TypeError(f"{what} must be an int or a (height, width) pair of ints, got {size!r}")
     return (_side(size[0], what, size), _side(size[1], what, size))
@@ -74,6 +76,8 @@ def _size(size: int | Sequence[int], what: str = "size") -> Size:
 
 def _size_or_side(size: int | Sequence[int], what: str = "size") -> int | Size:
     """Resize's size: an int (the shorter side) or (height, width)."""
+    if isinstance(size, np.ndarray) and size.ndim == 0:
+        size = size.item()
     if isinstance(size, (int, np.integer)):
         return _side(size, what, size)
     return _size(size, what)
