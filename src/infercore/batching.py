@@ -323,7 +323,8 @@ class Batcher:
             log.warning(
                 "batcher %r: %d instances share one %s engine that runs %d request(s) at once; the other "
                 "instances' batches wait inside the runtime and their execution times include that wait. "
-                "Open it with more streams (openvino: options={'num_streams': %d}) or use fewer instances",
+                "Open it with more streams (openvino: options={'num_streams': %d}; OpenVINO runs at most one "
+                "stream per inference thread, so threads= must be at least that) or use fewer instances",
                 self.name,
                 instances,
                 self.engine.backend_name,
