@@ -251,3 +251,23 @@ def test_integer_div_truncates_toward_zero(tmp_path, backend, elem):
     want = [int(x / y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]  # C division: truncation
     with ic.load(path, backend=backend) as eng:
         assert eng.run({"a": a, "b": b})["y"].tolist() == want
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_bound_output_array_of_the_wrong_shape_is_refused(mlp, backend, rows):
+    # bound for batch 2, given a batch-3 array: the runtime wrote elsewhere and the array stayed zeros
+    path, w = mlp
+    out = np.zeros((rows, 4), np.float32)
+    x = np.random.default_rng(6).standard_normal((2, 8)).astype(np.float32)
+    message = rf"output 'probs'.*shape \(2, 4\).*shape \({rows}, 4\)"
+    with ic.load(path, backend=backend) as eng:
+        with pytest.raises(ic.InputSpecError, match=message) as e, eng.bind({"x": x}, outputs={"probs": out}) as io:
+            io.run()  # refused at bind, or at the first run
+        assert e.value.tensor == "probs"
+        assert not out.any()
+        # the right shape is written in place, as numpy computes it
+        good = np.zeros((2, 4), np.float32)
+        with eng.bind({"x": x}, outputs={"probs": good}) as io:
+            io.run()
+            assert io.outputs["probs"] is good
+            np.testing.assert_allclose(good, m.mlp_numpy(x, w)[1], rtol=1e-5, atol=1e-6)

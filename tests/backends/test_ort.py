@@ -85,6 +85,22 @@ def test_data_dependent_output_falls_back_and_stays_right(tmp_path):
             np.testing.assert_array_equal(eng.run(np.array(x, np.float32))["y"], np.array(np.nonzero(x)))
 
 
+def test_data_dependent_output_never_leaves_the_callers_array(tmp_path):
+    # it fell back to a runtime-allocated array: io.outputs["y"] was no longer the caller's
+    path = m.nonzero(tmp_path / "nz.onnx")
+    y = np.full((1, 3), -1, np.int64)
+    with ic.load(path) as eng, eng.bind({"x": (6,)}, outputs={"y": y}) as io:
+        io.inputs["x"][...] = [1, 0, 2, 0, 0, 3]
+        io.run()
+        assert io.outputs["y"] is y
+        np.testing.assert_array_equal(y, np.array(np.nonzero(io.inputs["x"])))
+        io.inputs["x"][...] = [1, 1, 0, 0, 0, 0]
+        with pytest.raises(ic.InputSpecError, match=r"output 'y': onnxruntime computed shape \(1, 2\) for this "
+                           r"run, but the array bound for it has shape \(1, 3\)"):
+            io.run()
+        assert io.outputs["y"] is y
+
+
 def test_wrongly_declared_output_shape_is_survived(tmp_path):
     """Real models declare wrong output shapes; the runtime's shape wins."""
     path = m.save(tmp_path / "lie.onnx", [helper.make_node("Identity", ["x"], ["y"])],

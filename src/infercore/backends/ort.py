@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..buffers import aligned_empty
-from ..errors import BackendError, BackendRuntimeError, BackendUnavailableError, ModelLoadError
+from ..errors import (
+    BackendError,
+    BackendRuntimeError,
+    BackendUnavailableError,
+    InputSpecError,
+    ModelLoadError,
+)
 from ..specs import BackendInfo, TensorSpec
 from . import check_options, require
 
@@ -306,7 +312,9 @@ class OrtBinding:
     array is bound for every later run (so a binding costs no extra inference, which matters to a
     batcher that binds each new batch size). If the runtime later contradicts a bound shape (a
     data-dependent output, or a model that declares the wrong shape), that output falls back to a
-    runtime-allocated OrtValue copied out once per run. ``outputs`` is updated in place.
+    runtime-allocated OrtValue copied out once per run. ``outputs`` is updated in place. An array
+    the caller bound (``bind(outputs=...)``) never falls back: the run raises ``InputSpecError``
+    naming the output, the shape computed and the shape bound.
     """
 
     def __init__(self, backend: OrtBackend, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
@@ -326,6 +334,7 @@ class OrtBinding:
         self._dynamic: list[str] = []  # runtime-allocated on every run (shape changes with the data)
         self._order: list[str] = []  # IOBinding reports outputs in first-bound order
         self.outputs: dict[str, np.ndarray] = {}
+        self._given = frozenset(outputs)  # the caller's arrays: written in place or the run fails
         for spec in backend.outputs:
             if spec.name in outputs:
                 self._bind_output(spec.name, outputs[spec.name])
@@ -388,6 +397,15 @@ class OrtBinding:
         if not m or m.group(1) not in self.outputs or m.group(1) in self._dynamic:
             return False
         name = m.group(1)
+        if name in self._given:
+            computed = re.search(r"computed output shape for this run is \{([-\d,]*)\}", str(error))
+            shape = f"shape ({computed.group(1).replace(',', ', ')})" if computed else "another shape"
+            raise InputSpecError(
+                f"output {name!r}: onnxruntime computed {shape} for this run, but the array bound for it "
+                f"has shape {self.outputs[name].shape}; bind an array of the output's shape, or bind without "
+                f"it and read io.outputs[{name!r}]",
+                tensor=name,
+            ) from error
         log.debug("ort: output %r changed shape between runs; it is now runtime-allocated and copied", name)
         self._dynamic.append(name)
         return True

@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, BackendRuntimeError, BackendUnavailableError, ModelLoadError
+from ..errors import (
+    BackendError,
+    BackendRuntimeError,
+    BackendUnavailableError,
+    InputSpecError,
+    ModelLoadError,
+)
 from ..specs import BackendInfo, TensorSpec
 from . import require
 
@@ -179,13 +185,25 @@ class ReferenceBackend:
 
 
 class ReferenceBinding:
-    """Not zero-copy (numpy allocates its results); copies results into the bound outputs."""
+    """Not zero-copy (numpy allocates its results); copies results into the bound outputs.
+
+    Binding runs the model once, on whatever the inputs hold, to learn the output shapes: an
+    array the caller binds for an output must have that shape (``InputSpecError``), and is
+    never replaced by another (a later run that changes the shape raises)."""
 
     def __init__(self, backend: ReferenceBackend, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
         self._backend = backend
         self._names = tuple(s.name for s in backend.outputs)
         self.inputs = inputs
         first = backend.run(inputs, self._names)
+        for name, given in outputs.items():
+            if given.shape != first[name].shape:
+                raise InputSpecError(
+                    f"output {name!r}: for these input shapes it has shape {first[name].shape}, "
+                    f"got an array of shape {given.shape}",
+                    tensor=name,
+                )
+        self._given = frozenset(outputs)
         self.outputs = {n: outputs.get(n, first[n]) for n in self._names}
 
     def run(self) -> None:
@@ -194,6 +212,12 @@ class ReferenceBinding:
             buf = self.outputs[name]
             if buf.shape == value.shape:
                 np.copyto(buf, value)
+            elif name in self._given:
+                raise InputSpecError(
+                    f"output {name!r}: reference computed shape {value.shape} for this run, but the array "
+                    f"bound for it has shape {buf.shape}; bind without it and read io.outputs[{name!r}]",
+                    tensor=name,
+                )
             else:
                 self.outputs[name] = value
 
