@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 import threading
 
 import numpy as np
@@ -77,6 +78,26 @@ def test_dynamic_batch_specs_and_results_match_numpy_and_ort(tmp_path):
             assert y.shape == (batch, 4)
             np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(y, ort_run(path, {"x": x})["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_dimension_names_of_an_onnx_file_agree_with_ort(tmp_path, monkeypatch):
+    # OpenVINO's ports drop dim_param: every name came back None (the Batcher pads by these names)
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"]), helper.make_node("Shape", ["a"], ["s"])]
+    path = m.save(tmp_path / "named.onnx", nodes,
+                  [m.vi("a", TensorProto.FLOAT, ["batch", "seq", 4]), m.vi("b", TensorProto.FLOAT, ["batch", None, 4])],
+                  [m.vi("y", TensorProto.FLOAT, ["batch", "seq", 4]), m.vi("s", TensorProto.INT64, [3])])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    raw = {a.name: tuple(d if isinstance(d, str) else None for d in a.shape)
+           for a in (*sess.get_inputs(), *sess.get_outputs())}
+    assert raw == {"a": ("batch", "seq", None), "b": ("batch", None, None), "y": ("batch", "seq", None),
+                   "s": (None,)}
+    with ov_load(path) as eng, ic.load(path, "ort") as ref:
+        assert {s.name: s.dim_names for s in (*eng.inputs, *eng.outputs)} == raw
+        assert eng.inputs == ref.inputs and eng.outputs == ref.outputs
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the openvino extra without onnx
+    with ov_load(path) as eng:
+        assert [s.dim_names for s in eng.inputs] == [(None, None, None)] * 2
+        assert [s.shape for s in eng.inputs] == [(None, None, 4)] * 2
 
 
 def test_onnx_metadata_props_reach_metadata(tmp_path):
@@ -313,6 +334,10 @@ def test_errors_for_options_devices_and_precision(tmp_path):
         ov_load(path, options={"performance_hint": "fast"})
     with pytest.raises(ic.BackendError, match="num_requests=0 is invalid"):
         ov_load(path, options={"num_requests": 0})
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    with pytest.raises(ic.BackendError, match=r"cache_dir='.*a-file' cannot be used as a directory"):
+        ov_load(path, options={"cache_dir": str(in_the_way)})  # was a raw FileExistsError
     with pytest.raises(ic.BackendError, match="reshape names input 'nope'"):
         ov_load(path, options={"reshape": {"nope": [1, 16]}})
     with pytest.raises(ic.ModelLoadError, match="Unsupported property NOT_A_PROPERTY"):
