@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -132,11 +134,45 @@ def test_reference_refuses_unknown_ops(tmp_path):
 
 
 def test_bad_arguments_to_load(tmp_path):
+    # a plain ValueError (not an infercore error), and threads=True was taken as 1 thread
     path, _ = m.add_bias(tmp_path / "a.onnx")
-    with pytest.raises(ValueError, match="precision must be one of"):
-        ic.load(path, precision="fp8")
-    with pytest.raises(ValueError, match="threads must be a positive int"):
-        ic.load(path, threads=0)
+    for precision in ("fp8", 16, ""):
+        with pytest.raises(ic.BackendError, match=rf"precision must be one of fp32, fp16, bf16, int8.*got {precision!r}"):
+            ic.load(path, precision=precision)
+    for threads in (0, -1, True, 1.5, "2"):
+        with pytest.raises(ic.BackendError, match=rf"threads must be a positive int.*got {threads!r}"):
+            ic.load(path, threads=threads)
+    with ic.load(path, precision="Float32", threads=1) as eng:
+        assert eng.precision == "fp32"
+
+
+def test_bind_refuses_shapes_that_are_not_sizes(eng):
+    # (2.7, 8) was bound as (2, 8); a negative size gave an empty reason
+    for shape, bad in (((2.7, 8), "2.7"), ((True, 8), "True"), ((np.float32(2), 8), "np.float32(2.0)")):
+        with pytest.raises(ic.InputSpecError, match=rf"input 'x': bind\(\) takes a shape.*dimension {re.escape(bad)} is not an int"):
+            eng.bind({"x": shape})
+    with pytest.raises(ic.InputSpecError, match=r"input 'x': bind\(\) takes a shape.*got 5"):
+        eng.bind({"x": 5})
+    with pytest.raises(ic.InputSpecError, match=r"got \(-1, 8\): dimension 0 is -1, and a size cannot be negative"):
+        eng.bind({"x": (-1, 8)})
+    with eng.bind({"x": (np.int64(3), 8)}) as io:  # numpy ints are sizes
+        assert io.inputs["x"].shape == (3, 8)
+
+
+def test_bind_too_big_to_allocate_names_the_tensor_and_bytes(eng):
+    # a raw numpy MemoryError (or a wrapped np.prod and a reshape error) came out of bind()
+    for rows, nbytes in ((2**45, 2**45 * 32), (2**62, 2**62 * 32)):  # past any address space
+        with pytest.raises(ic.InputSpecError, match=rf"input 'x': cannot allocate a buffer of shape \({rows}, 8\) \({nbytes:,} bytes of float32\)"):
+            eng.bind({"x": (rows, 8)})
+
+
+def test_empty_outputs_list_is_refused_everywhere(eng):
+    # ORT raised BackendRuntimeError, the other backends returned {}
+    x = np.ones((1, 8), np.float32)
+    for empty in ([], ()):
+        with pytest.raises(ic.InputSpecError, match=r"asks for no output; pass None.*logits, probs"):
+            eng.run(x, outputs=empty)
+    assert list(eng.run(x, outputs=None)) == ["logits", "probs"]
 
 
 @pytest.mark.parametrize("backend", ["ort", "reference"])

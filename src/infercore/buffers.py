@@ -7,6 +7,7 @@ after that a run moves no Python objects and allocates nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ def aligned_empty(shape: Sequence[int], dtype: np.dtype | type, align: int = ALI
     shape = tuple(int(d) for d in shape)
     if dtype.hasobject:
         return np.empty(shape, dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: np.prod would wrap past 2**63
     raw = np.empty(nbytes + align, dtype=np.uint8)
     offset = (-raw.ctypes.data) % align
     return raw[offset : offset + nbytes].view(dtype).reshape(shape)

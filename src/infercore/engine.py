@@ -9,6 +9,8 @@ allocated per run).
 from __future__ import annotations
 
 import itertools
+import math
+import operator
 import os
 import re
 import threading
@@ -22,7 +24,14 @@ from typing import Any
 import numpy as np
 
 from .buffers import BufferMap, aligned_zeros, check_bound_array
-from .errors import BackendRuntimeError, EngineClosedError, InfercoreError, InputSpecError, ModelLoadError
+from .errors import (
+    BackendError,
+    BackendRuntimeError,
+    EngineClosedError,
+    InfercoreError,
+    InputSpecError,
+    ModelLoadError,
+)
 from .protocol import Backend, Binding
 from .specs import TensorSpec, format_shape
 
@@ -203,14 +212,33 @@ def _check_values_kept(c: _InputCheck, given: np.ndarray, cast: np.ndarray) -> N
             )
 
 
+def _bind_shape(check: _InputCheck, value: Any) -> tuple[int, ...]:
+    """A shape given to bind(): a sequence of ints (numpy ints too); 2.7 or True is not a size."""
+    what = "a shape (a tuple of ints) or a numpy array"
+    try:
+        dims = tuple(value)
+    except TypeError:
+        raise InputSpecError(f"input {check.name!r}: bind() takes {what}, got {value!r}", tensor=check.name) from None
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)) or not hasattr(type(d), "__index__"):
+            raise InputSpecError(
+                f"input {check.name!r}: bind() takes {what}, got {value!r}: dimension {d!r} is not an int",
+                tensor=check.name,
+            )
+    return tuple(operator.index(d) for d in dims)
+
+
 def _shape_error(check: _InputCheck, shape: tuple[int, ...]) -> InputSpecError:
     spec = check.spec
     want = format_shape(spec.shape, spec.dim_names)
     if len(shape) != spec.rank:
         why = f"rank {len(shape)} where the model takes rank {spec.rank}"
     else:
-        bad = [i for i, (d, s) in enumerate(zip(spec.shape, shape, strict=True)) if d is not None and d != s]
-        why = "; ".join(f"dimension {i} must be {spec.shape[i]}, got {shape[i]}" for i in bad)
+        why = "; ".join(
+            f"dimension {i} is {s}, and a size cannot be negative" if s < 0 else f"dimension {i} must be {d}, got {s}"
+            for i, (d, s) in enumerate(zip(spec.shape, shape, strict=True))
+            if s < 0 or (d is not None and d != s)
+        )
     return InputSpecError(f"input {spec.name!r}: expected shape {want}, got {shape}: {why}", tensor=spec.name)
 
 
@@ -403,6 +431,11 @@ class Engine:
             return self._output_names
         if isinstance(outputs, str):
             outputs = (outputs,)
+        if not outputs:
+            raise InputSpecError(
+                f"outputs={outputs!r} asks for no output; pass None (the default) for all of them, or name "
+                f"some of: {', '.join(self._output_names)}"
+            )
         for name in outputs:
             if name not in self._output_set:
                 raise InputSpecError(
@@ -471,13 +504,7 @@ class Engine:
             if device_arrays and (hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__")):
                 arrays[c.name] = value  # device-resident: the backend checks and binds it in place
                 continue
-            try:
-                shape = tuple(int(d) for d in value)
-            except (TypeError, ValueError):
-                raise InputSpecError(
-                    f"input {c.name!r}: bind() takes a shape (tuple of ints) or a numpy array, got {value!r}",
-                    tensor=c.name,
-                ) from None
+            shape = _bind_shape(c, value)
             if any(d < 0 for d in shape) or not c.spec.accepts(shape):
                 raise _shape_error(c, shape)
             if c.dtype.hasobject:
@@ -485,7 +512,15 @@ class Engine:
                     f"input {c.name!r} is a string tensor: strings have no fixed-size buffer, use run()",
                     tensor=c.name,
                 )
-            arrays[c.name] = allocate(shape, c.dtype) if allocate is not None else aligned_zeros(shape, c.dtype)
+            try:
+                arrays[c.name] = allocate(shape, c.dtype) if allocate is not None else aligned_zeros(shape, c.dtype)
+            except (MemoryError, ValueError) as e:  # numpy: "Unable to allocate", "array is too big"
+                nbytes = math.prod(shape) * c.dtype.itemsize
+                raise InputSpecError(
+                    f"input {c.name!r}: cannot allocate a buffer of shape {shape} ({nbytes:,} bytes of "
+                    f"{c.dtype}): {str(e) or type(e).__name__}",
+                    tensor=c.name,
+                ) from e
         if self._shared:
             shapes: dict[str, Any] = {name: getattr(a, "shape", None) for name, a in arrays.items()}
             if None not in shapes.values():  # a device array without .shape: its backend checks it
@@ -616,13 +651,15 @@ def load(
     if p.is_dir():
         raise ModelLoadError(f"{p} is a directory; pass the model file inside it", path=str(p))
     if precision is not None:
-        precision = precision.lower()
         aliases = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16"}
-        precision = aliases.get(precision, precision)
-        if precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of fp32, fp16, bf16, int8 (or None), got {precision!r}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        name = aliases.get(precision.lower(), precision.lower()) if isinstance(precision, str) else None
+        if name not in _PRECISIONS[1:]:
+            raise BackendError(
+                f"precision must be one of fp32, fp16, bf16, int8 (or None, the model as saved), got {precision!r}"
+            )
+        precision = name
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise BackendError(f"threads must be a positive int (or None, the runtime's default), got {threads!r}")
     reg = registry.get(backend) if backend is not None else registry.pick(p)
     if device is None:
         device = getattr(reg.factory, "default_device", None) or "cpu"

@@ -170,6 +170,25 @@ def test_cuda_without_provider_names_the_package(tmp_path):
         ic.load(path, device="npu")
 
 
+def test_providers_option_takes_only_providers_this_onnxruntime_has(tmp_path):
+    # an unknown name loaded silently on the CPU (ORT warns and skips it)
+    path, b = m.add_bias(tmp_path / "a.onnx")
+    have = ", ".join(ort.get_available_providers())
+    with pytest.raises(ic.BackendError, match=rf"unknown execution provider 'NopeExecutionProvider'.*has {have}$"):
+        ic.load(path, options={"providers": ["NopeExecutionProvider", "CPUExecutionProvider"]})
+    missing = [p for p in ort.get_all_providers() if p not in ort.get_available_providers()]
+    if missing:
+        with pytest.raises(ic.BackendUnavailableError, match=rf"provider '{missing[0]}' is not in this onnxruntime"):
+            ic.load(path, options={"providers": [missing[0]]})
+    for bad in ("CPUExecutionProvider", []):
+        with pytest.raises(ic.BackendError, match=r"option providers=.* is invalid"):
+            ic.load(path, options={"providers": bad})
+    for good in (["CPUExecutionProvider"], [("CPUExecutionProvider", {})]):
+        with ic.load(path, options={"providers": good}) as eng:
+            assert eng.metadata["providers"] == "CPUExecutionProvider"
+            np.testing.assert_array_equal(eng.run(np.zeros((1, 16), np.float32))["y"], b)
+
+
 def test_precision_other_than_model_is_refused(tmp_path):
     path, _ = m.add_bias(tmp_path / "a.onnx")
     with pytest.raises(ic.BackendError, match=r"ic\.calibrate"):

@@ -128,6 +128,28 @@ def _device(device: str, ort: Any, provider_options: Mapping[str, Any]) -> tuple
     raise BackendError(f"ort: unknown device {device!r}; use 'cpu' or 'cuda:N'")
 
 
+def _providers(ort: Any, providers: Any) -> list[Any]:
+    """The ``providers`` option: names (or ``(name, options)`` pairs) this onnxruntime has. ORT
+    itself skips an unknown name with a warning and runs on the CPU."""
+    if isinstance(providers, str) or not isinstance(providers, Sequence) or not providers:
+        raise BackendError(f"ort: option providers={providers!r} is invalid; expected {_OPTIONS['providers']}")
+    available = ort.get_available_providers()
+    for entry in providers:
+        name = entry[0] if isinstance(entry, (tuple, list)) and len(entry) == 2 else entry
+        if name in available:
+            continue
+        if isinstance(name, str) and name in ort.get_all_providers():
+            raise BackendUnavailableError(
+                f"ort: execution provider {name!r} is not in this onnxruntime build; it has "
+                f"{', '.join(available)} (another provider needs its own onnxruntime package)"
+            )
+        raise BackendError(
+            f"ort: unknown execution provider {name!r} in option providers; this onnxruntime has "
+            f"{', '.join(available)}"
+        )
+    return list(providers)
+
+
 def _session_options(ort: Any, threads: int | None, options: Mapping[str, Any]) -> Any:
     check_options("ort", options, _OPTIONS)
     so = ort.SessionOptions()
@@ -209,7 +231,7 @@ class OrtFactory:
         provider_options = options.pop("provider_options", {}) or {}
         dev, providers = _device(device, ort, provider_options)
         if providers_override is not None:
-            providers = list(providers_override)
+            providers = _providers(ort, providers_override)
         so = _session_options(ort, threads, options)
         try:
             sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
