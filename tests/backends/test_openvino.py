@@ -183,6 +183,21 @@ def test_bound_data_dependent_output_is_copied_out(tmp_path, threads):
             np.testing.assert_array_equal(io.outputs["y"], np.array(np.nonzero(x)))
 
 
+def test_data_dependent_output_of_another_shape_than_the_callers_array(tmp_path):
+    # the same error class and wording as ORT and reference (it was a BackendRuntimeError here)
+    path = m.nonzero(tmp_path / "nz.onnx")
+    y = np.full((1, 3), -1, np.int64)
+    with ov_load(path) as eng, eng.bind({"x": (6,)}, outputs={"y": y}) as io:
+        io.inputs["x"][...] = [1, 0, 2, 0, 0, 3]
+        io.run()
+        np.testing.assert_array_equal(y, np.array(np.nonzero(io.inputs["x"])))
+        io.inputs["x"][...] = [1, 1, 0, 0, 0, 0]
+        with pytest.raises(ic.InputSpecError, match=r"output 'y': openvino computed shape \(1, 2\) for this run, "
+                           r"but the array bound for it has shape \(1, 3\)") as e:
+            io.run()
+        assert e.value.tensor == "y" and io.outputs["y"] is y
+
+
 def test_bind_never_runs_the_model_on_unwritten_inputs(tmp_path):
     """Range(0, 0, 0) divides by zero inside OpenVINO (SIGFPE): binding must not probe-run the
     model on the zeroed buffers the caller has not written yet."""

@@ -662,10 +662,11 @@ class OpenVINOBinding:
                 if target is None:
                     self.outputs[name] = data.copy()
                 elif data.shape != target.shape:
-                    raise BackendRuntimeError(
-                        f"openvino: output {name!r} came out with shape {tuple(data.shape)}, but the array "
-                        f"bound for it has shape {target.shape}: it is data-dependent; bind without it "
-                        "and read io.outputs"
+                    raise InputSpecError(
+                        f"output {name!r}: openvino computed shape {tuple(data.shape)} for this run, but the "
+                        f"array bound for it has shape {target.shape}: it is data-dependent; bind without it "
+                        f"and read io.outputs[{name!r}]",
+                        tensor=name,
                     )
                 else:
                     np.copyto(target, data)
