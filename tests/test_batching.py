@@ -269,7 +269,8 @@ def test_bad_requests_are_refused_at_submit_naming_the_tensor(tmp_path):
         assert e.value.tensor == names[0]
         with pytest.raises(InputSpecError, match="missing"):
             b.submit({names[0]: good[names[0]]})
-        with pytest.raises(InputSpecError, match="same batch size"):
+        # both inputs name their batch dim 'batch': the engine's shared-name check refuses it
+        with pytest.raises(InputSpecError, match=r"share the dimension 'batch'.*batch=2.*batch=1"):
             b.submit({names[0]: np.repeat(good[names[0]], 2, 0), names[1]: good[names[1]]})
         with pytest.raises(InputSpecError, match="max_batch_size=4"):
             b.submit({n: np.repeat(a, 5, 0) for n, a in good.items()})

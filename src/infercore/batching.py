@@ -45,7 +45,7 @@ import numpy as np
 
 from .engine import BoundIO, Engine
 from .errors import BatcherClosedError, BatchingError, DeadlineExceededError, InputSpecError, QueueFullError
-from .specs import TensorSpec, format_shape
+from .specs import TensorSpec, format_shape, is_symbol
 
 if TYPE_CHECKING:
     from .preprocess import Pipeline, Prepared
@@ -61,9 +61,8 @@ _MAX_WAIT = 3600.0  # the scheduler re-checks at least hourly: Condition.wait ov
 
 
 def _unnamed(spec: TensorSpec, axis: int) -> bool:
-    """A dynamic dimension with no symbolic name: None, "?", or onnxruntime's "unk__N"."""
-    name = spec.dim_names[axis] if axis < len(spec.dim_names) else None
-    return name is None or name in ("", "?") or name.startswith("unk__")
+    """A dynamic dimension with no symbolic name (None, "?", onnxruntime's "unk__N"): see is_symbol."""
+    return not is_symbol(spec.dim_names[axis] if axis < len(spec.dim_names) else None)
 
 
 def _dim_key(spec: TensorSpec, axis: int) -> str:

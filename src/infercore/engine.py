@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import operator
 import os
-import re
 import threading
 import time
 import weakref
@@ -32,7 +31,7 @@ from .errors import (
     ModelLoadError,
 )
 from .protocol import Backend, Binding
-from .specs import TensorSpec, format_shape
+from .specs import TensorSpec, format_shape, is_symbol
 
 __all__ = ["BoundIO", "Engine", "EngineStats", "load"]
 
@@ -130,9 +129,6 @@ def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-_AUTO_DIM_NAME = re.compile(r"\?*|unk__\d+|-?\d+")  # what exporters write for "unknown", not a symbol
-
-
 def _shared_dims(
     inputs: Sequence[TensorSpec],
 ) -> tuple[tuple[str, tuple[str, int], tuple[tuple[str, int], ...]], ...]:
@@ -144,7 +140,7 @@ def _shared_dims(
     places: dict[str, list[tuple[str, int]]] = {}
     for spec in inputs:
         for axis, (d, name) in enumerate(zip(spec.shape, spec.dim_names, strict=True)):
-            if d is not None or name is None or _AUTO_DIM_NAME.fullmatch(name):
+            if d is not None or name is None or not is_symbol(name):
                 continue
             seen = places.setdefault(name, [])
             if all(t != spec.name for t, _ in seen):

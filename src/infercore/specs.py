@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BackendInfo", "Quantization", "TensorSpec", "format_shape"]
+__all__ = ["BackendInfo", "Quantization", "TensorSpec", "format_shape", "is_symbol"]
+
+_PLACEHOLDER_DIM_NAME = re.compile(r"\?*|unk__\d+|-?\d+")  # what exporters write for "unknown"
+
+
+def is_symbol(dim_name: str | None) -> bool:
+    """Whether a dimension name is a real symbol (``batch``, ``sequence``), one size wherever it
+    appears, rather than a placeholder exporters write for any unknown dimension: None, ``?``,
+    onnxruntime's ``unk__12``, a number."""
+    return dim_name is not None and not _PLACEHOLDER_DIM_NAME.fullmatch(dim_name)
 
 Dim = int | None
 
