@@ -111,6 +111,19 @@ def test_wrongly_declared_output_shape_is_survived(tmp_path):
         np.testing.assert_array_equal(io.outputs["y"], np.arange(5, dtype=np.float32))
 
 
+def test_wrongly_declared_output_rank_is_survived_on_every_run(tmp_path):
+    """ddddocr's OCR model declares [1, seqlen] and produces [T, 1, C]: ORT refuses any bound array
+    of another rank than declared, so that output stays runtime-allocated, run after run."""
+    path = m.save(tmp_path / "rank.onnx", [helper.make_node("Identity", ["x"], ["y"])],
+                  [m.vi("x", TensorProto.FLOAT, ["a", 3])], [m.vi("y", TensorProto.FLOAT, ["n"])])
+    with ic.load(path) as eng, eng.bind({"x": (2, 3)}) as io:
+        for k in range(3):
+            x = np.arange(6, dtype=np.float32).reshape(2, 3) * (k + 1)
+            io.inputs["x"][...] = x
+            io.run()
+            np.testing.assert_array_equal(io.outputs["y"], x)
+
+
 def test_several_wrongly_declared_outputs_are_survived_quietly(tmp_path, capfd):
     """Split declares [2] and [4] but the data asks for [4, 2]: each bound output falls back in
     turn, and the expected failures are not printed as onnxruntime ERRORs."""

@@ -408,6 +408,12 @@ class OrtBinding:
             self.outputs[name] = _from_ort_value(produced[name], self._out_specs[name].dtype)
         for name in self._unsized:
             value = _from_ort_value(produced[name], self._out_specs[name].dtype)
+            if not self._out_specs[name].accepts(value.shape):
+                # the model declares another rank than it produces: ORT refuses any bound array
+                # for it ("Invalid rank for output"), so it stays runtime-allocated
+                self._dynamic.append(name)
+                self.outputs[name] = value
+                continue
             buf = aligned_empty(value.shape, value.dtype)
             buf[...] = value
             self._bind_output(name, buf)  # from the next run on, written in place
@@ -415,10 +421,10 @@ class OrtBinding:
 
     def _fallback(self, error: Exception) -> bool:
         """A bound output's shape was contradicted: switch it to runtime allocation."""
-        m = re.search(r"provided for output '([^']+)'", str(error))
-        if not m or m.group(1) not in self.outputs or m.group(1) in self._dynamic:
+        m = re.search(r"provided for output '([^']+)'|Invalid rank for output: (\S+)", str(error))
+        name = m and (m.group(1) or m.group(2))
+        if not name or name not in self.outputs or name in self._dynamic:
             return False
-        name = m.group(1)
         if name in self._given:
             computed = re.search(r"computed output shape for this run is \{([-\d,]*)\}", str(error))
             shape = f"shape ({computed.group(1).replace(',', ', ')})" if computed else "another shape"
