@@ -439,3 +439,30 @@ def test_real_quantized_model():
 def test_model_path_is_path_object(tiny):
     with ic.load(Path(tiny["add"])) as eng:
         assert eng.path == Path(tiny["add"])
+
+
+def test_dynamic_model_whose_placeholder_shape_cannot_allocate_loads_and_matches_raw():
+    """openWakeWord's melspectrogram stores its [-1, -1] input as [1, 1], shorter than its STFT
+    window: allocating at that shape fails, but raw LiteRT runs it once resized, and so must we."""
+    try:
+        path = models.open_wakeword("melspectrogram")
+    except models.ModelUnavailable as e:
+        pytest.skip(f"pyopen-wakeword wheel not available here: {e}")
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = (np.sin(np.arange(1280) / 7.0) * 3000).astype(np.float32)[None]
+    raw = Interpreter(model_path=str(path))
+    d = raw.get_input_details()[0]
+    raw.resize_tensor_input(d["index"], list(x.shape), strict=True)
+    raw.allocate_tensors()
+    raw.set_tensor(d["index"], x)
+    raw.invoke()
+    want = raw.get_tensor(raw.get_output_details()[0]["index"])
+    with ic.load(path, "litert") as eng:
+        assert eng.inputs[0].shape == (None, None)
+        out = eng.outputs[0].name
+        np.testing.assert_allclose(eng.run(x)[out], want, rtol=1e-5, atol=1e-4)
+        with eng.bind({eng.inputs[0].name: x.shape}) as io:
+            io.inputs[eng.inputs[0].name][...] = x
+            io.run()
+            np.testing.assert_allclose(io.outputs[out], want, rtol=1e-5, atol=1e-4)

