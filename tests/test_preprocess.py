@@ -243,32 +243,28 @@ def test_image_pipeline_refuses_steps_that_cannot_fit_at_construction():
     np.testing.assert_allclose(out, (img.transpose(2, 0, 1) / 255.0 - 0.5) / 0.25, atol=2e-6)
 
 
-@pytest.mark.parametrize("size", ["16", True, 2.5, (5,), (1, 2, 3), (8, 2.0), None])
-def test_sizes_of_the_wrong_type_are_refused(size):
+def _every_size_taker(size):
     img = _image(20, 30)
-    for call in (
+    return (
         lambda: Resize(size),
         lambda: Letterbox(size),
         lambda: CenterCrop(size),
         lambda: resize(img, size),
         lambda: letterbox(img, size),
         lambda: center_crop(img, size),
-    ):
+    )
+
+
+@pytest.mark.parametrize("size", ["16", True, 2.5, (5,), (1, 2, 3), (8, 2.0), None])
+def test_sizes_of_the_wrong_type_are_refused(size):
+    for call in _every_size_taker(size):
         with pytest.raises(TypeError, match=r"must be an int or a \(height, width\) pair of ints"):
             call()
 
 
 @pytest.mark.parametrize("size", [0, -5, (0, 5), (5, -1)])
 def test_sizes_that_are_not_positive_are_refused(size):
-    img = _image(20, 30)
-    for call in (
-        lambda: Resize(size),
-        lambda: Letterbox(size),
-        lambda: CenterCrop(size),
-        lambda: resize(img, size),
-        lambda: letterbox(img, size),
-        lambda: center_crop(img, size),
-    ):
+    for call in _every_size_taker(size):
         with pytest.raises(ValueError, match="must be positive"):
             call()
 
