@@ -447,13 +447,18 @@ class OpenVINOBackend:
         them out instead of binding them in place."""
         try:
             results = compiled.get_runtime_model().get_results()
+            ports = [set(p.get_names()) for p in compiled.outputs]
             if len(results) != len(self.outputs):
                 return frozenset()
-            return frozenset(
-                spec.name
-                for spec, result in zip(self.outputs, results, strict=True)
-                if str(result.input_value(0).get_node().get_rt_info()["layerType"].astype(str)) == "Input"
-            )
+            found = set()
+            for i, result in enumerate(results):
+                if str(result.input_value(0).get_node().get_rt_info()["layerType"].astype(str)) != "Input":
+                    continue
+                # results come in output order; the Result's name ("y/sink_port_0") confirms it
+                base = result.get_friendly_name().rsplit("/sink_port_", 1)[0]
+                j = next((k for k, names in enumerate(ports) if base in names), i)
+                found.add(self.outputs[j].name)
+            return frozenset(found)
         except Exception:  # devices without an execution graph to read: nothing known
             return frozenset()
 
