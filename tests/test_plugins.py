@@ -169,6 +169,75 @@ def test_entry_points_and_INFERCORE_PLUGINS(tmp_path, monkeypatch):
         sys.modules.pop("infercore_ep_plugin", None)
 
 
+@pytest.mark.parametrize("name", ["MyToy", "trt", "ONNXRUNTIME", ""])
+def test_names_that_could_not_be_looked_up_are_refused_and_reported(name):
+    """Lookups are case-insensitive and know the built-ins' aliases: a plugin registering 'MyToy'
+    (unreachable) or 'trt' (routed to TensorRT) would break discovery or hide itself."""
+    ic.registry.add_plugin(make_plugin(name), name="oddname")
+    assert "ort" in ic.available_backends()  # discovery still works for everyone
+    reason = ic.registry.problems()["oddname"]
+    assert "lower-case" in reason or "alias of the built-in" in reason
+    assert ic.registry.get("tensorrt").plugin == "builtin"
+
+
+def test_priorities_are_shown_and_left_out_entry_points_are_named(monkeypatch, capsys):
+    from infercore.cli import main
+
+    assert main(["backends", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["ort"]["priority"] > rows["openvino"]["priority"] > rows["reference"]["priority"]
+    fake_ep = metadata.EntryPoint("skipped", "nowhere", "infercore.backends")
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: [fake_ep] if group == "infercore.backends" else [])
+    monkeypatch.setenv("INFERCORE_PLUGINS", "other")
+    ic.registry.reset()
+    try:
+        with pytest.raises(ic.UnknownBackendError, match=r"INFERCORE_PLUGINS='other' leaves out the installed plugin\(s\) skipped"):
+            ic.registry.get("skipped")
+    finally:
+        monkeypatch.undo()
+        ic.registry.reset()
+
+
+def test_raw_exceptions_from_a_plugin_become_infercore_errors(tmp_path):
+    """A backend that lets KeyError/ValueError through still gives callers one error tree."""
+    mod = types.ModuleType("infercore_raw_plugin")
+
+    class Raw(DoublerBackend):
+        def run(self, feeds, outputs):
+            raise KeyError("internal table")
+
+        def bind(self, inputs, outputs):
+            binding = super().bind(inputs, outputs)
+            binding.run = lambda: (_ for _ in ()).throw(ValueError("bad state"))
+            return binding
+
+    class RawFactory(DoublerFactory):
+        def open(self, path, **kw):
+            if path.read_bytes() == b"corrupt":
+                raise ValueError("cannot parse")
+            return Raw()
+
+    @ic.hookimpl
+    def register_backends(register):
+        register("rawbackend", RawFactory(), suffixes=(".raw",))
+
+    mod.register_backends = register_backends
+    ic.registry.add_plugin(mod)
+    bad = tmp_path / "bad.raw"
+    bad.write_bytes(b"corrupt")
+    with pytest.raises(ic.ModelLoadError, match=r"rawbackend could not open .*bad\.raw: ValueError\('cannot parse'\)"):
+        ic.load(bad)
+    good = tmp_path / "m.raw"
+    good.write_bytes(b"")
+    with ic.load(good) as eng:
+        with pytest.raises(ic.BackendRuntimeError, match=r"rawbackend failed running m\.raw: KeyError") as e:
+            eng.run(np.ones(3, np.float32))
+        assert isinstance(e.value.__cause__, KeyError)
+        with eng.bind({"x": (3,)}) as io, pytest.raises(ic.BackendRuntimeError, match="ValueError"):
+            io.run()
+        assert eng.stats.errors == 2
+
+
 def test_entry_point_that_cannot_import_is_contained(tmp_path, monkeypatch, capsys):
     """``pip install`` of a broken plugin must not break ``ic.load`` of every other model."""
     site = tmp_path / "site"

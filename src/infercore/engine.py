@@ -251,6 +251,7 @@ class Engine:
         self._backend: Backend | None = backend
         self.path = path
         self.backend_name = backend_name or backend.name
+        self._failing = f"{self.backend_name} failed running {path.name if path is not None else 'the model'}"
         self.device = backend.device
         self.precision = precision
         self.inputs: tuple[TensorSpec, ...] = tuple(backend.inputs)
@@ -459,9 +460,12 @@ class Engine:
                 result = backend.run(checked, names)
                 pos = stats.pos = (stats.pos + 1) & (_RING - 1)
                 stats.lat[pos] = _perf_ns() - t0
-        except BaseException:
+        except BaseException as e:
             stats.errors += 1
-            raise
+            if isinstance(e, InfercoreError) or not isinstance(e, Exception):
+                raise
+            # a backend that let its runtime's (or its own) exception through: one error tree
+            raise BackendRuntimeError(f"{self._failing}: {e!r}") from e
         stats.runs += 1  # after the call, never a value read before it: concurrent runs all count
         return result
 
@@ -576,12 +580,13 @@ def _closed_run() -> None:
 class BoundIO:
     """Buffers bound for one set of shapes. ``run()`` moves no data through Python."""
 
-    __slots__ = ("__weakref__", "_binding", "_engine_stats", "_run", "inputs", "outputs")
+    __slots__ = ("__weakref__", "_binding", "_engine_stats", "_failing", "_run", "inputs", "outputs")
 
     def __init__(self, engine: Engine, binding: Binding) -> None:
         self._binding: Binding | None = binding
         self._run = binding.run
         self._engine_stats = engine._stats
+        self._failing = engine._failing
         self.inputs = BufferMap(binding.inputs, "input")
         self.outputs = BufferMap(binding.outputs, "output")
 
@@ -596,9 +601,11 @@ class BoundIO:
                 self._run()
                 pos = stats.pos = (stats.pos + 1) & (_RING - 1)
                 stats.lat[pos] = _perf_ns() - t0
-        except BaseException:
+        except BaseException as e:
             stats.errors += 1
-            raise
+            if isinstance(e, InfercoreError) or not isinstance(e, Exception):
+                raise
+            raise BackendRuntimeError(f"{self._failing}: {e!r}") from e
         stats.bound_runs += 1
 
     __call__ = run

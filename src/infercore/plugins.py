@@ -33,7 +33,7 @@ from typing import Any
 
 import pluggy
 
-from .errors import BackendUnavailableError, UnknownBackendError
+from .errors import BackendUnavailableError, InfercoreError, ModelLoadError, UnknownBackendError
 from .protocol import BackendFactory
 from .specs import BackendInfo
 
@@ -50,6 +50,7 @@ ENTRY_POINT_GROUP = "infercore.backends"
 hookspec = pluggy.HookspecMarker("infercore")
 hookimpl = pluggy.HookimplMarker("infercore")
 log = logging.getLogger(__name__)
+_ALIASES = {"onnxruntime": "ort", "ov": "openvino", "tflite": "litert", "trt": "tensorrt"}
 
 
 class Spec:
@@ -81,6 +82,7 @@ class Registry:
         self._probes: dict[str, BackendInfo] = {}
         self._extra_plugins: list[tuple[object, str]] = []
         self._problems: dict[str, str] = {}
+        self._filtered: list[str] = []  # installed entry points INFERCORE_PLUGINS leaves out
 
     # -- discovery ---------------------------------------------------------------------------
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -99,8 +101,9 @@ class Registry:
             from .backends import builtin
 
             problems: dict[str, str] = {}
+            filtered: list[str] = []
             pm.register(builtin, name="builtin")
-            self._load_entry_points(pm, problems)
+            self._load_entry_points(pm, problems, filtered)
             for plugin, plugin_name in self._extra_plugins:
                 pm.register(plugin, name=plugin_name)
             backends: dict[str, BackendRegistration] = {}
@@ -118,6 +121,13 @@ class Registry:
                     _plugin: str = plugin_name,
                     _mine: dict[str, BackendRegistration] = mine,
                 ) -> None:
+                    if not isinstance(name, str) or not name or name != name.lower():
+                        raise ValueError(
+                            f"backend name {name!r} must be a non-empty lower-case string (names are "
+                            "matched case-insensitively)"
+                        )
+                    if name in _ALIASES:
+                        raise ValueError(f"backend name {name!r} is an alias of the built-in {_ALIASES[name]!r}")
                     taken = backends.get(name) or _mine.get(name)
                     if taken is not None:
                         raise ValueError(f"backend {name!r} is already registered by plugin {taken.plugin!r}")
@@ -137,19 +147,23 @@ class Registry:
                 log.warning("infercore plugin %r was not loaded: %s", plugin_name, reason)
             self._pm = pm
             self._problems = problems
+            self._filtered = filtered
             self._backends = backends
             return backends
 
     @staticmethod
-    def _load_entry_points(pm: pluggy.PluginManager, problems: dict[str, str]) -> None:
+    def _load_entry_points(pm: pluggy.PluginManager, problems: dict[str, str], filtered: list[str]) -> None:
+        from importlib.metadata import entry_points
+
         wanted = os.environ.get("INFERCORE_PLUGINS")
         if wanted is not None and not wanted.strip():
+            filtered.extend(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
             return
-        from importlib.metadata import entry_points
 
         names = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if names is not None and ep.name not in names:
+                filtered.append(ep.name)
                 continue
             if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
                 continue
@@ -157,6 +171,16 @@ class Registry:
                 pm.register(ep.load(), name=ep.name)
             except Exception as e:  # an uninstallable plugin is reported, the rest keep working
                 problems[ep.name] = f"could not load entry point {ep.value!r}: {type(e).__name__}: {e}"
+
+    def _left_out(self) -> str:
+        """For "no backend" errors: plugins that failed, and installed ones INFERCORE_PLUGINS skips."""
+        text = "".join(f"; plugin {n!r} was not loaded ({why})" for n, why in self._problems.items())
+        if self._filtered:
+            text += (
+                f"; INFERCORE_PLUGINS={os.environ.get('INFERCORE_PLUGINS', '')!r} leaves out the installed "
+                f"plugin(s) {', '.join(sorted(self._filtered))}"
+            )
+        return text
 
     def problems(self) -> dict[str, str]:
         """Plugins that were found but not loaded, with why (an import error, a failing hook,
@@ -194,14 +218,12 @@ class Registry:
 
     def get(self, name: str) -> BackendRegistration:
         backends = self._discover()
-        aliases = {"onnxruntime": "ort", "ov": "openvino", "tflite": "litert", "trt": "tensorrt"}
-        key = aliases.get(name.lower(), name.lower())
+        key = _ALIASES.get(name.lower(), name.lower())
         if key not in backends:
             close = difflib.get_close_matches(name, list(backends), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "."
-            broken = "".join(f"; plugin {n!r} was not loaded ({why})" for n, why in self._problems.items())
             raise UnknownBackendError(
-                f"no backend named {name!r}{hint} Registered: {', '.join(sorted(backends))}{broken}"
+                f"no backend named {name!r}{hint} Registered: {', '.join(sorted(backends))}{self._left_out()}"
             )
         return backends[key]
 
@@ -232,10 +254,9 @@ class Registry:
         regs = self.candidates(path)
         if not regs:
             known = sorted({s for r in self._discover().values() for s in r.suffixes})
-            broken = "".join(f"; plugin {n!r} was not loaded ({why})" for n, why in self._problems.items())
             raise UnknownBackendError(
                 f"no backend reads {path.name!r}: known suffixes are {', '.join(known)}; "
-                f"pass backend= to choose one explicitly{broken}"
+                f"pass backend= to choose one explicitly{self._left_out()}"
             )
         reasons = []
         for reg in regs:
@@ -255,4 +276,9 @@ def open_backend(reg: BackendRegistration, path: Path, **kwargs: Any) -> Any:
     info = registry.probe(reg.name)
     if not info.available:
         raise BackendUnavailableError(f"backend {reg.name!r} is unavailable: {info.reason}")
-    return reg.factory.open(path, **kwargs)
+    try:
+        return reg.factory.open(path, **kwargs)
+    except InfercoreError:
+        raise
+    except Exception as e:  # a plugin that let a raw exception through: one error tree for callers
+        raise ModelLoadError(f"{reg.name} could not open {path}: {e!r}", path=str(path)) from e

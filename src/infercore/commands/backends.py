@@ -21,21 +21,22 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         rows = [
             {"name": i.name, "available": i.available, "version": i.version, "devices": list(i.devices),
-             "suffixes": list(i.suffixes), "extra": i.extra, "plugin": i.plugin, "reason": i.reason}
+             "suffixes": list(i.suffixes), "priority": i.priority, "extra": i.extra, "plugin": i.plugin,
+             "reason": i.reason}
             for i in infos.values()
         ]
         # a plugin that failed to load provides no backend: it is a row with no name
         rows += [
-            {"name": None, "available": False, "version": None, "devices": [], "suffixes": [], "extra": None,
-             "plugin": plugin, "reason": reason}
+            {"name": None, "available": False, "version": None, "devices": [], "suffixes": [], "priority": None,
+             "extra": None, "plugin": plugin, "reason": reason}
             for plugin, reason in problems.items()
         ]
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("backend", "available", "version", "devices", "reads", "plugin")
+    header = ("backend", "available", "version", "devices", "reads", "priority", "plugin")
     rows_t = [
         (i.name, "yes" if i.available else "no", i.version or "-", ", ".join(i.devices) or "-",
-         " ".join(i.suffixes) or "-", i.plugin)
+         " ".join(i.suffixes) or "-", str(i.priority), i.plugin)
         for i in infos.values()
     ]
     widths = [max(len(r[c]) for r in (header, *rows_t)) for c in range(len(header))]
