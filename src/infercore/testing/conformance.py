@@ -19,11 +19,14 @@ where the target names one, against the raw runtime running the same file.
 
 What is checked: specs (names, dtypes, shapes as declared), dtypes (float32, float16, int32,
 int64, int8, uint8, bool; a dtype the target declares unsupported must fail loudly or work, never
-return wrong data), dynamic shapes (several batch sizes on one engine), error paths (missing and
-extra inputs, wrong dtype, rank and fixed dimension, closed engine, non-contiguous and read-only
-arrays on ``bind``), bound and unbound results identical, thread safety of ``run()`` (4 threads x
-50 runs, each checking its own result), and close semantics (idempotent, context manager, bound
-I/O stops working).
+return wrong data), dynamic shapes (several batch sizes on one engine), what ``run()`` returns
+(arrays the caller owns, never views of buffers the next run overwrites; exactly the ``outputs``
+asked for, in that order), error paths (missing and extra inputs, wrong dtype, rank and fixed
+dimension, a garbage file with the target's suffix, closed engine, non-contiguous and read-only
+arrays on ``bind``), bound and unbound results identical, caller-given bound arrays read and
+written in place at every run, thread safety of ``run()`` (4 threads x 50 runs, each checking its
+own result against numpy), and close semantics (idempotent, context manager, bound I/O stops
+working).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import numpy as np
 import pytest
 
 import infercore as ic
-from infercore.errors import EngineClosedError, InfercoreError, InputSpecError
+from infercore.errors import EngineClosedError, InfercoreError, InputSpecError, ModelLoadError
 from infercore.specs import TensorSpec
 
 __all__ = [
@@ -619,6 +622,30 @@ class BackendConformance:
                 io.run()
                 _assert_close(dict(io.outputs), case.reference(feeds), f"bound batch {batch}")
 
+    # -- what run() returns ----------------------------------------------------------------------
+    def test_run_returns_arrays_the_caller_owns(self, engine: ic.Engine) -> None:
+        case = mlp_case()
+        first_feeds, second_feeds = case.feeds(2, seed=21), case.feeds(2, seed=22)
+        first = engine.run(first_feeds)
+        kept = {name: value.copy() for name, value in first.items()}
+        second = engine.run(second_feeds)  # same shapes: where a reused buffer would be reused
+        for name in first:
+            assert not np.shares_memory(first[name], second[name]), (
+                f"output {name!r}: two run() results share memory; run() must return arrays the "
+                "caller owns, not views of buffers the next run overwrites"
+            )
+        _assert_close(first, kept, "the first run()'s result after a second run()", rtol=0, atol=0)
+        _assert_close(first, case.reference(first_feeds), "the first run()'s result")
+        _assert_close(second, case.reference(second_feeds), "the second run()'s result")
+
+    def test_run_returns_the_outputs_asked_for(self, engine: ic.Engine) -> None:
+        case = mlp_case()
+        feeds = case.feeds(3, seed=23)
+        want = case.reference(feeds)
+        for names in (["p"], ["y"], ["p", "y"], ["y", "p"]):
+            got = engine.run(feeds, outputs=names)
+            _assert_close(got, {n: want[n] for n in names}, f"run(outputs={names})")
+
     # -- bound path -----------------------------------------------------------------------------
     def test_bound_equals_unbound(self, engine: ic.Engine) -> None:
         case = mlp_case()
@@ -638,21 +665,27 @@ class BackendConformance:
         case = mlp_case()
         feeds = case.feeds(2, seed=4)
         x, s = feeds["x"].copy(), feeds["s"].copy()
-        y = np.zeros((2, 4), np.float32)
-        with engine.bind({"x": x, "s": s}, outputs={"y": y}) as io:
-            io.run()
-            np.testing.assert_allclose(
-                y,
-                case.reference(feeds)["y"],
-                rtol=1e-5,
-                atol=1e-6,
-                err_msg="a caller-given output array must be written in place",
-            )
-            x[...] = feeds["x"] * 2  # the bound input is read in place at each run
-            io.run()
-            want = case.reference({"x": feeds["x"] * 2, "s": s})
-            np.testing.assert_allclose(io.outputs["y"], want["y"], rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(io.outputs["p"], want["p"], rtol=1e-5, atol=1e-6)
+        # NaN, not zeros: a relu output is mostly zeros, so a stale zero-filled array could pass
+        outs = {spec.name: np.full((2, 4), np.nan, np.float32) for spec in case.outputs}
+        with engine.bind({"x": x, "s": s}, outputs=outs) as io:
+            for run in range(3):
+                if run:  # the bound inputs are read in place at each run: new data every time
+                    feeds = case.feeds(2, seed=40 + run)
+                    x[...], s[...] = feeds["x"], feeds["s"]
+                io.run()
+                want = case.reference(feeds)
+                for name, mine in outs.items():
+                    assert io.outputs[name] is mine, (
+                        f"run {run + 1}: io.outputs[{name!r}] is not the caller's array any more; "
+                        "a caller-given output must be written in place at every run"
+                    )
+                    np.testing.assert_allclose(
+                        mine,
+                        want[name],
+                        rtol=1e-5,
+                        atol=1e-6,
+                        err_msg=f"run {run + 1}: the caller's array for output {name!r} (written in place)",
+                    )
             with pytest.raises(TypeError):
                 io.inputs["x"] = x  # replacing a bound buffer rebinds nothing
 
@@ -672,6 +705,21 @@ class BackendConformance:
         with pytest.raises(InputSpecError):
             engine.bind({"x": (1, 8)})
         assert engine.stats.runs == 0
+
+    def test_garbage_file_raises_model_load_error(
+        self, target: BackendUnderTest, mlp: tuple[ModelCase, Path], tmp_path: Path
+    ) -> None:
+        _, path = mlp
+        if path.is_dir():
+            pytest.skip(f"{target.label}: the model is a directory, not one file to spoil")
+        bad = tmp_path / "garbage" / path.name  # the target's own suffix, so the target is asked
+        bad.parent.mkdir()
+        bad.write_bytes(b"this is not a model\n" * 16 + bytes(range(256)))
+        with pytest.raises(ModelLoadError) as e:
+            target.load(bad).close()
+        assert bad.name in str(e.value) or e.value.path == str(bad), (
+            f"the error should name the file {bad.name!r}: {e.value}"
+        )
 
     def test_wrong_dtype_rank_and_dim(self, engine: ic.Engine) -> None:
         feeds = mlp_case().feeds(2)
@@ -718,7 +766,8 @@ class BackendConformance:
         case = mlp_case()
         threads, runs = 4, 50
         per_thread = [case.feeds(1 + i % 2, seed=100 + i) for i in range(threads)]
-        expected = [engine.run(f) for f in per_thread]
+        # numpy's answer, not a first engine.run(): that could be a buffer the next run overwrites
+        expected = [case.reference(f) for f in per_thread]
         failures: list[str] = []
         barrier = threading.Barrier(threads)
 
@@ -728,8 +777,10 @@ class BackendConformance:
                 for r in range(runs):
                     got = engine.run(per_thread[i])
                     for name, want in expected[i].items():
-                        if not np.allclose(got[name], want, rtol=1e-6, atol=1e-7):
-                            failures.append(f"thread {i} run {r}: {name} differs")
+                        if got[name].shape != want.shape or not np.allclose(
+                            got[name], want, rtol=1e-5, atol=1e-6
+                        ):
+                            failures.append(f"thread {i} run {r}: {name} differs from numpy")
                             return
             except Exception as e:  # reported below with the thread that saw it
                 failures.append(f"thread {i}: {type(e).__name__}: {e}")
