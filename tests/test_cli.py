@@ -130,6 +130,19 @@ def test_errors_are_one_line_without_traceback(tmp_path):
             assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_output_into_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
+    """`infercore inspect m.onnx | head -1`: the reader leaving is not a failure of the command."""
+    import infercore.commands.inspect as inspect_cmd
+
+    def write_to_closed_pipe(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(inspect_cmd, "run", write_to_closed_pipe)
+    monkeypatch.setattr("os.dup2", lambda *a: None)  # keep pytest's own stdout
+    assert main(["inspect", "model.onnx"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_debug_shows_traceback(tmp_path):
     for args in (
         ["--debug", "inspect", str(tmp_path / "x.onnx")],
@@ -156,8 +169,9 @@ def test_an_unexpected_exception_is_one_line_and_keeps_the_command_error_status(
         "infercore inspect: unexpected error: TypeError: 'numpy.ndarray' object does not support it "
         "(run with --debug for the traceback)"
     ]
-    with pytest.raises(TypeError):
-        main(["--debug", "inspect", "model.onnx"])
+    assert main(["--debug", "inspect", "model.onnx"]) == 1  # --debug adds the traceback, not another status
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "TypeError" in err
     monkeypatch.setattr(compare_cmd, "_compare", boom)
     path, _ = m.mlp(tmp_path / "mlp.onnx")
     assert main(["compare", str(path), "-b", "reference,ort"]) == 2  # compare: 1 only ever means a mismatch
@@ -194,3 +208,20 @@ def test_engine_stats_have_no_percentiles_until_a_call_is_timed(tmp_path):
         eng.run(x)  # the 8th is timed
         s = eng.stats
         assert s.window == 1 and s.p50_ms is not None and s.p50_ms > 0 and s.p50_ms == s.max_ms
+
+
+def test_unknown_input_or_dimension_names_are_usage_errors(tmp_path, capsys):
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    np.save(tmp_path / "x.npy", np.ones((2, 8), np.float32))
+    assert main(["run", str(path), "--input", f"z={tmp_path / 'x.npy'}"]) == 2
+    assert "--input names 'z', which the model does not take; its inputs are x" in capsys.readouterr().err
+    assert main(["bench", str(path), "--backends", "ort", "--shape", "nope=1x3", "--iterations", "3"]) == 2
+    assert "neither an input nor a dimension" in capsys.readouterr().err
+    assert main(["bench", str(path), "--backends", "ort", "--shape", "batch=2", "--iterations", "3",
+                 "--warmup", "1"]) == 0  # fmt: skip
+
+
+def test_quantize_without_data_is_a_usage_error(tmp_path, capsys):
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    assert main(["quantize", str(path)]) == 2
+    assert "--data is required" in capsys.readouterr().err

@@ -1144,6 +1144,20 @@ def resolve_shapes(
     return out, batch_used if batch_used is not None else 1
 
 
+def _check_shape_names(shapes: Mapping[str, Any], specs: Sequence[TensorSpec]) -> None:
+    """``shapes`` keys are input names or symbolic dimension names of the model."""
+    known = {s.name for s in specs} | {n for s in specs for n in s.dim_names if n is not None}
+    unknown = [k for k in shapes if k not in known]
+    if unknown:
+        dims = sorted({n for s in specs for n in s.dim_names if n is not None})
+        raise InputSpecError(
+            f"shapes / --shape names {', '.join(map(repr, unknown))}, which is neither an input nor a dimension "
+            f"of the model; its inputs are: {', '.join(s.name for s in specs)}; its named dimensions: "
+            f"{', '.join(dims) or 'none'}",
+            tensor=unknown[0],
+        )
+
+
 def _check_input_range(input_range: Mapping[str, tuple[float, float]], specs: Sequence[TensorSpec]) -> None:
     names = [s.name for s in specs]
     unknown = [n for n in input_range if n not in names]
@@ -1745,8 +1759,11 @@ def benchmark(
                 except (InfercoreError, OSError, ValueError, RuntimeError) as e:
                     failure = f"{type(e).__name__}: {e}"
             try:
-                if engine is not None and input_range and not range_checked:
-                    _check_input_range(input_range, engine.inputs)
+                if engine is not None and not range_checked:  # names checked once, on the first engine
+                    if input_range:
+                        _check_input_range(input_range, engine.inputs)
+                    if shapes:
+                        _check_shape_names(shapes, engine.inputs)
                     range_checked = True
                 for b in batches:
                     for c in concs:

@@ -14,9 +14,12 @@ value) and those found later (``UsageError``, an unknown backend name). A comman
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
@@ -68,9 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("infercore: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `infercore ... | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception as e:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, then the same exit status as without --debug
+            traceback.print_exc()
         if isinstance(e, (UsageError, UnknownBackendError)):
             print(f"infercore {args.command}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
@@ -79,11 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return failed
         # a bug, or an error nobody translated: still one line, the traceback on request
         message = " ".join(str(e).split())
-        print(
-            f"infercore {args.command}: unexpected error: {type(e).__name__}: {message} "
-            f"(run with --debug for the traceback)",
-            file=sys.stderr,
-        )
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        print(f"infercore {args.command}: unexpected error: {type(e).__name__}: {message}{hint}", file=sys.stderr)
         return failed
 
 

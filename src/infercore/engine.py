@@ -175,6 +175,31 @@ def _as_strings(c: _InputCheck, a: np.ndarray) -> np.ndarray:
     return a.astype(object)
 
 
+def _only_strings(c: _InputCheck, a: np.ndarray) -> np.ndarray:
+    """An object array for a string tensor holds str (bytes are read as UTF-8), nothing else:
+    the runtime would turn 1.5, True or None into text."""
+    if all(type(v) is str for v in a.flat):
+        return a
+    out = np.empty(a.shape, object)
+    for i, v in np.ndenumerate(a):
+        if isinstance(v, bytes):
+            if not _is_utf8(v):
+                raise InputSpecError(
+                    f"input {c.name!r} is a string tensor and bytes are read as UTF-8, but element {i} "
+                    f"({v!r}) is not UTF-8: decode it yourself and pass str",
+                    tensor=c.name,
+                )
+            v = v.decode("utf-8")
+        elif not isinstance(v, str):
+            raise InputSpecError(
+                f"input {c.name!r} is a string tensor: element {i} is {type(v).__name__} {v!r}, not str; "
+                "pass text (str(x) yourself if a number is meant as text)",
+                tensor=c.name,
+            )
+        out[i] = v
+    return out
+
+
 def _is_utf8(b: bytes) -> bool:
     try:
         b.decode("utf-8")
@@ -325,6 +350,8 @@ class Engine:
                     a = _as_strings(c, a)
                 else:
                     raise _dtype_error(c, a.dtype)
+            elif c.dtype.hasobject:  # an object array for a string tensor: str (or UTF-8 bytes) only
+                a = _only_strings(c, a)
             if c.static is not None:
                 if a.shape != c.static:
                     raise _shape_error(c, a.shape)
@@ -405,7 +432,11 @@ class Engine:
                 tensor=c.name,
             )
         if c.dtype.hasobject:
-            return _as_strings(c, probe) if probe.dtype.kind in "US" else probe.astype(object)
+            if probe.dtype.kind in "US":
+                return _as_strings(c, probe)
+            if probe.dtype.hasobject:
+                return _only_strings(c, probe)
+            raise _dtype_error(c, probe.dtype)  # numbers or bools for a string tensor
         if probe.dtype.kind == "b" and c.dtype.kind != "b":
             raise InputSpecError(
                 f"input {c.name!r}: expected {c.dtype} values, got Python bools; True/False are not read "

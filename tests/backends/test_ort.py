@@ -59,6 +59,19 @@ def test_strings_run_but_cannot_bind(tmp_path):
             eng.bind({"x": (2,)})
 
 
+def test_string_tensors_take_text_only(tmp_path):
+    """ORT would turn 1.5, True or None into text: infercore refuses anything but str (and UTF-8
+    bytes, decoded) rather than let the runtime stringify it."""
+    path = m.identity(tmp_path / "s.onnx", TensorProto.STRING)
+    with ic.load(path) as eng:
+        assert eng.run(["a", "é"])["y"].tolist() == ["a", "é"]
+        assert eng.run(np.array(["a", b"bc"], dtype=object))["y"].tolist() == ["a", "bc"]
+        for bad, what in (([1.5, True], "float64"), ([1, 2], "int64"),
+                          (["a", None], "NoneType"), (np.array([1, "a"], dtype=object), "int 1")):  # fmt: skip
+            with pytest.raises(ic.InputSpecError, match=f"(?s)'x'.*{what}"):
+                eng.run(bad)
+
+
 def test_bit_exact_against_raw_onnxruntime(tmp_path):
     path, _ = m.mlp(tmp_path / "mlp.onnx", d_in=32, d_hidden=64, d_out=10)
     x = np.random.default_rng(0).standard_normal((7, 32)).astype(np.float32)
@@ -167,8 +180,12 @@ def test_session_options_are_validated_and_applied(tmp_path):
         np.testing.assert_allclose(eng.run(x)["logits"], m.mlp_numpy(x, w)[0], rtol=1e-5, atol=1e-5)
     with pytest.raises(ic.BackendError, match=r"unknown option\(s\) 'graph_optimisation_level' \(did you mean 'graph_optimization_level'\?\)"):
         ic.load(path, options={"graph_optimisation_level": "all"})
-    with pytest.raises(ic.BackendError, match="graph_optimization_level='fast' is invalid"):
+    with pytest.raises(ic.BackendError, match="graph_optimization_level='fast' is invalid") as e:
         ic.load(path, options={"graph_optimization_level": "fast"})
+    assert str(e.value).count("disable, basic") == 1  # the valid values, said once
+    for bad in (5, -1):
+        with pytest.raises(ic.BackendError, match=f"log_severity_level={bad} is invalid: out of range; expected int 0-4"):
+            ic.load(path, options={"log_severity_level": bad})
     with pytest.raises(ic.BackendError, match="intra_op_num_threads='2' is invalid"):
         ic.load(path, options={"intra_op_num_threads": "2"})
 

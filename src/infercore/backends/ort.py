@@ -57,8 +57,8 @@ _GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "ext
                  "layout": "ORT_ENABLE_LAYOUT", "all": "ORT_ENABLE_ALL"}
 _OPTIONS = {
     "graph_optimization_level": "one of " + ", ".join(_GRAPH_LEVELS),
-    "intra_op_num_threads": "int",
-    "inter_op_num_threads": "int",
+    "intra_op_num_threads": "int >= 0 (0: ORT's default)",
+    "inter_op_num_threads": "int >= 0 (0: ORT's default)",
     "execution_mode": "'sequential' or 'parallel'",
     "enable_cpu_mem_arena": "bool",
     "enable_mem_pattern": "bool",
@@ -164,18 +164,22 @@ def _session_options(ort: Any, threads: int | None, options: Mapping[str, Any]) 
             if key == "graph_optimization_level":
                 level = _GRAPH_LEVELS.get(str(value).lower())
                 if level is None:
-                    raise ValueError(f"expected {_OPTIONS[key]}")
+                    raise ValueError("not a level")
                 so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
             elif key == "execution_mode":
                 modes = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
                 so.execution_mode = getattr(ort.ExecutionMode, modes[str(value).lower()])
             elif key in ("intra_op_num_threads", "inter_op_num_threads", "log_severity_level"):
                 if not isinstance(value, int) or isinstance(value, bool):
-                    raise ValueError("expected an int")
+                    raise ValueError("not an int")
+                if key == "log_severity_level" and not 0 <= value <= 4:
+                    raise ValueError("out of range")  # ORT asserts on it and falls back noisily
+                if key != "log_severity_level" and value < 0:
+                    raise ValueError("negative")
                 setattr(so, key, value)
             elif key in ("enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse", "enable_profiling"):
                 if not isinstance(value, bool):
-                    raise ValueError("expected a bool")
+                    raise ValueError("not a bool")
                 setattr(so, key, value)
             elif key == "optimized_model_filepath":
                 so.optimized_model_filepath = str(value)

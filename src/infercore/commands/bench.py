@@ -170,12 +170,13 @@ def run_bench(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace, backends: list[str] | None) -> BenchmarkReport:
     """``benchmark()`` with the errors that are about the command line raised as ``UsageError``."""
     ranges = dict(args.input_range)
+    shapes = dict(args.shape)
     try:
         return benchmark(
             args.model,
             backends,
             batch=args.batch,
-            shapes=dict(args.shape),
+            shapes=shapes,
             concurrency=args.concurrency,
             threads=args.threads,
             precision=args.precision.split(",") if args.precision else None,
@@ -191,7 +192,7 @@ def _benchmark(args: argparse.Namespace, backends: list[str] | None) -> Benchmar
             seed=args.seed,
         )
     except InputSpecError as e:
-        if e.tensor is not None and e.tensor in ranges:  # an --input-range name the model does not take
+        if e.tensor is not None and (e.tensor in ranges or e.tensor in shapes):  # a name the model lacks
             raise UsageError(str(e)) from e
         raise  # the data file: exit 1
     except InfercoreError:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration import METHODS, PRESETS, TARGETS, CalibrationDropError, CalibrationResult
+from ..cli import UsageError
 
 EXIT_OK, EXIT_DROP = 0, 1
 
@@ -48,7 +49,7 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="output path (.onnx, or .xml for openvino); missing directories are created",
     )
-    p.add_argument("--method", choices=METHODS, default=None, help="calibration method (default minmax)")
+    p.add_argument("--method", choices=METHODS, default=None, help="calibration method (default: minmax for ort, NNCF's own for openvino)")
     p.add_argument("--preset", choices=PRESETS, default=None, help="transformer: MatMul-only dynamic on ort")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
     p.add_argument("--dynamic", action="store_true", default=None, help="dynamic quantization (ort only)")
@@ -128,7 +129,7 @@ def _run(args: argparse.Namespace) -> CalibrationResult:
             cache=not args.no_cache,
         )
     if args.data is None:
-        raise ValueError("--data is required for INT8 calibration (a .npz file or a directory of .npy/.npz)")
+        raise UsageError("--data is required for INT8 calibration (a .npz file or a directory of .npy/.npz)")
     from ..calibration import calibrate
 
     return calibrate(

@@ -62,7 +62,14 @@ def run(args: argparse.Namespace) -> int:
     feeds = _read_inputs(args.input)
     with load(args.model, backend=args.backend, device=args.device, precision=args.precision,
               threads=args.threads) as eng:
-        feeds = name_lone_array(feeds, [s.name for s in eng.inputs])
+        names = [s.name for s in eng.inputs]
+        feeds = name_lone_array(feeds, names)
+        unknown = sorted(set(feeds) - set(names))
+        if unknown:
+            raise UsageError(
+                f"--input names {', '.join(map(repr, unknown))}, which the model does not take; its inputs are "
+                f"{', '.join(names) or 'none'}"
+            )
         t0 = time.perf_counter()  # the engine times only every 8th call: time this one here
         out = eng.run(feeds)
         ms = (time.perf_counter() - t0) * 1e3
