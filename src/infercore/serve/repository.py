@@ -1,4 +1,9 @@
-"""The model repository: ``REPO/<model>/<version>/model.{onnx,xml,tflite,engine}`` + ``config.yaml``.
+"""The model repository: ``REPO/<model>/<version>/model.<suffix>`` + ``config.yaml``.
+
+A version directory's model file is the ``model.*`` whose suffix a registered backend reads
+(``model.onnx``, ``model.xml``, ``model.tflite``, ``model.engine``, ``model.plan``, or a plugin's
+own suffix), or, when the config names a backend, a ``model.*`` that backend reads or the only
+``model.*`` there is. A version directory without such a file is listed UNAVAILABLE with why.
 
 A model's optional ``REPO/<model>/config.yaml``::
 
@@ -58,7 +63,8 @@ __all__ = [
 
 log = logging.getLogger("infercore.serve")
 
-MODEL_FILES = ("model.onnx", "model.xml", "model.tflite", "model.engine", "model.plan")
+# when a version directory holds several readable model files, the first of these wins
+_PREFERRED_FILES = ("model.onnx", "model.xml", "model.tflite", "model.engine", "model.plan")
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -393,39 +399,57 @@ class ModelRepository:
         self._state_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._batcher_factory = batcher_factory
+        self._reported: set[tuple[str, int, str]] = set()
+        self._unusable: dict[str, dict[int, str]] = {}  # from the last scan, for error messages
         self.on_change: Callable[[], None] | None = None
 
     # -- reading the disk ----------------------------------------------------------------------
     def scan(self) -> dict[str, dict[int, Path]]:
-        """Every model on disk: name -> {version: model file}."""
+        """Every model on disk with a usable version: name -> {version: model file}."""
+        return self._scan()[0]
+
+    def _scan(self) -> tuple[dict[str, dict[int, Path]], dict[str, dict[int, str]]]:
+        """The usable versions of every model, and the version directories that are not usable
+        (name -> {version: why})."""
         found: dict[str, dict[int, Path]] = {}
+        unusable: dict[str, dict[int, str]] = {}
         for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            versions: dict[int, Path] = {}
-            for vdir in model_dir.iterdir():
-                if vdir.is_dir() and vdir.name.isdigit():
-                    model = next((vdir / f for f in MODEL_FILES if (vdir / f).exists()), None)
-                    if model is not None:
-                        versions[int(vdir.name)] = model
+            try:
+                backend, config_read = read_config(model_dir).backend, True
+            except ValueError:  # listed all the same: load() reports the config's error
+                backend, config_read = None, False
+            versions, problems = _versions(model_dir, backend, any_single_file=not config_read)
             if versions:
                 found[model_dir.name] = versions
-        return found
+            if problems:
+                unusable[model_dir.name] = problems
+                for v, why in problems.items():
+                    if (model_dir.name, v, why) not in self._reported:
+                        self._reported.add((model_dir.name, v, why))
+                        log.warning("model version not usable: %s", why, extra={"model": model_dir.name})
+        self._unusable = unusable
+        return found, unusable
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        """Triton's repository index: one row per loaded version, one per model not loaded."""
-        on_disk = self.scan()
+        """Triton's repository index: one row per loaded version, one per model not loaded, and
+        one (UNAVAILABLE, with why) per version directory that has no usable model file."""
+        on_disk, unusable = self._scan()
         with self._state_lock:
             entries = dict(self._models)
         rows: list[dict[str, str]] = []
-        for name in sorted(set(on_disk) | set(entries)):
+        for name in sorted(set(on_disk) | set(entries) | set(unusable)):
             entry = entries.get(name)
             if entry is not None and entry.versions:
                 for v in sorted(entry.versions):
                     rows.append(
                         {"name": name, "version": str(v), "state": entry.state, "reason": entry.reason}
                     )
-            elif not ready_only:
+            elif not ready_only and (entry is not None or name in on_disk):
                 state, reason = (entry.state, entry.reason) if entry else ("UNAVAILABLE", "unloaded")
                 rows.append({"name": name, "version": "", "state": state, "reason": reason})
+            if not ready_only:
+                for v, why in sorted(unusable.get(name, {}).items()):
+                    rows.append({"name": name, "version": str(v), "state": "UNAVAILABLE", "reason": why})
         return rows
 
     # -- serving -----------------------------------------------------------------------------------
@@ -439,6 +463,9 @@ class ModelRepository:
         if entry is None or not entry.versions:
             if entry is not None and entry.state in ("LOADING", "UNLOADING"):
                 raise Unavailable(f"model {name!r} is {entry.state.lower()}")
+            problems = self._unusable.get(name)
+            if problems:
+                raise BadRequest(f"model {name!r} is not served: {'; '.join(problems.values())}")
             raise BadRequest(f"unknown model {name!r}: {self._known()}")
         if not version:
             mv = entry.latest
@@ -467,11 +494,12 @@ class ModelRepository:
     # -- loading ---------------------------------------------------------------------------------
     def load(self, name: str, config: Mapping[str, Any] | None = None) -> ModelEntry:
         """Load (or reload) a model: build every selected version, then swap it in. Blocking."""
-        on_disk = self.scan()
-        if name not in on_disk:
+        found, unusable = self._scan()
+        if name not in found and name not in unusable:
             raise NotFound(
-                f"no model {name!r} in {self.root} (a model is <name>/<version>/model.onnx|xml|tflite|engine)"
-                f"; the repository has: {', '.join(on_disk) or 'nothing'}"
+                f"no model {name!r} in {self.root} (a model is <name>/<version>/model.<suffix>, a "
+                "suffix a registered backend reads, or any with `backend:` in its config.yaml)"
+                f"; the repository has: {', '.join(sorted({*found, *unusable})) or 'nothing'}"
             )
         with self._load_lock:
             try:
@@ -480,17 +508,22 @@ class ModelRepository:
                     cfg = cfg.merged(config, f"load request for {name!r}")
             except ValueError as e:
                 raise BadRequest(str(e)) from None
-            selected = cfg.version_policy.select(list(on_disk[name]))
+            # the files again with the backend this load uses (a load request may name another)
+            versions, problems = _versions(self.root / name, cfg.backend)
+            if not versions:
+                raise BadRequest(f"model {name!r} has no usable version: " + "; ".join(problems.values()))
+            selected = cfg.version_policy.select(list(versions))
             if not selected:
                 raise BadRequest(
-                    f"model {name!r}: version_policy selects none of the versions on disk "
-                    f"({', '.join(str(v) for v in sorted(on_disk[name]))})"
+                    f"model {name!r}: version_policy selects none of the usable versions on disk "
+                    f"({', '.join(str(v) for v in sorted(versions))})"
+                    + "".join(f"; {why}" for why in problems.values())
                 )
             self._set_state(name, "LOADING", "")
             built: dict[int, ModelVersion] = {}
             try:
                 for v in selected:
-                    built[v] = self._open(name, v, on_disk[name][v], cfg)
+                    built[v] = self._open(name, v, versions[v], cfg)
             except Exception as e:
                 for mv in built.values():
                     _close_quietly(mv)
@@ -518,7 +551,8 @@ class ModelRepository:
             with self._state_lock:
                 entry = self._models.get(name)
                 if entry is None or not entry.versions:
-                    if name not in self.scan():
+                    found, unusable = self._scan()
+                    if name not in found and name not in unusable:
                         raise NotFound(f"no model {name!r} in the repository")
                     return
                 self._models[name] = ModelEntry(name, "UNLOADING", "")
@@ -602,6 +636,79 @@ class ModelRepository:
         return ModelVersion(
             name, version, path, engine.backend_name, inputs, outputs, runner, batching, engine
         )
+
+
+def _versions(
+    model_dir: Path, backend: str | None, *, any_single_file: bool = False
+) -> tuple[dict[int, Path], dict[int, str]]:
+    """A model's version directories: {version: model file} for the usable ones and
+    {version: why not} for the others.
+
+    The model file is a ``model.*`` that ``backend`` reads (by its registered suffixes), else any
+    registered backend reads when no backend is named; else, with a backend named (or
+    ``any_single_file``), the one ``model.*`` there is (that backend decides whether it reads it).
+    """
+    from ..errors import UnknownBackendError
+    from ..plugins import registry
+
+    suffixes: tuple[str, ...] = ()
+    registered = True
+    if backend is not None:
+        try:
+            suffixes = registry.get(backend).suffixes
+        except UnknownBackendError:
+            registered = False  # one model file still loads, and the load names the registered backends
+    usable: dict[int, Path] = {}
+    problems: dict[int, str] = {}
+    for vdir in sorted(model_dir.iterdir()):
+        if not (vdir.is_dir() and vdir.name.isdigit()):
+            continue
+        v = int(vdir.name)
+        files = sorted(
+            (f for f in vdir.iterdir() if f.name.startswith("model.")),
+            key=lambda f: (_PREFERRED_FILES.index(f.name) if f.name in _PREFERRED_FILES else 99, f.name),
+        )
+        if backend is not None:
+            readable = [f for f in files if f.name.lower().endswith(suffixes)] if suffixes else []
+        else:
+            readable = [f for f in files if registry.candidates(f)]
+        if readable:
+            usable[v] = readable[0]
+        elif (backend is not None or any_single_file) and len(files) == 1:
+            usable[v] = files[0]
+        else:
+            problems[v] = _why_unusable(model_dir.name, vdir, files, backend, suffixes, registered)
+    return usable, problems
+
+
+def _why_unusable(
+    name: str,
+    vdir: Path,
+    files: Sequence[Path],
+    backend: str | None,
+    suffixes: Sequence[str],
+    registered: bool,
+) -> str:
+    from ..plugins import registry
+
+    where = f"{name}/{vdir.name}"
+    found = ", ".join(f.name for f in files)
+    if not files:
+        return f"{where}: no model file (expected model.<suffix>, e.g. model.onnx)"
+    if backend is not None:
+        if not registered:
+            reads = f"it is not a registered backend: {', '.join(registry.names())}"
+        else:
+            reads = f"it reads {', '.join(suffixes)}" if suffixes else "it registered no suffix"
+        return (
+            f"{where}: several model files ({found}) and none that the configured backend "
+            f"{backend!r} reads ({reads}); keep one model file in the version directory"
+        )
+    known = sorted({s for n in registry.names() for s in registry.get(n).suffixes})
+    return (
+        f"{where}: no registered backend reads {found} (readable suffixes: {', '.join(known)}); "
+        "install the plugin that reads it, or name its backend in config.yaml (backend: NAME)"
+    )
 
 
 def _queue_size(cfg: ModelConfig) -> int:
