@@ -5,7 +5,11 @@ Same names, parameter names and return convention as the real module (every call
 numpy buffers keyed by fake pointers in a range no host address uses; pinned host memory is real
 host memory (numpy) that the fake remembers. Work queued on a stream runs only when the stream (or
 an event on it) is synchronized, in queue order, so reading a copy's destination before
-synchronizing sees stale data, as on a GPU. Pageable copies behave as CUDA documents: an H2D copy
+synchronizing sees stale data, as on a GPU. Streams created here are non-blocking (they never wait
+for the legacy default stream); handles 0 and 1 (``cudaStreamLegacy``) name the legacy default
+stream and 2 (``cudaStreamPerThread``) the calling thread's default stream, as in CUDA. The current
+device is per host thread (``cudaSetDevice``), and memory and streams belong to the device that was
+current when they were made. Pageable copies behave as CUDA documents: an H2D copy
 from pageable memory reads the source at call time; a D2H copy into pageable memory completes
 before returning. A bad device pointer sets a sticky ``cudaErrorIllegalAddress``.
 """
@@ -158,6 +162,7 @@ class _Stream:
     queue: list[Callable[[], None]] = field(default_factory=list)
     capture: list[Callable[[], None]] | None = None
     destroyed: bool = False
+    device: int = 0
 
 
 @dataclass
@@ -166,8 +171,9 @@ class State:
 
     driver: int = 12080  # cudaDriverGetVersion; 0 means no driver
     gpus: list[FakeGPU] = field(default_factory=lambda: [FakeGPU()])
-    current: int = 0
+    current_by_thread: dict[int, int] = field(default_factory=dict)  # cudaSetDevice is per host thread
     device: dict[int, np.ndarray] = field(default_factory=dict)  # ptr -> uint8 buffer
+    device_of: dict[int, int] = field(default_factory=dict)  # ptr -> the GPU it was allocated on
     pinned: dict[int, np.ndarray] = field(default_factory=dict)  # ptr -> uint8 host buffer
     registered: dict[int, int] = field(default_factory=dict)  # cudaHostRegister: ptr -> size
     streams: dict[int, _Stream] = field(default_factory=dict)
@@ -190,6 +196,17 @@ class State:
             0,
         )
     )
+
+    @property
+    def current(self) -> int:
+        """The calling thread's current device (0 until it calls cudaSetDevice)."""
+        return self.current_by_thread.get(threading.get_ident(), 0)
+
+    def device_of_pointer(self, ptr: int) -> int | None:
+        for base, buf in self.device.items():
+            if base <= ptr < base + buf.size:
+                return self.device_of.get(base, 0)
+        return None
 
     def find_device(self, ptr: int, count: int) -> np.ndarray | None:
         for base, buf in self.device.items():
@@ -242,8 +259,10 @@ def _host_view(ptr: int, count: int) -> np.ndarray:
 
 def _stream(handle: Any) -> _Stream | None:
     key = int(handle)
-    if key == 0:  # the legacy default stream
+    if key in (0, 1):  # the legacy default stream (0, or cudaStreamLegacy)
         return STATE.streams.setdefault(0, _Stream())
+    if key == 2:  # cudaStreamPerThread: the calling thread's default stream
+        return STATE.streams.setdefault(-threading.get_ident(), _Stream(device=STATE.current))
     s = STATE.streams.get(key)
     return None if s is None or s.destroyed else s
 
@@ -267,6 +286,12 @@ def enqueue_work(stream_handle: int, op: Callable[[], None]) -> bool:
         return False
     _enqueue(s, op)
     return True
+
+
+def stream_device(stream_handle: int) -> int | None:
+    """The device a stream belongs to (None: no such stream); for the fake TensorRT."""
+    s = _stream(stream_handle)
+    return None if s is None else s.device
 
 
 def illegal_address() -> None:
@@ -312,8 +337,16 @@ def cudaSetDevice(device: int) -> tuple[Any, ...]:
         return gate
     if not 0 <= device < len(STATE.gpus):
         return (cudaError_t.cudaErrorInvalidDevice,)
-    STATE.current = device
+    STATE.current_by_thread[threading.get_ident()] = int(device)
     return _ok()
+
+
+def cudaGetDevice() -> tuple[Any, ...]:
+    if STATE.driver == 0:
+        return (cudaError_t.cudaErrorInsufficientDriver, None)
+    if not STATE.gpus:
+        return (cudaError_t.cudaErrorNoDevice, None)
+    return _ok(STATE.current)
 
 
 def cudaDeviceSynchronize() -> tuple[Any, ...]:
@@ -334,6 +367,7 @@ def cudaMalloc(size: int) -> tuple[Any, ...]:
     ptr = _next_device[0]
     _next_device[0] += (int(size) + 511) // 256 * 256
     STATE.device[ptr] = np.full(int(size), 0xCD, np.uint8)  # garbage, like fresh device memory
+    STATE.device_of[ptr] = STATE.current
     STATE.counters["mallocs"] += 1
     return _ok(ptr)
 
@@ -346,6 +380,7 @@ def cudaFree(devPtr: int) -> tuple[Any, ...]:
         return _ok()
     if STATE.device.pop(int(devPtr), None) is None:
         return (cudaError_t.cudaErrorInvalidValue,)
+    STATE.device_of.pop(int(devPtr), None)
     STATE.counters["frees"] += 1
     return _ok()
 
@@ -400,8 +435,9 @@ def cudaPointerGetAttributes(ptr: int) -> tuple[Any, ...]:
         return gate
     attrs = cudaPointerAttributes()
     p = int(ptr)
-    if STATE.find_device(p, 1) is not None:
-        attrs.type, attrs.device, attrs.devicePointer = cudaMemoryType.cudaMemoryTypeDevice, STATE.current, p
+    on = STATE.device_of_pointer(p)
+    if on is not None:
+        attrs.type, attrs.device, attrs.devicePointer = cudaMemoryType.cudaMemoryTypeDevice, on, p
     elif STATE.is_pinned(p, 1):  # cudaMallocHost or cudaHostRegister
         attrs.type, attrs.device, attrs.hostPointer = cudaMemoryType.cudaMemoryTypeHost, STATE.current, p
     return _ok(attrs)
@@ -412,7 +448,7 @@ def cudaStreamCreateWithFlags(flags: int) -> tuple[Any, ...]:
     if gate:
         return gate
     handle = 0x5000 + next(_ids)
-    STATE.streams[handle] = _Stream()
+    STATE.streams[handle] = _Stream(device=STATE.current)
     return _ok(cudaStream_t(handle))
 
 
@@ -593,7 +629,7 @@ def _copy(dst: int, src: int, count: int, kind: cudaMemcpyKind, s: _Stream | Non
 
 def cudaStreamBeginCapture(stream: Any, mode: cudaStreamCaptureMode) -> tuple[Any, ...]:
     s = _stream(stream)
-    if s is None or int(stream) == 0:
+    if s is None or int(stream) in (0, 1):  # the legacy default stream cannot be captured
         return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
     if s.capture is not None:
         return (cudaError_t.cudaErrorInvalidValue,)

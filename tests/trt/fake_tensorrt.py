@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 import threading
 import types
 from typing import Any
@@ -494,14 +495,19 @@ def build(version: str) -> types.ModuleType:
                     return None
                 profiles[t.name] = [list(lo), list(opt), list(hi)]
             precision = "fp32"
-            if "QuantizeLinear" in str(onnx.load_from_string(network._model).graph.node):
+            proto = onnx.load_from_string(network._model)
+            if "QuantizeLinear" in str(proto.graph.node):
                 precision = "int8-qdq"
+            elif strongly and any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
+                precision = "fp16-typed"  # strongly typed: the ONNX's own float16 tensors stay float16
             if major < 11 and builder_flag.INT8 in config._flags:
                 calib = config._calib
                 if calib is None:
                     _error(log, "Error Code 2: Internal Error (INT8 requested without a calibrator or Q/DQ)")
                     return None
-                count = _calibrate(calib, network, config._calib_profile or (config._profiles or [None])[0])
+                count = _calibrate(
+                    calib, network, config._calib_profile or (config._profiles or [None])[0], log
+                )
                 if count == 0:
                     _error(log, "Error Code 2: Internal Error (calibrator returned no batch)")
                     return None
@@ -561,7 +567,7 @@ def build(version: str) -> types.ModuleType:
             return ICudaEngine._make(header, data[8 + n :], self._logger)
 
     class ICudaEngine:
-        __slots__ = ("_header", "_io", "_logger", "_model", "_session", "_shape_cache")
+        __slots__ = ("_device", "_header", "_io", "_logger", "_model", "_session", "_shape_cache")
 
         def __init__(self) -> None:
             raise TypeError("No constructor defined!")
@@ -570,6 +576,7 @@ def build(version: str) -> types.ModuleType:
         def _make(cls, header: dict[str, Any], model: bytes, logger: ILogger) -> ICudaEngine:
             e = object.__new__(cls)
             e._header, e._model, e._logger = header, model, logger
+            e._device = fake_cuda.STATE.current  # an engine lives on the device current at deserialization
             e._io = {
                 name: (TensorIOMode[mode], DataType[dt], tuple(shape))
                 for name, mode, dt, shape in header["io"]
@@ -611,7 +618,14 @@ def build(version: str) -> types.ModuleType:
                 return [Dims(s), Dims(s), Dims(s)]
             return [Dims(s) for s in shapes]
 
-        def create_execution_context(self, strategy: Any = None) -> IExecutionContext:
+        def create_execution_context(self, strategy: Any = None) -> IExecutionContext | None:
+            if fake_cuda.STATE.current != self._device:
+                _error(
+                    self._logger,
+                    "IExecutionContext::createExecutionContext: Error Code 1: Cuda Runtime (the current "
+                    f"device cuda:{fake_cuda.STATE.current} is not the engine's device cuda:{self._device})",
+                )
+                return None
             return IExecutionContext._make(self)
 
         def serialize(self) -> IHostMemory:
@@ -707,6 +721,14 @@ def build(version: str) -> types.ModuleType:
                     f"(tensor {name} not found)",
                 )
                 return False
+            if int(memory) % 256:  # NvInferRuntime.h: "The pointer must have at least 256-byte alignment."
+                _error(
+                    self._engine._logger,
+                    f"IExecutionContext::setTensorAddress: Error Code 3: API Usage Error (Parameter check "
+                    f"failed, condition: (reinterpret_cast<uintptr_t>(data) % 256) == 0. Address "
+                    f"{int(memory):#x} of tensor {name} is not aligned to 256 bytes)",
+                )
+                return False
             self._addresses[name] = int(memory)
             return True
 
@@ -742,6 +764,13 @@ def build(version: str) -> types.ModuleType:
                     f"allocator is set for I/O tensor {unset[0]})",
                 )
                 return False
+            if fake_cuda.stream_device(stream_handle) not in (None, e._device):
+                _error(
+                    e._logger,
+                    "IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime (invalid device context: "
+                    f"the stream is not on the engine's device cuda:{e._device})",
+                )
+                return False
             shapes = self._input_shapes()
             out_shapes = e._output_shapes(shapes)
             addresses = dict(self._addresses)
@@ -755,7 +784,7 @@ def build(version: str) -> types.ModuleType:
                         raw = fake_cuda.STATE.find_device(
                             addresses[n], int(np.prod(s, dtype=np.int64)) * dt.itemsize
                         )
-                        if raw is None:
+                        if raw is None or fake_cuda.STATE.device_of_pointer(addresses[n]) != e._device:
                             fake_cuda.illegal_address()
                             return
                         feeds[n] = raw.view(dt).reshape(s).copy()
@@ -763,7 +792,7 @@ def build(version: str) -> types.ModuleType:
                     for n, v in zip(outs, e._session.run(outs, feeds), strict=True):
                         dt = np.dtype(_NP[e._io[n][1]])
                         raw = fake_cuda.STATE.find_device(addresses[n], v.size * dt.itemsize)
-                        if raw is None:
+                        if raw is None or fake_cuda.STATE.device_of_pointer(addresses[n]) != e._device:
                             fake_cuda.illegal_address()
                             return
                         raw[...] = np.ascontiguousarray(v, dtype=dt).view(np.uint8).reshape(-1)
@@ -834,18 +863,34 @@ class IInt8EntropyCalibrator2(IInt8Calibrator):
     pass
 
 
+def _swallowed(what: str, call: Any, default: Any) -> Any:
+    """What pyInt8.cpp does around every Python override: an exception is printed and swallowed."""
+    try:
+        return call()
+    except Exception as e:
+        print(f"[ERROR] Exception caught in {what}(): {e}", file=sys.stderr)
+        return default
+
+
 def _calibrate(
-    calib: IInt8Calibrator, network: INetworkDefinition, profile: IOptimizationProfile | None
+    calib: IInt8Calibrator,
+    network: INetworkDefinition,
+    profile: IOptimizationProfile | None,
+    logger: ILogger,
 ) -> int:
-    """Drive a calibrator as TensorRT 10 does: batches at the profile's opt shape, read from device memory."""
-    if calib.read_calibration_cache():
+    """Drive a calibrator as TensorRT 10 does: batches at the profile's opt shape, read from device memory.
+
+    As in the real bindings (python/src/infer/pyInt8.cpp), an exception raised by ``get_batch`` is
+    printed and taken as "no more batches": calibration goes on with what it has.
+    """
+    if _swallowed("read_calibration_cache", calib.read_calibration_cache, None):
         return 1
-    calib.get_batch_size()
+    _swallowed("get_batch_size", calib.get_batch_size, -1)
     names = [t.name for t in network._inputs]
     count = 0
     while True:
-        ptrs = calib.get_batch(names)
-        if ptrs is None:
+        ptrs = _swallowed("get_batch", lambda: calib.get_batch(names), None)
+        if not ptrs:
             break
         if len(ptrs) != len(names):
             raise RuntimeError("get_batch returned the wrong number of pointers")
@@ -855,7 +900,16 @@ def _calibrate(
                 shape = profile._shapes[t.name][1]
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_NP[t.dtype]).itemsize
             if fake_cuda.STATE.find_device(int(p), nbytes) is None:
-                raise RuntimeError(f"calibration batch for {t.name} is not {nbytes} bytes of device memory")
+                fake_cuda.illegal_address()  # TensorRT reads nbytes from the pointer, past the buffer
+                _error(
+                    logger,
+                    f"Error Code 1: Cuda Runtime (an illegal memory access was encountered reading {t.name})",
+                )
+                return 0
         count += 1
-    calib.write_calibration_cache(IHostMemory._make(b"calib:%d" % count))
+    _swallowed(
+        "write_calibration_cache",
+        lambda: calib.write_calibration_cache(IHostMemory._make(b"calib:%d" % count)),
+        None,
+    )
     return count
