@@ -13,10 +13,11 @@ Every call returns a tuple ``(cudaError_t, *results)``; ``_check`` turns a failu
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -36,9 +37,11 @@ __all__ = [
     "as_device_array",
     "capture_graph",
     "device_info",
+    "device_scope",
     "is_pinned",
     "memcpy_dtoh_async",
     "memcpy_htod_async",
+    "order_after",
     "pinned_empty",
     "register",
     "runtime",
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 EXTRA = "tensorrt"
+LEGACY_STREAM = 1  # cudaStreamLegacy: the legacy default stream, as a handle any call takes
 
 _lock = threading.Lock()
 _rt: ModuleType | None = None
@@ -165,8 +169,29 @@ def _version(v: int) -> str:
 
 
 def set_device(index: int) -> None:
+    """Make GPU ``index`` current for the calling host thread (CUDA keeps one per thread)."""
     rt = runtime()
     _check(rt, rt.cudaSetDevice(index), "cudaSetDevice")
+
+
+@contextlib.contextmanager
+def device_scope(index: int) -> Iterator[None]:
+    """Make GPU ``index`` current on this thread for the block, then restore the thread's previous one.
+
+    CUDA's current device is per host thread: a thread that never called ``cudaSetDevice`` works
+    on GPU 0, whatever another thread chose.
+    """
+    rt = runtime()
+    err, prev = rt.cudaGetDevice()
+    known = err == rt.cudaError_t.cudaSuccess
+    switch = not known or int(prev) != index
+    if switch:
+        set_device(index)
+    try:
+        yield
+    finally:
+        if switch and known:
+            rt.cudaSetDevice(int(prev))
 
 
 # -- memory ----------------------------------------------------------------------------------
@@ -260,7 +285,10 @@ def unregister(array: np.ndarray) -> None:
 
 # -- streams, events, copies -------------------------------------------------------------------
 class Stream:
-    """A non-blocking CUDA stream. ``int(stream)`` is the handle TensorRT takes."""
+    """A non-blocking CUDA stream (it never waits for the legacy default stream by itself).
+
+    ``int(stream)`` is the handle TensorRT takes.
+    """
 
     __slots__ = ("_rt", "handle")
 
@@ -409,13 +437,21 @@ def capture_graph(stream: Stream, work: Callable[[], None]) -> GraphExec:
 # -- device arrays from other libraries ----------------------------------------------------------
 @dataclass(frozen=True)
 class DeviceArray:
-    """A device-resident array seen by pointer: ``owner`` keeps the producer's memory alive."""
+    """A device-resident array seen by pointer: ``owner`` keeps the producer's memory alive.
+
+    ``stream`` is the producer's stream a consumer must order itself after before reading
+    (``LEGACY_STREAM`` when a CUDA array interface names none, None when it says no
+    synchronization is needed); ``dlpack`` says the producer orders a consumer's stream itself
+    when asked through ``__dlpack__(stream=...)``.
+    """
 
     ptr: int
     shape: tuple[int, ...]
     dtype: np.dtype
     device: int
     owner: Any
+    stream: int | None = None
+    dlpack: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -462,8 +498,9 @@ def is_device_array(obj: object) -> bool:
 def as_device_array(obj: Any, name: str = "", stream: Stream | None = None) -> DeviceArray:
     """See a cupy/torch/pycuda/... device array by pointer, without copying it.
 
-    Only C-contiguous arrays are accepted (TensorRT reads linear memory). When the producer names
-    a stream (CUDA array interface v3) or takes ours (DLPack), ``stream`` is ordered after it.
+    Only C-contiguous arrays are accepted (TensorRT reads linear memory). With ``stream``, that
+    stream is ordered after the producer's work queued so far (see ``order_after``, which a
+    consumer calls again before every later use).
     """
     cai = getattr(obj, "__cuda_array_interface__", None)
     if cai is not None:
@@ -492,14 +529,42 @@ def _from_cai(obj: Any, cai: dict[str, Any], name: str, stream: Stream | None) -
     if strides is not None and tuple(strides) != _c_strides(shape, dtype.itemsize):
         raise _contiguity_error(name, shape, strides)
     ptr = int(cai["data"][0])
-    producer = cai.get("stream")
-    if stream is not None and producer not in (None, 0):
-        rt = runtime()
-        ev = Event(timing=False)
-        _check(rt, rt.cudaEventRecord(ev.handle, producer), "cudaEventRecord")
-        stream.wait(ev)
-    device = _pointer_device(ptr)
-    return DeviceArray(ptr, shape, dtype, device, obj)
+    # CUDA array interface v3: "stream" None means no synchronization is needed, 1 the legacy and 2
+    # the per-thread default stream, any other integer a cudaStream_t (0 is disallowed, read as the
+    # legacy stream). A producer that gives no "stream" at all (version 2, which torch still exports)
+    # wrote on its current stream, by default the legacy default stream: order after that one.
+    if "stream" not in cai:
+        producer: int | None = LEGACY_STREAM
+    elif cai["stream"] is None:
+        producer = None
+    else:
+        producer = int(cai["stream"]) or LEGACY_STREAM
+    arr = DeviceArray(ptr, shape, dtype, _pointer_device(ptr), obj, stream=producer)
+    if stream is not None:
+        order_after(arr, stream)
+    return arr
+
+
+def order_after(array: DeviceArray, stream: Stream, event: Event | None = None) -> None:
+    """Queue on ``stream`` a wait for the work ``array``'s producer has queued so far.
+
+    Call it before every use: a wait covers only what the producer queued before it. ``event``
+    (reused, timing off) saves creating one per call.
+    """
+    if array.dlpack:
+        owner = array.owner[0]
+        try:  # DLPack: the producer makes our stream wait for its current stream
+            owner.__dlpack__(stream=int(stream))
+            return
+        except TypeError:  # a producer that takes no stream: assume the legacy default stream
+            producer: int | None = LEGACY_STREAM
+    else:
+        producer = array.stream
+    if producer is None:
+        return
+    ev = event if event is not None else Event(timing=False)
+    ev.record(producer)
+    stream.wait(ev)
 
 
 def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -546,4 +611,4 @@ def _from_dlpack(obj: Any, name: str, stream: Stream | None) -> DeviceArray:
             raise _contiguity_error(name, shape, strides)
     ptr = int(t.data or 0) + int(t.byte_offset)
     # The capsule is kept unconsumed: its destructor calls the producer's deleter when we drop it.
-    return DeviceArray(ptr, shape, dtype, int(t.device.device_id), (obj, capsule))
+    return DeviceArray(ptr, shape, dtype, int(t.device.device_id), (obj, capsule), dlpack=True)
