@@ -121,10 +121,11 @@ def test_backend_and_bound_bandwidth(tmp_path: Path, monkeypatch: pytest.MonkeyP
             io.inputs["x"][...] = x
             binding = io._binding
             assert cuda.is_pinned(io.inputs["x"]) and cuda.is_pinned(io.outputs["y"])
-            stream = binding._stream  # type: ignore[union-attr]
-            bound_ms = _median_ms(binding._enqueue, stream)  # type: ignore[union-attr]
+            bound_ms = _median_ms(binding._enqueue, binding._stream)  # type: ignore[union-attr]
             io.run()
             np.testing.assert_array_equal(io.outputs["y"], x)
+        # the binding's stream is destroyed with it: time the raw copies on a stream of their own
+        stream = cuda.Stream()
         src, dst = cuda.pinned_empty((n,), np.float32), cuda.pinned_empty((n,), np.float32)
         dev = cuda.DeviceBuffer(src.nbytes)
 
