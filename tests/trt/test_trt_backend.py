@@ -203,6 +203,15 @@ def test_device_arrays_are_taken_without_copies(
         assert c["h2d_pinned"] == before["h2d_pinned"] and c["h2d_pageable"] == before["h2d_pageable"]
         assert c["d2h_pinned"] == before["d2h_pinned"] + 1  # prod only
         binding.close()
+        # the public API takes them the same way: Engine.bind passes device arrays through
+        out2 = FakeDeviceArray(np.zeros((3, 4), np.float32))
+        before = dict(fake_cuda.STATE.counters)
+        with eng.bind({"a": a, "b": b}, outputs={"sum": out2}) as io:
+            io.run()
+            np.testing.assert_array_equal(out2.get(), f["a"] + f["b"])
+            np.testing.assert_array_equal(io.outputs["prod"], f["a"] * f["b"])
+        c = fake_cuda.STATE.counters
+        assert c["h2d_pinned"] == before["h2d_pinned"] and c["h2d_pageable"] == before["h2d_pageable"]
 
 
 def test_threads_each_get_a_context(fake_trt: ModuleType, tmp_path: Path, cache_dir: Path) -> None:

@@ -790,6 +790,7 @@ class TensorRTBackend:
     """
 
     name = "tensorrt"
+    accepts_device_arrays = True  # Engine.bind passes torch/cupy/DLPack arrays through, bound in place
 
     def __init__(
         self,
