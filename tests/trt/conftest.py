@@ -59,6 +59,15 @@ def fake_trt(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     reset_gpu()
 
 
+@pytest.fixture(params=[v for v in VERSIONS if v.startswith("10.")])
+def fake_trt10(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    """The fake TensorRT of the 10.x versions only: for the INT8 calibrator, which 11 removed."""
+    fake_cuda.reset()
+    fake_tensorrt.BUILDS.clear()
+    yield install(monkeypatch, request.param)
+    reset_gpu()
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "cache"

@@ -305,9 +305,7 @@ def _calibrate(path: Path, feeds: Any) -> ic.Engine:
     return _load(path, precision="int8", options={"calibration_data": feeds, "profiles": _PROFILE})
 
 
-def test_calibration_feeds_are_checked(fake_trt: ModuleType, tmp_path: Path, cache_dir: Path) -> None:
-    if not fake_trt.__version__.startswith("10."):
-        pytest.skip("TensorRT 11 has no INT8 calibrator")
+def test_calibration_feeds_are_checked(fake_trt10: ModuleType, tmp_path: Path, cache_dir: Path) -> None:
     path = models.add_mul(tmp_path / "m.onnx")
     rng = np.random.default_rng(0)
     cases = [
@@ -335,10 +333,8 @@ def test_calibration_feeds_are_checked(fake_trt: ModuleType, tmp_path: Path, cac
 
 
 def test_calibration_error_is_raised_not_swallowed(
-    fake_trt: ModuleType, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    fake_trt10: ModuleType, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not fake_trt.__version__.startswith("10."):
-        pytest.skip("TensorRT 11 has no INT8 calibrator")
     rt = sys.modules["cuda.bindings.runtime"]
     real, calls = rt.cudaMemcpy, []
 
@@ -356,12 +352,10 @@ def test_calibration_error_is_raised_not_swallowed(
 
 
 def test_fake_swallows_get_batch_exceptions_like_pyint8(
-    fake_trt: ModuleType, capsys: pytest.CaptureFixture[str]
+    fake_trt10: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not fake_trt.__version__.startswith("10."):
-        pytest.skip("TensorRT 11 has no INT8 calibrator")
 
-    class Broken(fake_trt.IInt8EntropyCalibrator2):  # type: ignore[name-defined,misc]
+    class Broken(fake_trt10.IInt8EntropyCalibrator2):  # type: ignore[name-defined,misc]
         def get_batch_size(self) -> int:
             return 1
 
@@ -374,8 +368,8 @@ def test_fake_swallows_get_batch_exceptions_like_pyint8(
         def write_calibration_cache(self, cache: Any) -> None:
             pass
 
-    net = fake_trt.Builder(fake_trt.Logger()).create_network(0)
-    assert fake_tensorrt._calibrate(Broken(), net, None, fake_trt.Logger()) == 0
+    net = fake_trt10.Builder(fake_trt10.Logger()).create_network(0)
+    assert fake_tensorrt._calibrate(Broken(), net, None, fake_trt10.Logger()) == 0
     assert "Exception caught in get_batch(): bad batch" in capsys.readouterr().err
 
 
