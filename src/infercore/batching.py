@@ -35,6 +35,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -161,6 +162,7 @@ class _Request:
     """One accepted request: its validated arrays (or a pipeline's prepared data) and its state."""
 
     __slots__ = (
+        "__weakref__",
         "data",
         "deadline",
         "dims",
@@ -194,13 +196,22 @@ class _RequestFuture(Future[dict[str, np.ndarray]]):
     """A Future whose successful ``cancel()`` takes its request out of the batcher's queue."""
 
     _batcher: Batcher
-    _request: _Request
+    _request: _Request | None  # None once settled: no future -> request -> future cycle outlives it
 
     def cancel(self) -> bool:
         if not super().cancel():
             return False
-        self._batcher._on_cancel(self._request)
+        if self._request is not None:
+            self._batcher._on_cancel(self._request)
         return True
+
+
+def _settled(req: _Request) -> None:
+    """A request that has its answer keeps nothing: its inputs go, and its future forgets it."""
+    req.data = req.prepared = None
+    fut = req.future
+    if isinstance(fut, _RequestFuture):
+        fut._request = None
 
 
 class _KeyQueue:
@@ -333,7 +344,8 @@ class Batcher:
 
         self._cv = threading.Condition(threading.Lock())
         self._queues: dict[tuple[Any, ...], _KeyQueue] = {}
-        self._deadlines: list[tuple[float, int, _Request]] = []
+        # (deadline, seq, weakref to the request): a finished request is not kept for its deadline
+        self._deadlines: list[tuple[float, int, weakref.ref[_Request]]] = []
         self._seq = itertools.count()
         self._depth = 0
         self._idle = instances
@@ -572,7 +584,11 @@ class Batcher:
             (kq.high if priority else kq.normal).append(req)
             kq.last = req.t_submit
             if req.deadline is not None:
-                heapq.heappush(self._deadlines, (req.deadline, next(self._seq), req))
+                heap = self._deadlines
+                if len(heap) > 2 * self._depth + 64:  # mostly finished requests: keep the queued ones
+                    heap[:] = [e for e in heap if (r := e[2]()) is not None and r.state == _QUEUED]
+                    heapq.heapify(heap)
+                heapq.heappush(heap, (req.deadline, next(self._seq), weakref.ref(req)))
             self._depth += 1
             self._submitted += 1
             self._cv.notify()
@@ -662,6 +678,7 @@ class Batcher:
             self._cv.notify()
         # CANCELLED -> CANCELLED_AND_NOTIFIED: wakes concurrent.futures.wait() and as_completed()
         req.future.set_running_or_notify_cancel()
+        _settled(req)
 
     def _end_early(
         self, req: _Request, error: Exception, pending: list[tuple[Future[Any], Exception]]
@@ -728,8 +745,8 @@ class Batcher:
     def _expire(self, now: float, pending: list[tuple[Future[Any], Exception]]) -> None:
         heap = self._deadlines
         while heap and heap[0][0] <= now:
-            _, _, req = heapq.heappop(heap)
-            if req.state != _QUEUED:
+            req = heapq.heappop(heap)[2]()
+            if req is None or req.state != _QUEUED:
                 continue
             waited = (now - req.t_submit) * 1e3
             err = DeadlineExceededError(
@@ -857,6 +874,7 @@ class Batcher:
                     else:
                         req.future.set_result(out)
                         inst.succeeded += 1
+                        _settled(req)
             return
         except BaseException as e:  # SystemExit or a framework's cancellation raised by a backend
             log.error("batcher %s: a batch raised %s; its requests get it, the instance goes on",
@@ -872,6 +890,8 @@ class Batcher:
         for req, out in zip(batch, results, strict=True):
             req.future.set_result(out)
         inst.succeeded += len(batch)
+        for req in batch:  # a future the caller keeps holds its result, not the request's inputs
+            _settled(req)
 
     def _run_batch(self, inst: _Instance, batch: list[_Request], total: int) -> list[dict[str, np.ndarray]]:
         io, shapes = self._bound_io(inst, batch, total)
@@ -884,6 +904,7 @@ class Batcher:
         log.debug("batcher request failed: %s", error)
         req.future.set_exception(error)
         inst.failed += 1
+        _settled(req)
 
     def _bound_io(
         self, inst: _Instance, batch: list[_Request], total: int
