@@ -27,9 +27,12 @@ import dataclasses
 import functools
 import importlib.metadata
 import logging
+import math
 import os
 import re
+import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -428,10 +431,19 @@ class OpenVINOBackend:
         self._out_index = {s.name: i for i, s in enumerate(self.outputs)}
         self._passthrough = self._outputs_read_from_inputs(compiled)
         self._num_requests = num_requests
-        # Requests live until close: ``_idle`` holds [request, last feeds] pairs free for run(),
-        # ``_keep`` every binding's request and the arrays behind its shared tensors.
+        # ``_idle`` holds [request, last feeds] pairs free for run(); ``_keep`` the live bindings'
+        # requests and arrays. The CPU plugin keeps a zero-copy input's raw pointer past its request
+        # (measured on 2026.4: drop a request and its input array, run another shape: segfault), so
+        # memory once bound as an input is never freed before close: a closed binding's buffers
+        # infercore allocated go to ``_free`` for later bindings to reuse (bounded by the largest
+        # set bound at once), and callers' own arrays to ``_graveyard``.
         self._idle: list[list[Any]] = []
-        self._keep: list[Any] = []
+        self._keep: dict[int, list[Any]] = {}
+        self._graveyard: list[Any] = []
+        self._free: list[np.ndarray] = []  # aligned byte buffers no live binding uses
+        self._owned: dict[int, np.ndarray] = {}  # id(input array allocate() made) -> its byte buffer
+        self._pool_lock = threading.Lock()
+        self._fixed_cache: OrderedDict[tuple[tuple[int, ...], ...], dict[str, tuple[int, ...]]] = OrderedDict()
         self._queue: Any = None
         self._queue_lock = threading.Lock()
         self._infer: Callable[..., Any] = ov._pyopenvino.InferRequest.infer  # the C++ infer, no OVDict
@@ -575,26 +587,79 @@ class OpenVINOBackend:
             raise BackendError(f"openvino: run_many jobs must be a positive int, got {jobs!r}")
         if self._queue is None or (jobs is not None and len(self._queue) != jobs):
             if self._queue is not None:
-                self._keep.append(self._queue)  # its requests live until close
+                self._graveyard.append(self._queue)  # its requests shared callers' arrays: until close
             n = jobs or self._num_requests or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             self._queue = self._ov.AsyncInferQueue(compiled, max(1, n))
         return self._queue
 
     # -- bind ------------------------------------------------------------------------------------
+    def allocate(self, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
+        """A zeroed input buffer for ``Engine.bind``, on memory a closed binding left if any fits."""
+        shape = tuple(int(d) for d in shape)
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        with self._pool_lock:
+            fits = [b for b in self._free if b.nbytes >= nbytes]
+            buf = min(fits, key=lambda b: b.nbytes) if fits else None
+            if buf is not None:
+                self._free = [b for b in self._free if b is not buf]
+        if buf is None:  # size classes (powers of two from 4 KiB) so freed buffers fit later shapes
+            buf = aligned_empty((max(4096, 1 << (max(nbytes, 1) - 1).bit_length()),), np.uint8)
+        arr = buf[:nbytes].view(dtype).reshape(shape)
+        arr[...] = 0
+        with self._pool_lock:
+            self._owned[id(arr)] = buf
+        return arr
+
     def bind(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> OpenVINOBinding:
         compiled = self._compiled_or_raise()
         request = compiled.create_infer_request()
         keep: list[Any] = [request]
-        self._keep.append(keep)  # the request and its shared arrays outlive the binding, until close
-        return OpenVINOBinding(self, request, keep, inputs, outputs)
+        self._keep[id(keep)] = keep  # until the binding closes
+        try:
+            return OpenVINOBinding(self, request, keep, inputs, outputs)
+        except BaseException:
+            self._release(keep, inputs)
+            raise
+
+    def _release(self, keep: list[Any], inputs: dict[str, np.ndarray]) -> None:
+        """A closed binding: the request goes, then its outputs; its inputs' memory stays (see
+        ``_free``): buffers infercore made are reused once nobody else holds them."""
+        self._keep.pop(id(keep), None)
+        keep[0] = None  # the request first, before any array its tensors point at
+        keep.clear()
+        while inputs:
+            _, arr = inputs.popitem()
+            with self._pool_lock:
+                buf = self._owned.pop(id(arr), None)
+                # held here and by getrefcount's argument only: nobody can write into it any more
+                if buf is not None and sys.getrefcount(arr) <= 2:
+                    self._free.append(buf)
+                else:
+                    self._graveyard.append(arr)
+            del arr
+
+    def _outputs_fixed_by_cached(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        key = tuple(tuple(shapes[s.name]) for s in self.inputs)
+        fixed = self._fixed_cache.get(key)
+        if fixed is None:
+            fixed = self._outputs_fixed_by(shapes)  # a reshaped clone: ~10 ms, once per shape
+            self._fixed_cache[key] = fixed
+            if len(self._fixed_cache) > 256:
+                self._fixed_cache.popitem(last=False)
+        return fixed
 
     def close(self) -> None:
         with self._queue_lock:
             self._queue = None
         self._idle.clear()
+        for keep in list(self._keep.values()):
+            keep[0] = None
         self._keep.clear()
         self._compiled = None
         self._model = None
+        self._graveyard.clear()
+        self._free.clear()
+        self._owned.clear()
 
 
 class OpenVINOBinding:
@@ -619,13 +684,13 @@ class OpenVINOBinding:
     ) -> None:
         self._backend = backend
         self._ov = backend._ov
-        self._request = request
+        self._request: Any = request
         self._keep = keep  # held by the backend: every array behind this request's shared tensors
         self._index = backend._out_index
         self.inputs = inputs
         self.outputs: dict[str, np.ndarray] = {}
         self._copied: list[tuple[str, int, np.ndarray | None]] = []  # (name, index, caller's array)
-        fixed = backend._outputs_fixed_by({k: v.shape for k, v in inputs.items()})
+        fixed = backend._outputs_fixed_by_cached({k: v.shape for k, v in inputs.items()})
         for spec in backend.outputs:
             shape = spec.concrete() if spec.is_static else fixed.get(spec.name)
             given = outputs.get(spec.name)
@@ -678,6 +743,9 @@ class OpenVINOBinding:
 
     def close(self) -> None:
         self._run = _closed
+        if self._request is not None:
+            self._request = None
+            self._backend._release(self._keep, self.inputs)
 
 
 def _closed() -> None:
