@@ -16,9 +16,10 @@ Measured facts this file is built around (OpenVINO 2026.4, this CPU):
 - Per call on a 1x16 Add model: the Python ``InferRequest.infer`` wrapper costs ~2x the C++ one
   (it builds an ``OVDict`` and copies every output); the bound path calls the C++ ``infer`` with
   ``share_outputs=True`` and so returns nothing it has to copy.
-- The numpy arrays behind shared tensors are kept alive as long as the compiled model, and no
-  request is dropped before it: dropping a request and its shared arrays, then running another
-  request of the same compiled model with dynamic shapes, segfaulted.
+- The CPU plugin keeps a zero-copy input's raw pointer past its request: dropping a request and
+  its shared input array, then running another shape on the compiled model, segfaults. Requests
+  and output arrays may go; input memory lives as long as the compiled model, and a closed
+  binding's input buffers are reused by later bindings (``OpenVINOBackend.allocate``).
 """
 
 from __future__ import annotations
