@@ -377,3 +377,14 @@ def test_input_range_names_and_data_files_are_checked_up_front(add_model: Path, 
     with pytest.warns(BenchmarkWarning):
         report = benchmark(add_model, [_backend()], input_range={"x": (5.0, 6.0)}, **FAST)
     assert report.ok and "[5, 6)" in report.results[0].inputs["x"]["source"]
+
+
+def test_the_shape_hint_names_the_input_when_dimensions_carry_placeholder_names(tmp_path):
+    """PP-OCR names its height and width '?': `--shape ?=48` would size both; the hint is the input."""
+    from infercore.bench import resolve_shapes
+    from tests import onnx_models as m
+
+    path = m.save(tmp_path / "q.onnx", [helper.make_node("Relu", ["x"], ["y"])],
+                  [m.vi("x", TensorProto.FLOAT, ["?", 3, "?", "?"])], [m.vi("y", TensorProto.FLOAT, ["?", 3, "?", "?"])])
+    with ic.load(path) as eng, pytest.raises(ic.InputSpecError, match=r"--shape x=1x3x\?x\? \(shapes=\{'x'"):
+        resolve_shapes(eng.inputs)

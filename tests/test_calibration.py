@@ -568,6 +568,15 @@ def test_labels_must_be_class_indices_for_accuracy(tmp_path):
     assert r.fp32_score == pytest.approx(want)
 
 
+def test_a_0d_input_stays_0d_in_calibration_batches():
+    """Silero VAD's sample rate is a 0-d int64: np.ascontiguousarray made it (1,), and every
+    calibrate/convert_fp16 with real data was refused ("expected shape [], got (1,)")."""
+    specs = (TensorSpec("x", np.float32, (None, 8)), TensorSpec("sr", np.int64, ()))
+    feeds = {"x": np.zeros((4, 8), np.float32), "sr": np.array(16000)}
+    batches = list(calibration_batches(feeds, specs, batch_size=2))
+    assert batches and all(b["sr"].shape == () and b["sr"] == 16000 for b in batches)
+
+
 def test_labels_npz_in_a_data_directory_is_refused_not_ignored(tmp_path):
     d = tmp_path / "eval"
     d.mkdir()

@@ -43,7 +43,7 @@ import numpy as np
 from .datafiles import load_arrays, name_lone_array
 from .engine import Engine, load
 from .errors import InfercoreError, InputSpecError
-from .specs import TensorSpec
+from .specs import TensorSpec, is_symbol
 
 __all__ = [
     "JSON_SCHEMA",
@@ -1121,10 +1121,14 @@ def resolve_shapes(
                     dims.append(batch if batch is not None else 1)
                 else:
                     label = f" ({n!r})" if n else ""
-                    example = "x".join(str(x) if x is not None else "?" for x in spec.concrete(1))
+                    example = "x".join(
+                        str(d) if d is not None else "1" if j in batch_axes else "?" for j, d in enumerate(spec.shape)
+                    )  # the ? are for the caller to fill in
+                    symbol = n if is_symbol(n) else None  # "?" or "unk__3" would size every such dim
                     raise InputSpecError(
                         f"input {spec.name!r} dimension {i}{label} is dynamic and has no size: give one with "
-                        f"--shape {n or spec.name}={'N' if n else example} (shapes={{{(n or spec.name)!r}: ...}})",
+                        f"--shape {symbol or spec.name}={'N' if symbol else example} "
+                        f"(shapes={{{(symbol or spec.name)!r}: ...}})",
                         tensor=spec.name,
                     )
         if batch is not None:

@@ -303,18 +303,19 @@ def _to_feeds(item: Any, specs: Sequence[TensorSpec], where: str) -> Feeds:
             raise InputSpecError(
                 f"{where}: input {s.name!r} has shape {a.shape}, the model takes {s}", tensor=s.name
             )
-        feeds[s.name] = np.ascontiguousarray(a)
+        feeds[s.name] = np.ascontiguousarray(a) if a.ndim else a  # keeps a 0-d input 0-d
     return feeds
 
 
 def _split(ds: _Dataset, specs: Sequence[TensorSpec], batch_size: int | None) -> list[Feeds]:
     whole = _to_feeds(ds.value, specs, "dataset")
-    n = {a.shape[0] if a.ndim else 1 for a in whole.values()}
-    if len(n) != 1:
+    # a 0-d input (Silero VAD's sample rate) has no samples to cut: every batch gets it as it is
+    n = {a.shape[0] for a in whole.values() if a.ndim}
+    if len(n) > 1:
         raise InputSpecError(f"dataset arrays disagree on the number of samples: {sorted(n)}")
-    rows = n.pop()
+    rows = n.pop() if n else 1
     step = batch_size or _default_batch(specs)
-    return [{k: v[i : i + step] for k, v in whole.items()} for i in range(0, rows, step)]
+    return [{k: v[i : i + step] if v.ndim else v for k, v in whole.items()} for i in range(0, rows, step)]
 
 
 def _default_batch(specs: Sequence[TensorSpec]) -> int:
@@ -323,8 +324,8 @@ def _default_batch(specs: Sequence[TensorSpec]) -> int:
 
 
 def _rows(feeds: Feeds) -> int:
-    a = next(iter(feeds.values()))
-    return int(a.shape[0]) if a.ndim else 1
+    a = next((a for a in feeds.values() if a.ndim), None)
+    return int(a.shape[0]) if a is not None else 1
 
 
 def _items(

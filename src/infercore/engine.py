@@ -161,7 +161,8 @@ def _dtype_error(check: _InputCheck, given: np.dtype) -> InputSpecError:
 
 
 def _as_strings(c: _InputCheck, a: np.ndarray) -> np.ndarray:
-    """A numpy str_ or bytes_ array for a string tensor, as an array of Python str (bytes read as UTF-8)."""
+    """A numpy str_, bytes_ or StringDType array for a string tensor, as an array of Python str
+    (bytes read as UTF-8)."""
     if a.dtype.kind == "S":
         try:
             a = np.char.decode(a, "utf-8")
@@ -346,7 +347,7 @@ class Engine:
             if type(a) is not np.ndarray:
                 a = self._coerce(c, a)
             if a.dtype is not c.dtype and a.dtype != c.dtype:
-                if c.dtype.hasobject and a.dtype.kind in "US":
+                if c.dtype.hasobject and a.dtype.kind in "UST":
                     a = _as_strings(c, a)
                 else:
                     raise _dtype_error(c, a.dtype)
@@ -432,7 +433,7 @@ class Engine:
                 tensor=c.name,
             )
         if c.dtype.hasobject:
-            if probe.dtype.kind in "US":
+            if probe.dtype.kind in "UST":
                 return _as_strings(c, probe)
             if probe.dtype.hasobject:
                 return _only_strings(c, probe)

@@ -289,9 +289,21 @@ def test_closed_bindings_free_their_request_and_reuse_their_memory(tmp_path):
             io2.inputs["x"][...] = x
             io2.run()
             np.testing.assert_allclose(io2.outputs["y"], x @ w, rtol=1e-5, atol=1e-5)
+        # nor is memory a view of it still shows: views point at the memory's owner, not the array
+        io = eng.bind({"x": (2, 8)})
+        row = io.inputs["x"][1]
+        io.close()
+        with eng.bind({"x": (2, 8)}) as io2:
+            assert not np.shares_memory(io2.inputs["x"], row)
         mine = np.zeros((2, 8), np.float32)
         eng.bind({"x": mine}).close()
         assert any(a is mine for a in be._graveyard)  # a caller's array OpenVINO read stays alive
+        # a bind the engine refuses gives back what it allocated
+        free = len(be._free)
+        for _ in range(20):
+            with pytest.raises(ic.InputSpecError):
+                eng.bind({"x": (2, 8)}, outputs={"nope": np.zeros(1)})
+        assert not be._owned and len(be._free) <= free + 1
 
 
 def test_concurrent_run_from_four_threads(tmp_path):

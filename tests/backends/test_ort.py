@@ -66,6 +66,8 @@ def test_string_tensors_take_text_only(tmp_path):
     with ic.load(path) as eng:
         assert eng.run(["a", "é"])["y"].tolist() == ["a", "é"]
         assert eng.run(np.array(["a", b"bc"], dtype=object))["y"].tolist() == ["a", "bc"]
+        text = np.array(["ab", "cd"], dtype=np.dtypes.StringDType())  # numpy 2's variable-width strings
+        assert eng.run(text)["y"].tolist() == ["ab", "cd"]
         for bad, what in (([1.5, True], "float64"), ([1, 2], "int64"),
                           (["a", None], "NoneType"), (np.array([1, "a"], dtype=object), "int 1")):  # fmt: skip
             with pytest.raises(ic.InputSpecError, match=f"(?s)'x'.*{what}"):

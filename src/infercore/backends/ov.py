@@ -33,6 +33,7 @@ import os
 import re
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -442,8 +443,10 @@ class OpenVINOBackend:
         self._keep: dict[int, list[Any]] = {}
         self._graveyard: list[Any] = []
         self._free: list[np.ndarray] = []  # aligned byte buffers no live binding uses
-        self._owned: dict[int, np.ndarray] = {}  # id(input array allocate() made) -> its byte buffer
-        self._pool_lock = threading.Lock()
+        # id(input array allocate() made) -> (its byte buffer, a weak reference to the array): an
+        # array that dies unbound (Engine.bind refused the call) gives its buffer back by itself
+        self._owned: dict[int, tuple[np.ndarray, weakref.ref[np.ndarray]]] = {}
+        self._pool_lock = threading.RLock()  # an array dying under it calls back into the pool
         self._fixed_cache: OrderedDict[tuple[tuple[int, ...], ...], dict[str, tuple[int, ...]]] = OrderedDict()
         self._queue: Any = None
         self._queue_lock = threading.Lock()
@@ -607,8 +610,16 @@ class OpenVINOBackend:
             buf = aligned_empty((max(4096, 1 << (max(nbytes, 1) - 1).bit_length()),), np.uint8)
         arr = buf[:nbytes].view(dtype).reshape(shape)
         arr[...] = 0
+        key = id(arr)
+
+        def died(_: object, key: int = key) -> None:  # never bound, or bound and never released
+            with self._pool_lock:
+                entry = self._owned.pop(key, None)
+                if entry is not None and entry[0] is buf and self._compiled is not None:
+                    self._free.append(buf)
+
         with self._pool_lock:
-            self._owned[id(arr)] = buf
+            self._owned[key] = (buf, weakref.ref(arr, died))
         return arr
 
     def bind(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> OpenVINOBinding:
@@ -631,13 +642,21 @@ class OpenVINOBackend:
         while inputs:
             _, arr = inputs.popitem()
             with self._pool_lock:
-                buf = self._owned.pop(id(arr), None)
-                # held here and by getrefcount's argument only: nobody can write into it any more
-                if buf is not None and sys.getrefcount(arr) <= 2:
+                entry = self._owned.get(id(arr))
+                buf = entry[0] if entry is not None and entry[1]() is arr else None
+                if buf is None:  # a caller's own array: OpenVINO may still point at it
+                    self._graveyard.append(arr)
+                    del arr
+                    continue
+                del self._owned[id(arr)]
+                # Views of arr (io.inputs["x"][1]) reference the memory's owner, not arr: the buffer
+                # is free only if nothing but buf (and this check) refers to that owner.
+                owner = buf.base if buf.base is not None else buf
+                del arr
+                if sys.getrefcount(owner) <= (3 if owner is not buf else 4):
                     self._free.append(buf)
                 else:
-                    self._graveyard.append(arr)
-            del arr
+                    self._graveyard.append(buf)
 
     def _outputs_fixed_by_cached(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         key = tuple(tuple(shapes[s.name]) for s in self.inputs)

@@ -437,7 +437,10 @@ class _EngineBuilder:
             return None
         if isinstance(data, Mapping):
             data = [data]
-        feeds = [{str(k): np.ascontiguousarray(v) for k, v in dict(f).items()} for f in data]
+        feeds = [
+            {str(k): np.ascontiguousarray(v) if np.ndim(v) else np.asarray(v) for k, v in dict(f).items()}
+            for f in data
+        ]  # a 0-d input stays 0-d (np.ascontiguousarray makes it (1,))
         if not feeds:
             raise BackendError("tensorrt: calibration_data is empty; give at least one feeds dict")
         return feeds
@@ -696,7 +699,7 @@ def _check_calibration_feed(
                     tensor=name,
                 )
             a = a.astype(dtype)
-        out[name] = np.ascontiguousarray(a)
+        out[name] = np.ascontiguousarray(a) if a.ndim else a  # keeps a 0-d input 0-d
     return out
 
 
