@@ -39,6 +39,13 @@ def load_arrays(
         )
     if p.stat().st_size == 0:
         raise InputSpecError(f"{what}{p} is empty (0 bytes); expected a .npy or .npz file", tensor=tensor)
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if head != b"\x93NUMPY" and not head.startswith(b"PK"):  # neither .npy's magic nor a zip (.npz)
+        raise InputSpecError(
+            f"{what}{p} is not a .npy or .npz file (it starts with {head!r}); save arrays with np.save / np.savez",
+            tensor=tensor,
+        )
     try:
         data = np.load(p, allow_pickle=False)
         if isinstance(data, np.ndarray):
