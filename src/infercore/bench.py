@@ -43,7 +43,7 @@ import numpy as np
 from .datafiles import load_arrays, name_lone_array
 from .engine import Engine, load
 from .errors import InfercoreError, InputSpecError
-from .specs import TensorSpec, is_symbol
+from .specs import TensorSpec, is_symbol, with_onnx_dim_names
 
 __all__ = [
     "JSON_SCHEMA",
@@ -1029,40 +1029,6 @@ def validate_report(obj: Any, schema: Mapping[str, Any] | None = None, where: st
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def _onnx_dim_names(path: Path | None) -> dict[str, tuple[str | None, ...]]:
-    """Symbolic dimension names from an ONNX file's graph inputs (``onnx`` if installed, else none)."""
-    if path is None or path.suffix.lower() != ".onnx":
-        return {}
-    try:
-        import onnx
-    except ImportError:
-        return {}
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # an unreadable file: the backend already read it; names are only a convenience
-        return {}
-    names: dict[str, tuple[str | None, ...]] = {}
-    for value in graph.input:
-        dims = value.type.tensor_type.shape.dim
-        names[value.name] = tuple(d.dim_param or None for d in dims)
-    return names
-
-
-def _with_dim_names(specs: Sequence[TensorSpec], path: Path | None) -> tuple[TensorSpec, ...]:
-    """Fill in dimension names a backend did not report (OpenVINO keeps none) from the model file."""
-    if all(any(n is not None for n in s.dim_names) or s.is_static for s in specs):
-        return tuple(specs)
-    names = _onnx_dim_names(path)
-    out = []
-    for s in specs:
-        found = names.get(s.name)
-        if found and len(found) == s.rank and not any(n is not None for n in s.dim_names):
-            merged = tuple(n if d is None else None for d, n in zip(s.shape, found, strict=True))
-            s = replace(s, dim_names=merged)
-        out.append(s)
-    return tuple(out)
-
-
 def _is_batch_dim(name: str | None) -> bool:
     return name is not None and (name.lower() in ("n", "b", "bs") or "batch" in name.lower())
 
@@ -1853,7 +1819,7 @@ def _run_config(
             data = load_data(inputs, engine.inputs)
         else:
             data = _data_for(inputs, engine.inputs, data_origin)
-        specs = _with_dim_names(engine.inputs, engine.path)
+        specs = with_onnx_dim_names(engine.inputs, engine.path)  # names a backend did not report
         resolved, items = resolve_shapes(specs, batch, shapes, data)
         feeds, described = make_inputs(
             engine.inputs, resolved, input_range=input_range, metadata=engine.metadata, data=data, seed=s.seed

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BackendInfo", "Quantization", "TensorSpec", "format_shape", "is_symbol"]
+__all__ = ["BackendInfo", "Quantization", "TensorSpec", "format_shape", "is_symbol", "with_onnx_dim_names"]
+
+log = logging.getLogger(__name__)
 
 _PLACEHOLDER_DIM_NAME = re.compile(r"\?*|unk__\d+|-?\d+")  # what exporters write for "unknown"
 
@@ -105,6 +109,42 @@ def format_shape(shape: Sequence[Dim], dim_names: Sequence[str | None] = ()) -> 
     names = list(dim_names) or [None] * len(shape)
     parts = [str(d) if d is not None else (n or "?") for d, n in zip(shape, names, strict=False)]
     return "[" + ", ".join(parts) + "]"
+
+
+def with_onnx_dim_names(specs: Sequence[TensorSpec], path: Path | None) -> tuple[TensorSpec, ...]:
+    """``specs`` with the symbolic names (``dim_param``) of their dynamic dimensions filled in from
+    an ONNX file's graph inputs and outputs, for a backend that reports none (OpenVINO's ports,
+    TensorRT engines): what ONNX Runtime reports for the same file. A spec that already has names,
+    another file type, an unreadable file or no ``onnx`` package (backend extras do not all need
+    it) leaves the specs as they are."""
+    specs = tuple(specs)
+    if (
+        path is None
+        or path.suffix.lower() != ".onnx"
+        or all(s.is_static or any(n is not None for n in s.dim_names) for s in specs)
+    ):
+        return specs
+    try:
+        import onnx
+    except ImportError:
+        return specs
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # the backend read it; the names are a nicety
+        log.debug("onnx could not read %s for its dimension names: %s", path, e)
+        return specs
+    found: dict[str, tuple[str | None, ...]] = {}
+    for vi in (*graph.input, *graph.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            found[vi.name] = tuple(None if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+    out = []
+    for s in specs:
+        names = found.get(s.name)
+        if names is not None and len(names) == s.rank and not any(n is not None for n in s.dim_names):
+            s = replace(s, dim_names=tuple(n if d is None else None for d, n in zip(s.shape, names, strict=True)))
+        out.append(s)
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ Measured facts this file is built around (OpenVINO 2026.4, this CPU):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.metadata
 import logging
@@ -49,7 +48,7 @@ from ..errors import (
     InputSpecError,
     ModelLoadError,
 )
-from ..specs import BackendInfo, TensorSpec
+from ..specs import BackendInfo, TensorSpec, with_onnx_dim_names
 from . import check_options, require
 
 log = logging.getLogger(__name__)
@@ -167,37 +166,6 @@ def _spec(port: Any, name: str, path: Path) -> TensorSpec:
         )
     dims = tuple(d.get_length() if d.is_static else None for d in pshape)
     return TensorSpec(name, _numpy_dtype(port.get_element_type(), name, path), dims)
-
-
-def _onnx_dim_names(path: Path) -> dict[str, tuple[str | None, ...]]:
-    """The symbolic dimension names (``dim_param``) of an ONNX file's graph inputs and outputs, by
-    tensor name: what ORT reports, and what OpenVINO's ports drop. ``{}`` where the onnx package
-    is not installed (the openvino extra does not need it) or cannot read the file."""
-    try:
-        import onnx
-    except ImportError:
-        return {}
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as e:  # OpenVINO read it; the names are a nicety
-        log.debug("openvino: onnx could not read %s for its dimension names: %s", path, e)
-        return {}
-    names: dict[str, tuple[str | None, ...]] = {}
-    for vi in (*graph.input, *graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            names[vi.name] = tuple(
-                None if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
-            )
-    return names
-
-
-def _named(spec: TensorSpec, names: tuple[str | None, ...] | None) -> TensorSpec:
-    """``spec`` with the ONNX names of its dimensions that are still dynamic as compiled."""
-    if names is None or len(names) != spec.rank:
-        return spec
-    dim_names = tuple(n if d is None else None for d, n in zip(spec.shape, names, strict=True))
-    return dataclasses.replace(spec, dim_names=dim_names)
 
 
 def _device(device: str, core: Any) -> str:
@@ -425,10 +393,9 @@ class OpenVINOBackend:
         self.outputs = tuple(
             _spec(p, _port_name(m, False), path) for p, m in zip(compiled.outputs, model.outputs, strict=True)
         )
-        if path.suffix.lower() == ".onnx" and not all(s.is_static for s in (*self.inputs, *self.outputs)):
-            names = _onnx_dim_names(path)
-            self.inputs = tuple(_named(s, names.get(s.name)) for s in self.inputs)
-            self.outputs = tuple(_named(s, names.get(s.name)) for s in self.outputs)
+        # OpenVINO's ports drop dimension names: an ONNX file's own, as ONNX Runtime reports them
+        named = with_onnx_dim_names((*self.inputs, *self.outputs), path)
+        self.inputs, self.outputs = named[: len(self.inputs)], named[len(self.inputs) :]
         self._in_index = {s.name: i for i, s in enumerate(self.inputs)}
         self._out_index = {s.name: i for i, s in enumerate(self.outputs)}
         self._passthrough = self._outputs_read_from_inputs(compiled)
