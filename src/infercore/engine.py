@@ -107,12 +107,13 @@ class _Stats:
 class _InputCheck:
     """Precomputed facts about one input, so a check costs a few attribute reads."""
 
-    __slots__ = ("dtype", "fixed", "name", "rank", "spec", "static", "strides")
+    __slots__ = ("dtype", "fixed", "name", "rank", "spec", "static", "strides", "strings")
 
     def __init__(self, spec: TensorSpec) -> None:
         self.spec = spec
         self.name = spec.name
         self.dtype = spec.dtype
+        self.strings = spec.dtype.hasobject  # a string tensor: its elements are checked per call
         self.rank = spec.rank
         self.static: tuple[int, ...] | None = spec.concrete() if spec.is_static else None
         self.strides = _c_strides(self.static, spec.dtype.itemsize) if self.static is not None else None
@@ -351,7 +352,7 @@ class Engine:
                     a = _as_strings(c, a)
                 else:
                     raise _dtype_error(c, a.dtype)
-            elif c.dtype.hasobject:  # an object array for a string tensor: str (or UTF-8 bytes) only
+            elif c.strings:  # an object array for a string tensor: str (or UTF-8 bytes) only
                 a = _only_strings(c, a)
             if c.static is not None:
                 if a.shape != c.static:
