@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .backends import require
-from .datafiles import load_arrays
+from .datafiles import load_arrays, name_lone_array
 from .errors import (
     BackendUnavailableError,
     CalibrationError,
@@ -203,11 +203,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return data
 
 
-def _npz_value(d: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
-    """``np.savez(path, x)`` names a lone array ``arr_0``: it is the single input's, whatever its name."""
-    return d["arr_0"] if d.keys() == {"arr_0"} else d
-
-
 def load_data(source: str | os.PathLike[str]) -> tuple[list[Any], np.ndarray | None]:
     """Read calibration or evaluation data from disk: (items, labels or None).
 
@@ -236,7 +231,7 @@ def load_data(source: str | os.PathLike[str]) -> tuple[list[Any], np.ndarray | N
                         raise CalibrationError(
                             f"{f}: labels go in {p / 'labels.npy'}, not inside batch files"
                         )
-                items.append(_npz_value(d))
+                items.append(d)
             else:
                 items.append(_read_npy(f))
         for k in _LABEL_KEYS:
@@ -252,7 +247,7 @@ def load_data(source: str | os.PathLike[str]) -> tuple[list[Any], np.ndarray | N
                 labels = d.pop(k)
         if not d:
             raise InputSpecError(f"{p}: the .npz file holds only labels, no input arrays")
-        return [_Dataset(_npz_value(d))], labels
+        return [_Dataset(d)], labels
     if p.suffix == ".npy":
         return [_Dataset(_read_npy(p))], None
     raise CalibrationError(f"{p}: calibration data must be a .npz or .npy file or a directory of them")
@@ -267,8 +262,8 @@ class _Dataset:
 
 def _to_feeds(item: Any, specs: Sequence[TensorSpec], where: str) -> Feeds:
     """One batch as a dict name -> array, checked against the model's inputs (never cast)."""
-    if isinstance(item, Mapping):
-        given = {str(k): v for k, v in item.items()}
+    if isinstance(item, Mapping):  # a lone arr_0 (np.savez(path, x)) is a single input's
+        given = name_lone_array({str(k): v for k, v in item.items()}, [s.name for s in specs])
     elif len(specs) == 1:
         given = {specs[0].name: item}
     else:
