@@ -243,10 +243,7 @@ def test_fp16_ppocr_det_on_a_text_image_stays_close_because_the_graph_is_folded_
     as it is, the probability map collapses (cosine 0.876); folded into the Convs first, it holds."""
     from infercore.testing import models
 
-    try:
-        path = models.ppocr_det()
-    except models.ModelUnavailable as e:
-        pytest.skip(f"rapidocr wheel not available here: {e}")
+    path = models.ppocr_det()
     monkeypatch.setenv("INFERCORE_CACHE", str(tmp_path / "cache"))
     img = models.text_image(height=96, width=640).astype(np.float32) / 255.0
     x = ((img - 0.5) / 0.5).transpose(2, 0, 1)[None].astype(np.float32)

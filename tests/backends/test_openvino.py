@@ -428,10 +428,7 @@ def test_unreadable_model_is_a_model_load_error(tmp_path):
 
 
 def test_stateful_tflite_points_to_litert():
-    try:
-        path = models.micro_wakeword("okay_nabu")
-    except models.ModelUnavailable as e:
-        pytest.skip(f"pymicro-wakeword wheel not available: {e}")
+    path = models.micro_wakeword("okay_nabu")
     with pytest.raises(ic.ModelLoadError, match=r"RESOURCE.*use backend='litert'"):
         ov_load(path)
 
