@@ -43,7 +43,7 @@ def test_all_is_sorted_and_complete():
 
 
 def test_missing_runtime_names_the_extra(monkeypatch):
-    from infercore.backends import require
+    from infercore.optional import require
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     try:

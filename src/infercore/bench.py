@@ -42,7 +42,7 @@ import numpy as np
 
 from .datafiles import load_arrays, name_lone_array
 from .engine import Engine, load
-from .errors import InfercoreError, InputSpecError
+from .errors import BenchmarkWarning, InfercoreError, InputSpecError
 from .specs import TensorSpec, is_symbol, with_onnx_dim_names
 
 __all__ = [
@@ -90,10 +90,6 @@ _CPU_FLAGS = (
     "bf16",
     "i8mm",
 )
-
-
-class BenchmarkWarning(UserWarning):
-    """A figure that should not be trusted as it stands: too few samples, too short, too noisy."""
 
 
 # -- statistics --------------------------------------------------------------------------------

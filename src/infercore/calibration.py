@@ -40,16 +40,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .backends import require
 from .datafiles import load_arrays, name_lone_array
 from .errors import (
     BackendUnavailableError,
+    CalibrationDropError,
     CalibrationError,
     InfercoreError,
     InputSpecError,
     ModelLoadError,
     UnknownBackendError,
 )
+from .optional import require
 from .specs import TensorSpec
 
 __all__ = [
@@ -170,16 +171,6 @@ class CalibrationResult:
 
     artifact_path: Path
     report: CalibrationReport
-
-
-class CalibrationDropError(CalibrationError):
-    """The measured drop exceeded ``max_drop``. ``report`` has the numbers; the artifact stays in the
-    cache at ``artifact_path`` (it is not copied to ``output``)."""
-
-    def __init__(self, message: str, *, report: CalibrationReport, artifact_path: Path) -> None:
-        super().__init__(message)
-        self.report = report
-        self.artifact_path = artifact_path
 
 
 # -- data ------------------------------------------------------------------------------------------

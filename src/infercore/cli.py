@@ -23,14 +23,10 @@ import traceback
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import InfercoreError, UnknownBackendError
+from .errors import InfercoreError, UnknownBackendError, UsageError
 
 COMMANDS = ("backends", "inspect", "run", "compare", "bench", "quantize", "serve")
 EXIT_ERROR, EXIT_USAGE = 1, 2
-
-
-class UsageError(ValueError):
-    """A command line that parsed but is wrong (an unknown name, a malformed value): exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from .backends import require
 from .calibration import (
     EXTRA,
     CalibrationResult,
@@ -48,6 +47,7 @@ from .calibration import (
     calibration_batches,
 )
 from .errors import BackendRuntimeError, CalibrationError, ModelLoadError
+from .optional import require
 from .specs import TensorSpec
 
 __all__ = ["convert_fp16"]

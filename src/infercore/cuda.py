@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendRuntimeError, BackendUnavailableError, InputSpecError
+from .errors import BackendRuntimeError, BackendUnavailableError, CudaError, InputSpecError
 
 __all__ = [
     "CudaError",
@@ -53,14 +53,6 @@ LEGACY_STREAM = 1  # cudaStreamLegacy: the legacy default stream, as a handle an
 
 _lock = threading.Lock()
 _rt: ModuleType | None = None
-
-
-class CudaError(BackendRuntimeError):
-    """A CUDA runtime call failed; ``code`` is the ``cudaError_t`` name."""
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def runtime() -> ModuleType:

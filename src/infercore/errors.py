@@ -10,31 +10,59 @@ the original kept as ``__cause__``::
     │   └── BackendRuntimeError                          the runtime failed; its error is the cause
     ├── ModelLoadError                                   path, format, and why
     ├── InputSpecError (also ValueError)                 tensor name, expected vs given dtype/shape
+    ├── ArgumentError (also ValueError)                  a bad argument: names the parameter
+    │   └── UsageError                                   a bad command line: names the flag (cli/ only)
     ├── BatchingError
     │   ├── QueueFullError                               overload: refused at once, never dropped later
     │   ├── DeadlineExceededError (also TimeoutError)
     │   └── BatcherClosedError                           submit after close, or ended by close(drain=False)
-    └── CalibrationError
+    ├── CalibrationError
+    │   └── CalibrationDropError                         the measured drop exceeded max_drop
+    └── ServeError                                       answered to a client with an HTTP/gRPC status
+        ├── BadRequest (400)  ├── NotFound (404)  ├── Unauthorized (401)  ├── PayloadTooLarge (413)
+        ├── Unavailable (503) ├── DeadlineExceeded (504)  └── ClientClosed (499)
 
-``EngineClosedError`` (a ``BackendError``) is raised by any call on a closed engine.
+``EngineClosedError`` (a ``BackendError``) is raised by any call on a closed engine;
+``CudaError`` (a ``BackendRuntimeError``) by a failed CUDA runtime call. ``BenchmarkWarning`` is the
+one warning category: a figure that should not be trusted as it stands.
+
+Argument checks: every public function and class that takes an argument of the wrong type or
+value raises ``ArgumentError`` whose ``parameter`` is the Python name of the argument; the CLI
+turns that name into its flag (``threads`` -> ``--threads``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 __all__ = [
+    "ArgumentError",
     "BackendError",
     "BackendRuntimeError",
     "BackendUnavailableError",
+    "BadRequest",
     "BatcherClosedError",
     "BatchingError",
+    "BenchmarkWarning",
+    "CalibrationDropError",
     "CalibrationError",
+    "ClientClosed",
+    "CudaError",
+    "DeadlineExceeded",
     "DeadlineExceededError",
     "EngineClosedError",
     "InfercoreError",
     "InputSpecError",
     "ModelLoadError",
+    "NotFound",
+    "PayloadTooLarge",
     "QueueFullError",
+    "ServeError",
+    "Unauthorized",
+    "Unavailable",
     "UnknownBackendError",
+    "UsageError",
 ]
 
 
@@ -81,6 +109,21 @@ class InputSpecError(InfercoreError, ValueError):
         self.tensor = tensor
 
 
+class ArgumentError(InfercoreError, ValueError):
+    """An argument of the wrong type or value. ``parameter`` is its Python name (``"threads"``);
+    ``reason`` is the message without it, so that the CLI can put the flag's name in its place."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        super().__init__(f"{parameter}: {reason}")
+        self.parameter = parameter
+        self.reason = reason
+
+
+class UsageError(InfercoreError, ValueError):
+    """A command line that parsed but is wrong (an unknown name, a malformed value); it names the
+    flag. Raised by ``infercore.cli`` only; the command exits 2."""
+
+
 class BatchingError(InfercoreError):
     """Base of the errors the batcher ends a request with."""
 
@@ -99,3 +142,91 @@ class BatcherClosedError(BatchingError):
 
 class CalibrationError(InfercoreError):
     """Quantization failed, or its measured accuracy drop exceeded ``max_drop``."""
+
+
+class CalibrationDropError(CalibrationError):
+    """The quantized (or FP16) model lost more than ``max_drop``: ``report`` holds the measurement and
+    ``artifact_path`` the model, which stays in the cache and is not written to ``output``."""
+
+    def __init__(self, message: str, *, report: Any, artifact_path: Path) -> None:
+        super().__init__(message)
+        self.report = report
+        self.artifact_path = artifact_path
+
+
+class CudaError(BackendRuntimeError):
+    """A CUDA runtime call failed; ``code`` is the ``cudaError_t`` name."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- the server's answers ------------------------------------------------------------------------
+class ServeError(InfercoreError):
+    """An error answered to the client with ``message``; never a crash of the server. Each class
+    carries its HTTP status and its gRPC status code name."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServeError):
+    """Malformed request, unknown model or tensor, wrong datatype, shape or size: 400 / INVALID_ARGUMENT."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class NotFound(ServeError):
+    """A model that is not in the repository (repository endpoints): 404 / NOT_FOUND."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class Unauthorized(ServeError):
+    """A missing or wrong bearer token: 401 / UNAUTHENTICATED."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class PayloadTooLarge(ServeError):
+    """A request body beyond the server's limit: 413 / RESOURCE_EXHAUSTED."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(ServeError):
+    """Overload (queue full), a model not ready, or a server draining: 503 / UNAVAILABLE, at once."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(ServeError):
+    """The request's deadline passed before it ran: 504 / DEADLINE_EXCEEDED."""
+
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class ClientClosed(ServeError):
+    """The client went away (disconnected mid-body or while its request waited): nginx's 499.
+
+    Not an error of the server or of the request: counted as cancelled, and the request is
+    taken out of the model's queue if it was still there."""
+
+    http_status = 499
+    grpc_code = "CANCELLED"
+
+
+# -- warnings ------------------------------------------------------------------------------------
+class BenchmarkWarning(UserWarning):
+    """A figure that should not be trusted as it stands: too few samples, too short, too noisy."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import infercore as ic
-from infercore.serve.errors import BadRequest
+from infercore.errors import BadRequest
 from infercore.serve.repository import ModelRepository
 from infercore.specs import BackendInfo, TensorSpec
 

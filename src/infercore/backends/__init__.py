@@ -1,28 +1,15 @@
-"""One module per runtime. None of them imports its runtime at import time; ``require`` does it
-on first use and turns a missing package into an error that names the extra to install."""
+"""One module per runtime. None of them imports its runtime at import time: ``infercore.optional.require``
+does it on first use and turns a missing package into an error that names the extra to install."""
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
 
-from ..errors import BackendError, BackendUnavailableError
+from ..errors import BackendError
 
-__all__ = ["check_options", "require"]
-
-
-def require(module: str, extra: str, *, package: str | None = None) -> ModuleType:
-    """Import an optional runtime, or raise ``BackendUnavailableError`` naming its pip extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        what = package or module.split(".")[0]
-        raise BackendUnavailableError(
-            f'{what} is not installed (import {module!r} failed: {e}): pip install "infercore[{extra}]"'
-        ) from e
+__all__ = ["check_options"]
 
 
 def check_options(backend: str, options: Mapping[str, Any], valid: Mapping[str, str]) -> None:

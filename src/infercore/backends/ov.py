@@ -48,8 +48,9 @@ from ..errors import (
     InputSpecError,
     ModelLoadError,
 )
+from ..optional import require
 from ..specs import BackendInfo, TensorSpec, with_onnx_dim_names
-from . import check_options, require
+from . import check_options
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from ..errors import (
     InputSpecError,
     ModelLoadError,
 )
+from ..optional import require
 from ..specs import BackendInfo, TensorSpec
-from . import require
 
 EXTRA = "onnx"
 

@@ -39,8 +39,9 @@ from ..errors import (
     InputSpecError,
     ModelLoadError,
 )
+from ..optional import require
 from ..specs import BackendInfo, TensorSpec, format_shape
-from . import check_options, require
+from . import check_options
 
 log = logging.getLogger(__name__)
 

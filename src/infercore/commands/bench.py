@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import BenchmarkReport, BenchmarkWarning, benchmark, parse_duration
-from ..cli import UsageError
-from ..errors import InfercoreError, InputSpecError
+from ..errors import InfercoreError, InputSpecError, UsageError
 
 EXIT_FAILED = 1
 EXIT_WARNINGS = 3

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import UsageError
 from ..compare import PRECISION_ORDER, CompareReport, compare, load_arrays
-from ..errors import InputSpecError
+from ..errors import InputSpecError, UsageError
 
 EXIT_AGREE, EXIT_MISMATCH, EXIT_FAILED = 0, 1, 2
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration import METHODS, PRESETS, TARGETS, CalibrationDropError, CalibrationResult
-from ..cli import UsageError
+from ..errors import UsageError
 
 EXIT_OK, EXIT_DROP = 0, 1
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import UsageError
-from ..errors import InputSpecError
+from ..errors import InputSpecError, UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

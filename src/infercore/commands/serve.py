@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         models=args.models,
         drain_timeout=args.drain_timeout,
     )
-    from ..serve.errors import ServeError
+    from ..errors import ServeError
 
     try:
         InferenceServer(args.repository, options).run()

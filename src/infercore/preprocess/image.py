@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import require
 from ..errors import InputSpecError
+from ..optional import require
 from .pipeline import Pipeline, Prepared
 
 __all__ = [

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import require
 from ..errors import InputSpecError, ModelLoadError
+from ..optional import require
 from .pipeline import Pipeline, Prepared
 
 __all__ = ["TextPipeline"]

@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from .. import __version__
-from .errors import BadRequest, ClientClosed, ServeError
+from ..errors import BadRequest, ClientClosed, ServeError
 from .grpc_service import METHODS, SERVICE
 from .grpc_service import messages as pb
 from .repository import ModelVersion

@@ -47,9 +47,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..engine import Engine, load
-from ..errors import InfercoreError, QueueFullError
+from ..errors import BadRequest, InfercoreError, NotFound, QueueFullError, Unavailable
 from ..specs import TensorSpec, format_shape
-from .errors import BadRequest, NotFound, Unavailable
 from .tensors import datatype_of, dtype_of
 
 __all__ = [

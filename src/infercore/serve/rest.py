@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from .errors import BadRequest, ClientClosed, PayloadTooLarge, ServeError, Unauthorized, Unavailable
+from ..errors import BadRequest, ClientClosed, PayloadTooLarge, ServeError, Unauthorized, Unavailable
 from .repository import ModelVersion
 from .service import InferenceService, RequestTensor, new_request_id
 from .tensors import datatype_of, decode_binary, decode_json, encode_binary, json_data

@@ -16,15 +16,20 @@ from typing import Any
 import numpy as np
 
 from ..errors import (
+    BadRequest,
     BatchingError,
+    ClientClosed,
+    DeadlineExceeded,
     DeadlineExceededError,
     EngineClosedError,
     InfercoreError,
     InputSpecError,
     QueueFullError,
+    ServeError,
+    Unauthorized,
+    Unavailable,
 )
 from ..specs import format_shape
-from .errors import BadRequest, ClientClosed, DeadlineExceeded, ServeError, Unauthorized, Unavailable
 from .metrics import ServeMetrics
 from .repository import ModelRepository, ModelVersion
 from .tensors import datatype_of
@@ -127,6 +132,8 @@ class InferenceService:
             raise Unavailable(f"model {mv.name!r} version {mv.version} is unloading: {e}") from None
         except BatchingError as e:
             raise Unavailable(f"model {mv.name!r} version {mv.version}: {e}") from None
+        except ServeError:
+            raise
         except InfercoreError as e:
             raise ServeError(f"model {mv.name!r} version {mv.version} failed: {e}") from e
         if requested is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .errors import BadRequest
+from ..errors import BadRequest
 
 __all__ = [
     "MAX_RANK",

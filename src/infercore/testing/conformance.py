@@ -207,7 +207,7 @@ def build_tflite(case: ModelCase, directory: Path) -> Path:
     Uses the schema module that ships with ai-edge-litert (``schema_py_generated``) and the
     ``flatbuffers`` package. Dynamic dimensions are written as ``shape_signature`` -1.
     """
-    from infercore.backends import require
+    from infercore.optional import require
 
     s = require("ai_edge_litert.schema_py_generated", "litert", package="ai-edge-litert")
     flatbuffers = require("flatbuffers", "litert")
