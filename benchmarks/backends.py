@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import infercore as ic
 from _common import interleaved, machine, write_json
-from infercore.compare import make_inputs
+from infercore.inputs import make_feeds
 from infercore.testing import models
 from infercore.testing.conformance import build_onnx, build_tflite, mlp_case
 
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with ic.load(path, backends[0] if backends[0] in available else runnable[0]) as eng:
             # one set of inputs per model, from the first backend's specs (ORT keeps symbolic dim names)
-            feeds = make_inputs(eng.inputs, seed=0, values=values, shapes=shapes, metadata=eng.metadata)
+            feeds, _ = make_feeds(eng.inputs, seed=0, values=values, shapes=shapes, metadata=eng.metadata)
         for backend in runnable:
             try:
                 r = bench_one(path, backend, feeds, args.threads, rounds, budget)

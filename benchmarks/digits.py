@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import infercore as ic
 from _common import interleaved, machine, write_json
-from infercore.calibration import calibrate
+from infercore.quantize import calibrate
 from infercore.testing import digits
 
 BATCH = 64

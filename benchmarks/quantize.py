@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import infercore as ic
 from _common import interleaved, machine, write_json
 from digits import print_digits, run_digits
-from infercore.calibration import CalibrationDropError, calibrate
+from infercore.quantize import CalibrationDropError, calibrate
 from infercore.testing import models
 
 SEQ_BATCH = 16

@@ -15,19 +15,25 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from infercore.calibration import (
+import infercore as ic
+from infercore.cli import main
+from infercore.errors import CalibrationError, InputSpecError, ModelLoadError
+from infercore.inputs import read_data
+from infercore.quantize import (
     CalibrationDropError,
     CalibrationReport,
     calibrate,
     calibration_batches,
-    load_data,
+    convert_fp16,
 )
-from infercore.cli import main
-from infercore.convert import convert_fp16
-from infercore.errors import CalibrationError, InputSpecError, ModelLoadError
 from infercore.specs import TensorSpec
 
 from .onnx_models import mlp, mlp_numpy
+
+
+def load_data(path):
+    data = read_data(path)
+    return list(data.items), data.labels
 
 
 @pytest.fixture(autouse=True)
@@ -106,9 +112,13 @@ def test_batches_from_a_directory_in_natural_order_with_labels(tmp_path):
     np.testing.assert_array_equal(labels, np.arange(7))
 
 
-def test_feeds_are_checked_against_the_model_and_never_cast():
-    with pytest.raises(InputSpecError, match=r"float64.*astype\(np.float32\)"):
-        list(calibration_batches([np.zeros((2, 8))], X_SPEC))
+def test_feeds_are_checked_against_the_model_and_never_change_kind():
+    with pytest.raises(InputSpecError, match=r"int64 cannot become the model's float32.*astype\(np.float32\)"):
+        list(calibration_batches([np.zeros((2, 8), np.int64)], X_SPEC))
+    with pytest.raises(InputSpecError, match=r"float64 values up to 1e\+300 overflow the model's float32"):
+        list(calibration_batches([np.full((2, 8), 1e300)], X_SPEC))
+    same = list(calibration_batches([np.full((2, 8), 0.5)], X_SPEC))  # float64 that float32 holds exactly
+    assert same[0]["x"].dtype == np.float32 and (same[0]["x"] == 0.5).all()
     with pytest.raises(InputSpecError, match="missing input"):
         list(calibration_batches([{"y": np.zeros((2, 8), np.float32)}], X_SPEC))
     with pytest.raises(InputSpecError, match="shape"):
@@ -205,7 +215,7 @@ def test_options_are_validated(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \.xml"):
         calibrate(path, x, target="openvino", output=tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="metric"):
-        calibrate(path, x, metric="f1", timing_s=0)
+        calibrate(path, x, metric="f2", timing_s=0)
     with pytest.raises(CalibrationError, match="empty"):
         calibrate(path, [], timing_s=0)
 
@@ -365,7 +375,7 @@ def test_report_str_is_readable():
 
 
 def test_cache_entries_are_built_aside_and_published_or_removed(tmp_path):
-    from infercore.calibration import _building
+    from infercore.quantize.cache import building as _building
 
     entry = tmp_path / "abc"
     with _building(entry, "abc", "fp16 conversion of m.onnx") as tmp:
@@ -536,7 +546,7 @@ def test_fp16_on_a_model_generated_inputs_cannot_run_says_so(tmp_path):
         convert_fp16(path, timing_s=0)
     msg = str(info.value)
     assert "generated inputs" in msg and "x (1, 64) float32" in msg and "x (1, 512) float32" in msg
-    assert "data=" in msg and "--data" in msg
+    assert "data=" in msg and "--data" not in msg  # the library names parameters, the CLI flags
     x = np.random.default_rng(1).standard_normal((2, 1200)).astype(np.float32)
     res = convert_fp16(path, data=x, timing_s=0)  # real data of the size it needs: converted
     np.testing.assert_allclose(
@@ -579,7 +589,7 @@ def test_labels_npz_in_a_data_directory_is_refused_not_ignored(tmp_path):
     d.mkdir()
     np.save(d / "0.npy", np.zeros((4, 8), np.float32))
     np.savez(d / "labels.npz", labels=np.zeros(4, np.int64))
-    with pytest.raises(CalibrationError, match=r"labels\.npz.*go in labels\.npy"):
+    with pytest.raises(InputSpecError, match=r"labels\.npz.*go in labels\.npy"):
         load_data(d)
 
 
@@ -600,7 +610,7 @@ def test_batch_size_and_metric_are_checked_before_any_work(tmp_path, monkeypatch
     cache = tmp_path / "cache"
     monkeypatch.setenv("INFERCORE_CACHE", str(cache))
     for bad in (0, -1, 2.5):
-        with pytest.raises(ValueError, match=f"batch_size must be a positive integer.*got {bad}"):
+        with pytest.raises(ic.ArgumentError, match=f"batch_size: expected a positive integer.*got {bad}"):
             calibrate(path, x, batch_size=bad, timing_s=0)
         with pytest.raises(ValueError, match="batch_size"):
             list(calibration_batches(x, X_SPEC, batch_size=bad))

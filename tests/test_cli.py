@@ -132,7 +132,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
 
 def test_output_into_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
     """`infercore inspect m.onnx | head -1`: the reader leaving is not a failure of the command."""
-    import infercore.commands.inspect as inspect_cmd
+    import infercore.cli.inspect as inspect_cmd
 
     def write_to_closed_pipe(args):
         raise BrokenPipeError(32, "Broken pipe")
@@ -156,8 +156,8 @@ def test_an_unexpected_exception_is_one_line_and_keeps_the_command_error_status(
     tmp_path, monkeypatch, capsys
 ):
     """A bug or an untranslated error still gives one line, and --debug its traceback."""
-    import infercore.commands.compare as compare_cmd
-    import infercore.commands.inspect as inspect_cmd
+    import infercore.cli.compare as compare_cmd
+    import infercore.cli.inspect as inspect_cmd
 
     def boom(*args, **kwargs):
         raise TypeError("'numpy.ndarray' object does\nnot support it")

@@ -134,13 +134,13 @@ def test_reference_refuses_unknown_ops(tmp_path):
 
 
 def test_bad_arguments_to_load(tmp_path):
-    # a plain ValueError (not an infercore error), and threads=True was taken as 1 thread
+    # one argument error type everywhere (ArgumentError, a ValueError); threads=True was taken as 1 thread
     path, _ = m.add_bias(tmp_path / "a.onnx")
     for precision in ("fp8", 16, ""):
-        with pytest.raises(ic.BackendError, match=rf"precision must be one of fp32, fp16, bf16, int8.*got {precision!r}"):
+        with pytest.raises(ic.ArgumentError, match=rf"^precision: expected one of fp32, fp16, bf16, int8.*got {precision!r}"):
             ic.load(path, precision=precision)
     for threads in (0, -1, True, 1.5, "2"):
-        with pytest.raises(ic.BackendError, match=rf"threads must be a positive int.*got {threads!r}"):
+        with pytest.raises(ic.ArgumentError, match=rf"^threads: expected a positive integer or None, got {threads!r}"):
             ic.load(path, threads=threads)
     with ic.load(path, precision="Float32", threads=1) as eng:
         assert eng.precision == "fp32"

@@ -13,11 +13,14 @@ import importlib as _importlib
 
 from .engine import BoundIO, Engine, EngineStats, load
 from .errors import (
+    ArgumentError,
     BackendError,
     BackendRuntimeError,
     BackendUnavailableError,
     BatcherClosedError,
     BatchingError,
+    BenchmarkWarning,
+    CalibrationDropError,
     CalibrationError,
     DeadlineExceededError,
     EngineClosedError,
@@ -26,6 +29,7 @@ from .errors import (
     ModelLoadError,
     QueueFullError,
     UnknownBackendError,
+    UsageError,
 )
 from .plugins import hookimpl, registry
 from .specs import BackendInfo, Quantization, TensorSpec
@@ -36,18 +40,16 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "BenchmarkReport": "bench",
     "BenchmarkResult": "bench",
-    "BenchmarkWarning": "bench",
     "Batcher": "batching",
     "BatcherMetrics": "batching",
-    "CalibrationDropError": "calibration",
-    "CalibrationReport": "calibration",
-    "CalibrationResult": "calibration",
+    "CalibrationReport": "quantize",
+    "CalibrationResult": "quantize",
     "CompareReport": "compare",
     "benchmark": "bench",
-    "calibrate": "calibration",
-    "calibration_batches": "calibration",
+    "calibrate": "quantize",
+    "calibration_batches": "quantize",
     "compare": "compare",
-    "convert_fp16": "convert",
+    "convert_fp16": "quantize",
 }
 
 
@@ -70,6 +72,7 @@ def available_backends() -> dict[str, BackendInfo]:
 
 
 __all__ = [
+    "ArgumentError",
     "BackendError",
     "BackendInfo",
     "BackendRuntimeError",
@@ -98,6 +101,7 @@ __all__ = [
     "QueueFullError",
     "TensorSpec",
     "UnknownBackendError",
+    "UsageError",
     "__version__",
     "available_backends",
     "benchmark",

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from .datafiles import load_arrays, name_lone_array
-from .errors import InfercoreError, InputSpecError
-from .specs import TensorSpec
+from .arguments import check_number
+from .errors import ArgumentError, InfercoreError, InputSpecError
+from .inputs import InputInfo, as_feed, default_backends, load_feeds, make_feeds, name_feeds, parse_backends
+from .specs import PRECISIONS, normalize_precision
 
 __all__ = [
-    "DYNAMIC_DIM",
     "PRECISION_ORDER",
     "TOLERANCES",
     "BackendRun",
@@ -46,14 +46,7 @@ __all__ = [
     "Tolerance",
     "compare",
     "compare_arrays",
-    "load_arrays",
-    "load_inputs",
-    "make_inputs",
-    "parse_backend",
 ]
-
-DYNAMIC_DIM = 64
-"""Size given to a dynamic dimension that is not a batch dimension (batch dimensions get 1)."""
 
 
 # -- tolerances ---------------------------------------------------------------------------------
@@ -78,277 +71,7 @@ TOLERANCES: dict[str, Tolerance] = {
     "bf16": Tolerance(rtol=2e-2, atol=1e-4, atol_scale=2e-2, min_cosine=0.99, max_mismatch=2e-2),
     "int8": Tolerance(rtol=5e-2, atol=1e-3, atol_scale=5e-2, min_cosine=0.98, max_mismatch=5e-2, int_atol=1),
 }
-PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
-_PRECISION_ALIASES = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16"}
-
-
-def _precision(name: str | None) -> str | None:
-    if name is None:
-        return None
-    p = _PRECISION_ALIASES.get(name.lower(), name.lower())
-    if p not in TOLERANCES:
-        raise ValueError(f"precision must be one of {', '.join(PRECISION_ORDER)}, got {name!r}")
-    return p
-
-
-def parse_backend(text: str) -> tuple[str, str | None]:
-    """``"openvino:bf16"`` -> ``("openvino", "bf16")``; ``"ort"`` -> ``("ort", None)``."""
-    name, _, precision = text.strip().partition(":")
-    if not name:
-        raise ValueError(f"empty backend name in {text!r}")
-    return name, _precision(precision) if precision else None
-
-
-# -- inputs -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InputInfo:
-    """One input as fed to every backend, and where it came from."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    source: str  # "given", "generated: uniform [-1, 1)", ...
-
-
-def _vocab_size(metadata: Mapping[str, str]) -> int | None:
-    for key, value in metadata.items():
-        if key.lower().endswith("vocab_size"):
-            try:
-                return int(value)
-            except ValueError:
-                continue
-    return None
-
-
-def _generate(
-    spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator, distribution: str, vocab: int | None
-) -> tuple[np.ndarray, str]:
-    dt = spec.dtype
-    name = spec.name.lower()
-    if dt.hasobject:
-        raise InputSpecError(
-            f"input {spec.name!r} is a string tensor: give it with --inputs / inputs=", tensor=spec.name
-        )
-    if dt == np.bool_:
-        return rng.integers(0, 2, shape).astype(np.bool_), "generated: random bool"
-    if dt.kind in "fc" or dt.name == "bfloat16":
-        if distribution == "normal":
-            return rng.standard_normal(shape).astype(dt), "generated: normal(0, 1)"
-        return rng.uniform(-1.0, 1.0, shape).astype(dt), "generated: uniform [-1, 1)"
-    if dt.kind in "iu":
-        if "mask" in name:
-            return np.ones(shape, dt), "generated: ones (a mask)"
-        if "type_id" in name or "segment" in name:
-            return np.zeros(shape, dt), "generated: zeros (token types)"
-        if dt.itemsize == 1:
-            info = np.iinfo(dt)
-            return rng.integers(info.min, int(info.max) + 1, shape).astype(
-                dt
-            ), f"generated: [{info.min}, {info.max}]"
-        if vocab is not None and ("id" in name or "token" in name):
-            return rng.integers(0, vocab, shape).astype(dt), f"generated: token ids [0, {vocab})"
-        return rng.integers(0, 100, shape).astype(dt), "generated: integers [0, 100)"
-    raise InputSpecError(
-        f"input {spec.name!r}: cannot generate dtype {dt}; give it with inputs=", tensor=spec.name
-    )
-
-
-def _kind(dt: np.dtype) -> str:
-    """The kind a value keeps when it is cast: bool, integer, float, complex or string."""
-    if dt == np.bool_:
-        return "bool"
-    if dt.kind in "iu":
-        return "integer"
-    if dt.kind == "f" or dt.name == "bfloat16":
-        return "float"
-    if dt.kind == "c":
-        return "complex"
-    return "string" if dt.kind in "USO" else dt.kind
-
-
-def _number_for(spec: TensorSpec, value: bool | int | float) -> np.ndarray:
-    """A plain number as a 0-d array of the input's dtype, refused unless it fits exactly.
-
-    Integers take whole, finite numbers within the dtype's range; floats take any number but one
-    that overflows to infinity; bools take true/false or 0/1.
-    """
-    dt = spec.dtype
-    kind = _kind(dt)
-    if kind == "bool":
-        if value in (0, 1):
-            return np.asarray(bool(value))
-        raise InputSpecError(
-            f"input {spec.name!r} is bool: expected true, false, 0 or 1, got {value!r}", tensor=spec.name
-        )
-    if kind == "integer":
-        info = np.iinfo(dt)
-        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-            raise InputSpecError(
-                f"input {spec.name!r} takes {dt} integers: expected a whole number, got {value!r}",
-                tensor=spec.name,
-            )
-        if not info.min <= value <= info.max:
-            raise InputSpecError(
-                f"input {spec.name!r}: {value!r} is outside the range of {dt} [{info.min}, {info.max}]",
-                tensor=spec.name,
-            )
-        return np.asarray(int(value), dt)
-    if kind in ("float", "complex"):
-        out_of_range = InputSpecError(
-            f"input {spec.name!r}: {value!r} is outside the range of {dt}", tensor=spec.name
-        )
-        try:
-            number = float(value)
-        except OverflowError:  # an int beyond float64
-            raise out_of_range from None
-        with np.errstate(over="ignore"):
-            a = np.asarray(number).astype(dt)
-        if math.isfinite(number) and not np.isfinite(a):
-            raise out_of_range
-        return a
-    raise InputSpecError(
-        f"input {spec.name!r} is a {dt} tensor: a number cannot fill it; give an array with --inputs / inputs=",
-        tensor=spec.name,
-    )
-
-
-def _cast_array(spec: TensorSpec, a: np.ndarray) -> np.ndarray:
-    """``a`` as the input's dtype: same kind only, every value kept (no wrap-around, no overflow to inf)."""
-    dt = spec.dtype
-    if _kind(a.dtype) != _kind(dt):
-        raise InputSpecError(
-            f"input {spec.name!r}: given dtype {a.dtype} cannot become the model's {dt} without changing "
-            f"kind ({_kind(a.dtype)} to {_kind(dt)}); cast it with .astype(np.{dt.name})",
-            tensor=spec.name,
-        )
-    if _kind(dt) == "integer" and a.size:
-        info = np.iinfo(dt)
-        lo, hi = a.min(), a.max()
-        if lo < info.min or hi > info.max:
-            raise InputSpecError(
-                f"input {spec.name!r}: given {a.dtype} values span [{lo}, {hi}], outside the model's "
-                f"{dt} range [{info.min}, {info.max}]",
-                tensor=spec.name,
-            )
-    with np.errstate(over="ignore"):
-        out = a.astype(dt)
-    if _kind(dt) in ("float", "complex") and bool(np.any(np.isfinite(a) & ~np.isfinite(out))):
-        raise InputSpecError(
-            f"input {spec.name!r}: given {a.dtype} values up to {_finite_max(a):g} overflow the model's {dt}",
-            tensor=spec.name,
-        )
-    return out
-
-
-def _as_input(spec: TensorSpec, value: Any, shape: tuple[int, ...] | None) -> tuple[np.ndarray, str]:
-    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
-        a = _number_for(spec, value)  # a plain number has no dtype of its own: it must fit exactly
-        source = "given"
-    else:
-        a = np.asarray(value)
-        source = "given"
-        if a.dtype != spec.dtype:
-            source = f"given ({a.dtype} cast to {spec.dtype})"
-            a = _cast_array(spec, a)
-    if a.ndim == 0 and spec.rank > 0:  # one value fills the whole tensor
-        a = np.full(shape or spec.concrete(1), a, spec.dtype)
-        source = f"given (filled with {value})"
-    if not spec.accepts(a.shape):
-        raise InputSpecError(
-            f"input {spec.name!r}: given shape {a.shape} does not fit the model's {spec.shape}",
-            tensor=spec.name,
-        )
-    return np.ascontiguousarray(a) if a.ndim else a, source
-
-
-def make_inputs(
-    specs: Sequence[TensorSpec],
-    *,
-    seed: int = 0,
-    values: Mapping[str, Any] | None = None,
-    shapes: Mapping[str, Sequence[int]] | None = None,
-    metadata: Mapping[str, str] | None = None,
-    distribution: str = "uniform",
-    dynamic_dim: int = DYNAMIC_DIM,
-    info: dict[str, InputInfo] | None = None,
-) -> dict[str, np.ndarray]:
-    """Inputs that fit ``specs``: the given ``values``, the rest generated from ``seed``.
-
-    Generated values: floats uniform in [-1, 1) (``distribution="normal"``: N(0, 1)); integer
-    inputs whose name contains ``mask`` are ones, ``type_id``/``segment`` zeros, token ids
-    (``id``/``token`` in the name) below the model's ``*vocab_size`` metadata when it has one,
-    8-bit integers over their whole range, other integers in [0, 100); bools random. 0-d inputs
-    stay 0-d. A dynamic dimension takes, in order: the size its symbolic name already has in
-    another input (without names: the size given for an input with the same declared shape), 1
-    for a batch dimension (the first one, or one named ``*batch*``), else
-    ``dynamic_dim`` (64). ``shapes`` fixes a tensor's shape; a value that is a plain number fills
-    the whole tensor (``{"sr": 16000}`` for a 0-d input, ``{"mask": 1}`` for any shape).
-    """
-    if distribution not in ("uniform", "normal"):
-        raise ValueError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
-    values = dict(values or {})
-    shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
-    by_name = {s.name: s for s in specs}
-    for name in [*values, *shapes]:
-        if name not in by_name:
-            raise InputSpecError(
-                f"the model has no input {name!r}; its inputs are: {', '.join(by_name)}", tensor=name
-            )
-    named: dict[str, int] = {}
-    patterns: dict[tuple[int | None, ...], tuple[int, ...]] = {}  # for runtimes that drop dim names
-    for name, shape in [*shapes.items(), *((n, np.shape(v)) for n, v in values.items())]:
-        spec = by_name[name]
-        if len(shape) == spec.rank:
-            patterns.setdefault(spec.shape, tuple(int(d) for d in shape))
-            for d, dim_name, size in zip(spec.shape, spec.dim_names, shape, strict=True):
-                if d is None and dim_name:
-                    named.setdefault(dim_name, int(size))
-    rng = np.random.default_rng(seed)
-    vocab = _vocab_size(metadata or {})
-    out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        shape = shapes.get(spec.name)
-        if shape is not None and not spec.accepts(shape):
-            raise InputSpecError(
-                f"input {spec.name!r}: shape {shape} does not fit the model's {spec.shape}", tensor=spec.name
-            )
-        if shape is None:
-            dims = []
-            for i, (d, dim_name) in enumerate(zip(spec.shape, spec.dim_names, strict=True)):
-                if d is not None:
-                    dims.append(d)
-                    continue
-                if dim_name and dim_name in named:
-                    size = named[dim_name]
-                elif not dim_name and spec.shape in patterns:
-                    size = patterns[spec.shape][i]
-                elif i == 0 or (dim_name and "batch" in dim_name.lower()):
-                    size = 1
-                else:
-                    size = dynamic_dim
-                if dim_name:
-                    named.setdefault(dim_name, size)
-                dims.append(size)
-            shape = tuple(dims)
-        if spec.name in values:
-            arr, source = _as_input(spec, values[spec.name], shape)
-        else:
-            arr, source = _generate(spec, shape, rng, distribution, vocab)
-        out[spec.name] = arr
-        if info is not None:
-            info[spec.name] = InputInfo(spec.name, str(arr.dtype), tuple(arr.shape), source)
-    return out
-
-
-def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Arrays from a ``.npz`` (name -> array) file."""
-    data = load_arrays(path)
-    if isinstance(data, np.ndarray):
-        raise InputSpecError(
-            f"{path} holds one unnamed array ({data.dtype}{list(data.shape)}); expected a .npz of named "
-            "inputs: save them with np.savez(path, name=array, ...)"
-        )
-    return data
+PRECISION_ORDER = PRECISIONS
 
 
 # -- comparing two arrays -----------------------------------------------------------------------
@@ -610,35 +333,19 @@ def _pick_tolerance(
     if isinstance(tolerance, Tolerance):
         return "custom", tolerance
     if tolerance is not None:
-        name = _precision(tolerance)
+        name = normalize_precision(tolerance, "tolerance")
         assert name is not None
         return name, TOLERANCES[name]
     name = max((p or "fp32" for p in precisions), key=PRECISION_ORDER.index)
     return name, TOLERANCES[name]
 
 
-def _default_backends(path: Path) -> list[str]:
-    from .plugins import registry
-
-    names = [
-        r.name
-        for r in registry.candidates(path)
-        if r.name != "reference" and registry.probe(r.name).available
-    ]
-    if len(names) < 2:
-        raise ValueError(
-            f"compare needs two backends that read {path.name}; installed: {', '.join(names) or 'none'}. "
-            "Name them with backends=[...] / --backends"
-        )
-    return names
-
-
 def compare(
     model: str | os.PathLike[str],
-    backends: Sequence[str] | None = None,
+    backends: str | Sequence[str] | None = None,
     *,
     inputs: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-    shapes: Mapping[str, Sequence[int]] | None = None,
+    shapes: Mapping[str, Sequence[int] | int] | None = None,
     seed: int = 0,
     distribution: str = "uniform",
     tolerance: str | Tolerance | None = None,
@@ -650,10 +357,11 @@ def compare(
 ) -> CompareReport:
     """Run ``model`` on each of ``backends`` with the same inputs and compare every output.
 
-    ``backends``: names, each optionally with a precision (``["ort", "openvino:bf16"]``); the
-    first is the reference. Default: every installed backend that reads the file. ``inputs``: a
-    ``.npz`` path or a dict name -> array (or a number that fills the tensor); inputs not given are
-    generated (see ``make_inputs``), ``shapes`` fixes the shape of generated ones. ``tolerance``:
+    ``backends``: names, each optionally with a precision (``["ort", "openvino:bf16"]`` or
+    ``"ort,openvino:bf16"``); the first is the reference. Default: every installed backend that
+    reads the file (``infercore.inputs.default_backends``). ``inputs``: a data file (``.npz``,
+    ``.npy``, a directory) or a dict name -> array (or a number that fills the tensor); inputs not
+    given are generated, and ``shapes`` sizes them, by ``infercore.inputs``' rules. ``tolerance``:
     ``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"`` or a ``Tolerance``; default the loosest
     precision among the backends. ``rtol``/``atol`` override that tolerance's fields.
     ``report.feeds`` holds the inputs used; ``keep_outputs=True`` keeps every backend's outputs in
@@ -662,51 +370,54 @@ def compare(
     from .engine import Engine, load
 
     path = Path(model)
-    specs_in = [parse_backend(b) for b in (backends if backends is not None else _default_backends(path))]
-    if len(specs_in) < 2:
-        raise ValueError(f"compare needs at least two backends, got {[b for b, _ in specs_in]}")
-    from .plugins import registry
-
-    for name, _ in specs_in:
-        registry.get(name)  # an unknown name is a usage error, not a backend failure
-    labels = [b if p is None else f"{b}:{p}" for b, p in specs_in]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"a backend is named twice: {labels}")
-    tol_name, tol = _pick_tolerance(tolerance, [p for _, p in specs_in])
-    for flag, v in (("rtol", rtol), ("atol", atol)):
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"{flag} must be a finite number >= 0, got {v!r}")
+    if backends is None:
+        names = default_backends(path)
+        if len(names) < 2:
+            raise ArgumentError(
+                "backends",
+                f"compare needs two backends that read {path.name}; installed: {', '.join(names)}. Name them",
+            )
+        backends = names
+    choices = parse_backends(backends)
+    if len(choices) < 2:
+        raise ArgumentError("backends", f"compare needs at least two backends, got {[c.label for c in choices]}")
+    labels = [c.label for c in choices]
+    tol_name, tol = _pick_tolerance(tolerance, [c.precision for c in choices])
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        check_number(name, v, optional=True)
     if rtol is not None or atol is not None:
         tol = replace(tol, rtol=tol.rtol if rtol is None else rtol, atol=tol.atol if atol is None else atol)
         tol_name += " (overridden)"
-    given: Mapping[str, Any] = (
-        load_inputs(inputs) if isinstance(inputs, (str, os.PathLike)) else (inputs or {})
-    )
 
     engines: list[Engine | None] = []
     runs: list[BackendRun] = []
     try:
-        for (name, precision), label in zip(specs_in, labels, strict=True):
+        for choice in choices:
             try:
-                engines.append(load(path, name, device=device, precision=precision, threads=threads))
+                engines.append(load(path, choice.name, device=device, precision=choice.precision, threads=threads))
             except InfercoreError as e:
                 if not engines:
                     raise  # the reference must load: nothing to compare against
                 engines.append(None)
-                runs.append(BackendRun(label, name, precision, device, None, f"{type(e).__name__}: {e}"))
+                runs.append(
+                    BackendRun(choice.label, choice.name, choice.precision, device, None, f"{type(e).__name__}: {e}")
+                )
                 continue
-            runs.append(BackendRun(label, name, precision, device, None))
+            runs.append(BackendRun(choice.label, choice.name, choice.precision, device, None))
         ref_engine = engines[0]
         assert ref_engine is not None
-        info: dict[str, InputInfo] = {}
-        feeds = make_inputs(
+        given = (
+            load_feeds(inputs, ref_engine.inputs)
+            if isinstance(inputs, (str, os.PathLike))
+            else name_feeds(inputs or {}, ref_engine.inputs, "inputs")
+        )
+        feeds, info = make_feeds(
             ref_engine.inputs,
-            seed=seed,
-            values=name_lone_array(given, [s.name for s in ref_engine.inputs]),
+            values=given,
             shapes=shapes,
+            seed=seed,
             metadata=ref_engine.metadata,
             distribution=distribution,
-            info=info,
         )
         results: dict[str, dict[str, np.ndarray]] = {}
         for i, (eng, label) in enumerate(zip(engines, labels, strict=True)):
@@ -720,8 +431,8 @@ def compare(
             except InfercoreError as e:
                 if i == 0:
                     raise InfercoreError(
-                        f"{label} (the reference) failed on the inputs: {e}. Give real inputs with "
-                        "inputs= / --inputs, values with --input NAME=VALUE, or shapes with --shape NAME=AxB"
+                        f"{label} (the reference) failed on the inputs: {e}. Give real inputs, values or "
+                        "shapes for the inputs"
                     ) from e
                 runs[i] = replace(runs[i], error=f"{type(e).__name__}: {e}")
     finally:
@@ -787,14 +498,10 @@ def _feeds_for(eng: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for spec in eng.inputs:
         if spec.name not in feeds:
             raise InputSpecError(
-                f"{eng.backend_name} names its inputs {[s.name for s in eng.inputs]}, the reference "
-                f"{list(feeds)}",
+                f"{eng.backend_name} names its inputs {[s.name for s in eng.inputs]}, the reference {list(feeds)}",
                 tensor=spec.name,
             )
-        a = feeds[spec.name]
-        if a.dtype != spec.dtype and _kind(a.dtype) == _kind(spec.dtype):
-            a = _cast_array(spec, a)  # refused (this backend fails) if a value would not survive
-        out[spec.name] = a
+        out[spec.name], _ = as_feed(spec, feeds[spec.name])  # refused (this backend fails) if a value changes
     return out
 
 

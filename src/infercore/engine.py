@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import check_int
 from .buffers import BufferMap, aligned_zeros, check_bound_array
 from .errors import (
-    BackendError,
     BackendRuntimeError,
     EngineClosedError,
     InfercoreError,
@@ -31,7 +31,7 @@ from .errors import (
     ModelLoadError,
 )
 from .protocol import Backend, Binding
-from .specs import TensorSpec, format_shape, is_symbol
+from .specs import TensorSpec, format_shape, is_symbol, normalize_precision
 
 __all__ = ["BoundIO", "Engine", "EngineStats", "load"]
 
@@ -660,9 +660,6 @@ class BoundIO:
         self.close()
 
 
-_PRECISIONS = (None, "fp32", "fp16", "bf16", "int8")
-
-
 def load(
     path: str | os.PathLike[str],
     backend: str | None = None,
@@ -685,16 +682,8 @@ def load(
         raise ModelLoadError(f"model file not found: {p}", path=str(p))
     if p.is_dir():
         raise ModelLoadError(f"{p} is a directory; pass the model file inside it", path=str(p))
-    if precision is not None:
-        aliases = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16"}
-        name = aliases.get(precision.lower(), precision.lower()) if isinstance(precision, str) else None
-        if name not in _PRECISIONS[1:]:
-            raise BackendError(
-                f"precision must be one of fp32, fp16, bf16, int8 (or None, the model as saved), got {precision!r}"
-            )
-        precision = name
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise BackendError(f"threads must be a positive int (or None, the runtime's default), got {threads!r}")
+    precision = normalize_precision(precision)
+    check_int("threads", threads, optional=True)
     reg = registry.get(backend) if backend is not None else registry.pick(p)
     if device is None:
         device = getattr(reg.factory, "default_device", None) or "cpu"

@@ -15,7 +15,7 @@ import numpy as np
 
 from .specs import BackendInfo, TensorSpec
 
-__all__ = ["Backend", "BackendFactory", "Binding"]
+__all__ = ["Backend", "BackendFactory", "Binding", "RawSession"]
 
 
 @runtime_checkable
@@ -78,3 +78,18 @@ class BackendFactory(Protocol):
         threads: int | None,
         options: Mapping[str, Any],
     ) -> Backend: ...
+
+
+class RawSession(Protocol):
+    """A model on its runtime's own API, with nothing of infercore in between: the independent
+    reference the conformance kit checks a backend against, and the fallback a tool measures with.
+    Each built-in backend module offers ``raw_session(path, *, threads=None) -> RawSession``."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output, by name, as arrays the caller owns."""
+        ...
+
+    def close(self) -> None: ...

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BackendInfo", "Quantization", "TensorSpec", "format_shape", "is_symbol", "with_onnx_dim_names"]
+__all__ = [
+    "PRECISIONS",
+    "BackendInfo",
+    "Quantization",
+    "TensorSpec",
+    "format_shape",
+    "is_symbol",
+    "normalize_precision",
+    "with_onnx_dim_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +33,24 @@ def is_symbol(dim_name: str | None) -> bool:
     return dim_name is not None and not _PLACEHOLDER_DIM_NAME.fullmatch(dim_name)
 
 Dim = int | None
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+"""The precisions a backend may be asked for, from the strictest to the loosest."""
+_PRECISION_ALIASES = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def normalize_precision(value: str | None, parameter: str = "precision") -> str | None:
+    """``"float16"`` -> ``"fp16"``; one of ``PRECISIONS`` or None, else ``ArgumentError``."""
+    from .errors import ArgumentError
+
+    if value is None:
+        return None
+    name = _PRECISION_ALIASES.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else None
+    if name not in PRECISIONS:
+        raise ArgumentError(
+            parameter, f"expected one of {', '.join(PRECISIONS)} (or None: the model as saved), got {value!r}"
+        )
+    return name
 
 
 @dataclass(frozen=True)

@@ -352,7 +352,7 @@ def test_drain_timeout_below_a_second_bounds_the_drain(hrepo):
 def test_cli_refuses_a_bad_drain_timeout(value, capsys):
     import argparse
 
-    from infercore.commands.serve import add_parser
+    from infercore.cli.serve import add_parser
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

@@ -627,3 +627,32 @@ class _Converter:
         """``out = (q - zero_point) * scale`` in float32, as ``Quantization.dequantize``."""
         np.subtract(q, self._zero, out=out)
         np.multiply(out, self._scale, out=out)
+
+
+# -- the raw runtime, with nothing of infercore in between ------------------------------------------
+class RawLiteRTSession:
+    """The classic ``Interpreter``: ``resize_tensor_input``/``allocate_tensors``/``set_tensor``/
+    ``invoke``/``get_tensor`` per run, outputs copied; see ``infercore.protocol.RawSession``."""
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        self._interp = _runtime().module.Interpreter(str(path), num_threads=threads)
+        self.inputs = tuple(_spec(d, False) for d in self._interp.get_input_details())
+        self.outputs = tuple(_spec(d, False) for d in self._interp.get_output_details())
+        self._index = {d["name"]: d["index"] for d in self._interp.get_input_details()}
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        interp = self._interp
+        for name, a in feeds.items():
+            interp.resize_tensor_input(self._index[name], list(a.shape), strict=False)
+        interp.allocate_tensors()
+        for name, a in feeds.items():
+            interp.set_tensor(self._index[name], a)
+        interp.invoke()
+        return {d["name"]: interp.get_tensor(d["index"]).copy() for d in interp.get_output_details()}
+
+    def close(self) -> None:
+        self._interp = None
+
+
+def raw_session(path: Path, *, threads: int | None = None) -> RawLiteRTSession:
+    return RawLiteRTSession(Path(path), threads=threads)

@@ -452,3 +452,29 @@ class OrtBinding:
 
 def _closed(*_: Any) -> None:
     raise BackendRuntimeError("ort: binding is closed")
+
+
+# -- the raw runtime, with nothing of infercore in between ------------------------------------------
+class RawOrtSession:
+    """``onnxruntime.InferenceSession.run`` on the CPU: see ``infercore.protocol.RawSession``."""
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = threads
+        self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.inputs = tuple(_spec(a) for a in self._sess.get_inputs())
+        self.outputs = tuple(_spec(a) for a in self._sess.get_outputs())
+        self._names = [s.name for s in self.outputs]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._names, self._sess.run(self._names, dict(feeds)), strict=True))
+
+    def close(self) -> None:
+        self._sess = None
+
+
+def raw_session(path: Path, *, threads: int | None = None) -> RawOrtSession:
+    return RawOrtSession(Path(path), threads=threads)

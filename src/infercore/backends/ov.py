@@ -738,3 +738,36 @@ class OpenVINOBinding:
 
 def _closed() -> None:
     raise BackendRuntimeError("openvino: binding is closed")
+
+
+# -- the raw runtime, with nothing of infercore in between ------------------------------------------
+class RawOpenVINOSession:
+    """``InferRequest.infer`` on the CPU with the f32 precision hint (this CPU's default is bf16):
+    see ``infercore.protocol.RawSession``."""
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = _ov().Core().compile_model(str(path), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        self.inputs = tuple(self._spec(p) for p in self._compiled.inputs)
+        self.outputs = tuple(self._spec(p) for p in self._compiled.outputs)
+        self._in_names = [s.name for s in self.inputs]
+
+    @staticmethod
+    def _spec(port: Any) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        return TensorSpec(port.get_any_name(), port.get_element_type().to_dtype(), shape)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._request.infer({i: feeds[n] for i, n in enumerate(self._in_names)})
+        return {port.get_any_name(): np.array(value, copy=True) for port, value in result.items()}
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+
+
+def raw_session(path: Path, *, threads: int | None = None) -> RawOpenVINOSession:
+    return RawOpenVINOSession(Path(path), threads=threads)

@@ -31,6 +31,7 @@ working).
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,12 +89,13 @@ class ModelCase:
         return self.kind if self.kind != "transpose" else f"transpose-{self.inputs[0].dtype}"
 
     def feeds(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(seed)
-        out: dict[str, np.ndarray] = {}
-        for spec in self.inputs:
-            shape = spec.concrete(batch)
-            out[spec.name] = _random(rng, spec.dtype, shape)
-        return out
+        """Inputs by ``infercore.inputs``' rules: floats N(0, 1); integers in [-100, 100] within
+        their dtype (negative values too: a transpose must carry them unchanged)."""
+        from infercore.inputs import make_feeds
+
+        ranges = {s.name: (-100.0, 101.0) for s in self.inputs if s.dtype.kind in "iu"}
+        feeds, _ = make_feeds(self.inputs, batch=batch, seed=seed, distribution="normal", ranges=ranges)
+        return feeds
 
     def reference(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """What the model computes, in numpy."""
@@ -106,15 +108,6 @@ class ModelCase:
         if self.kind == "transpose":
             return {"y": np.ascontiguousarray(np.transpose(feeds["x"], (0, 2, 1)))}
         raise ValueError(f"unknown case kind {self.kind!r}")
-
-
-def _random(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    if dtype == np.bool_:
-        return rng.integers(0, 2, shape).astype(np.bool_)
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    info = np.iinfo(dtype)
-    return rng.integers(max(info.min, -100), min(info.max, 100) + 1, shape).astype(dtype)
 
 
 _F32 = np.dtype(np.float32)
@@ -310,62 +303,25 @@ _BUILDERS: dict[str, Callable[[ModelCase, Path], Path]] = {"onnx": build_onnx, "
 
 
 # -- raw runtimes, for "same answer as the runtime itself" -------------------------------------
-def _raw_ort(path: Path) -> RawRunner:
-    import onnxruntime as ort
+def _raw(backend: str) -> Callable[[Path], RawRunner]:
+    """The backend module's own ``raw_session`` (the runtime's API, nothing of infercore between)."""
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
+    def open_raw(path: Path) -> RawRunner:
+        module = importlib.import_module(f"infercore.backends.{_MODULES[backend]}")
+        session = module.raw_session(path)
+        lock = threading.Lock()  # a raw session is not promised to be thread-safe
 
-    def run(feeds: Feeds) -> dict[str, np.ndarray]:
-        return dict(zip(names, sess.run(names, dict(feeds)), strict=True))
+        def run(feeds: Feeds) -> dict[str, np.ndarray]:
+            with lock:
+                return dict(session.run(feeds))
 
-    return run
+        return run
 
-
-def _raw_openvino(path: Path) -> RawRunner:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    in_names = [p.get_any_name() for p in compiled.inputs]
-
-    def run(feeds: Feeds) -> dict[str, np.ndarray]:
-        result = request.infer({i: feeds[n] for i, n in enumerate(in_names)})
-        return {port.get_any_name(): np.array(value, copy=True) for port, value in result.items()}
-
-    return run
+    return open_raw
 
 
-def _raw_litert(path: Path) -> RawRunner:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        from tflite_runtime.interpreter import Interpreter
-
-    interpreter = Interpreter(str(path))
-    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
-    lock = threading.Lock()
-
-    def run(feeds: Feeds) -> dict[str, np.ndarray]:
-        with lock:
-            for name, a in feeds.items():
-                interpreter.resize_tensor_input(inputs[name], list(a.shape), strict=False)
-            interpreter.allocate_tensors()
-            for name, a in feeds.items():
-                interpreter.set_tensor(inputs[name], a)
-            interpreter.invoke()
-            return {
-                d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()
-            }
-
-    return run
-
-
-_RAW: dict[str, Callable[[Path], RawRunner]] = {
-    "ort": _raw_ort,
-    "openvino": _raw_openvino,
-    "litert": _raw_litert,
-}
+_MODULES = {"ort": "ort", "openvino": "ov", "litert": "litert"}
+_RAW: dict[str, Callable[[Path], RawRunner]] = {name: _raw(name) for name in _MODULES}
 
 
 def raw_runner(backend: str) -> Callable[[Path], RawRunner] | None:
@@ -450,14 +406,14 @@ def builtin_target(name: str) -> BackendUnderTest:
         f"{backend}: the runtime is installed but the backend is unavailable: {info.reason}"
     )
     if name == "ort":
-        return BackendUnderTest("ort", raw=_raw_ort, real_models=(models.ppocr_cls,))
+        return BackendUnderTest("ort", raw=_RAW["ort"], real_models=(models.ppocr_cls,))
     if name == "openvino":
-        return BackendUnderTest("openvino", raw=_raw_openvino, real_models=(models.ppocr_cls,))
+        return BackendUnderTest("openvino", raw=_RAW["openvino"], real_models=(models.ppocr_cls,))
     if name == "openvino-tflite":
         return BackendUnderTest(
             "openvino",
             model_format="tflite",
-            raw=_raw_openvino,
+            raw=_RAW["openvino"],
             id=name,
             real_models=(lambda: models.mediapipe("hand_landmark_lite"),),
         )
@@ -465,7 +421,7 @@ def builtin_target(name: str) -> BackendUnderTest:
         return BackendUnderTest(
             "litert",
             model_format="tflite",
-            raw=_raw_litert,
+            raw=_RAW["litert"],
             real_models=(lambda: models.mediapipe("hand_landmark_lite"),),
         )
     if name == "reference":
@@ -566,7 +522,7 @@ class BackendConformance:
     def test_real_models_match_raw_runtime(self, target: BackendUnderTest) -> None:
         if target.raw is None or not target.real_models:
             pytest.skip(f"{target.label}: no real model or raw runtime given")
-        from infercore.compare import make_inputs
+        from infercore.inputs import make_feeds
         from infercore.testing.models import ModelUnavailable
 
         for get_path in target.real_models:
@@ -575,7 +531,7 @@ class BackendConformance:
             except ModelUnavailable as e:
                 pytest.skip(f"real model not available here: {e}")
             with target.load(path) as eng:
-                feeds = make_inputs(eng.inputs, seed=3)
+                feeds, _ = make_feeds(eng.inputs, seed=3, metadata=eng.metadata)
                 got = eng.run(feeds)
             want = target.raw(path)(feeds)
             assert len(got) == len(want), f"{path.name}: {list(got)} vs raw {list(want)}"

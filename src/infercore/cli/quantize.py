@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..calibration import METHODS, PRESETS, TARGETS, CalibrationDropError, CalibrationResult
-from ..errors import UsageError
+from ..errors import CalibrationDropError, UsageError
+from ..quantize import METHODS, PRESETS, TARGETS, CalibrationResult
 
 EXIT_OK, EXIT_DROP = 0, 1
 
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> CalibrationResult:
     if args.fp16:
-        from ..convert import convert_fp16
+        from ..quantize import convert_fp16
 
         if args.target not in ("ort", "tensorrt"):
             raise ValueError("--fp16 converts ONNX for --target ort or tensorrt")
@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> CalibrationResult:
         )
     if args.data is None:
         raise UsageError("--data is required for INT8 calibration (a .npz file or a directory of .npy/.npz)")
-    from ..calibration import calibrate
+    from ..quantize import calibrate
 
     return calibrate(
         args.model,

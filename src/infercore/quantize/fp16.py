@@ -23,95 +23,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .calibration import (
-    EXTRA,
-    CalibrationResult,
-    Feeds,
-    Metric,
-    _building,
-    _cache_root,
-    _check_batch_size,
-    _check_finite,
-    _deliver,
-    _EngineRunner,
-    _eval_set,
-    _EvalSet,
-    _file_hash,
-    _measure,
-    _metric_name,
-    _model_specs,
-    _report,
-    _versions,
-    calibration_batches,
-)
-from .errors import BackendRuntimeError, CalibrationError, ModelLoadError
-from .optional import require
-from .specs import TensorSpec
+from ..arguments import check_choice, check_int, check_number
+from ..errors import ArgumentError, CalibrationError, ModelLoadError
+from ..inputs import LabelledBatches, iter_batches, labelled_batches, model_inputs
+from ..metrics import Metric, metric_name
+from ..optional import require
+from .cache import building, cache_root, model_digest, versions
+from .calibration import EXTRA, check_finite
+from .measure import CalibrationResult, build_report, deliver, describe, generated_inputs, measure
 
 __all__ = ["convert_fp16"]
 
 log = logging.getLogger(__name__)
 
 _TARGETS = ("ort", "tensorrt")
-
-
-# sizes tried in turn for dynamic dimensions that are not the batch: multiples of 32 (detection
-# backbones downsample by 32), the second long enough for audio models' reflect padding
-_SYNTHETIC_SIZES = (64, 512)
-
-
-def _is_batch(spec: TensorSpec, axis: int) -> bool:
-    """The first dimension, or one named like a batch (a recurrent state's [layers, batch, hidden])."""
-    name = spec.dim_names[axis] or ""
-    return axis == 0 or "batch" in name.lower()
-
-
-def _synthetic(specs: Sequence[TensorSpec], rng: np.random.Generator, size: int) -> Feeds:
-    """Inputs within each spec: floats normal(0, 1), integers zeros, booleans true. A dynamic batch
-    dimension (named like "batch", else the first) is 1, other dynamic dimensions ``size``."""
-    feeds: Feeds = {}
-    for s in specs:
-        shape = tuple(d if d is not None else (1 if _is_batch(s, i) else size) for i, d in enumerate(s.shape))
-        if s.dtype.kind == "f":
-            feeds[s.name] = rng.standard_normal(shape).astype(s.dtype)
-        elif s.dtype.kind == "b":
-            feeds[s.name] = np.ones(shape, dtype=s.dtype)
-        else:
-            feeds[s.name] = np.zeros(shape, dtype=s.dtype)
-    return feeds
-
-
-def _describe(feeds: Feeds) -> str:
-    return ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in feeds.items())
-
-
-def _generated_inputs(src: Path, specs: Sequence[TensorSpec], threads: int | None) -> Feeds:
-    """Generated inputs the fp32 model runs on (ONNX Runtime), trying each of ``_SYNTHETIC_SIZES``;
-    when it runs on none, say the inputs were generated, with their shapes, and ask for real data."""
-    rng = np.random.default_rng(0)
-    candidates: list[Feeds] = []
-    for size in _SYNTHETIC_SIZES:
-        feeds = _synthetic(specs, rng, size)
-        if all(_describe(feeds) != _describe(c) for c in candidates):
-            candidates.append(feeds)
-    runner = _EngineRunner(src, "ort", threads)
-    failures: list[str] = []
-    try:
-        for feeds in candidates:
-            try:
-                runner.run(feeds)
-                return feeds
-            except BackendRuntimeError as e:
-                failures.append(f"[{_describe(feeds)}]: {e}")
-    finally:
-        runner.close()
-    raise CalibrationError(
-        f"no data was given, so the report needs generated inputs (floats normal(0, 1), integers 0), and "
-        f"{src.name} does not run on them: " + "; ".join(failures) + ". Pass real inputs with data= or "
-        "eval_data= (--data or --eval on the command line)"
-    )
 
 
 def convert_fp16(
@@ -143,61 +68,59 @@ def convert_fp16(
     ``CalibrationDropError`` past the limit. ``target``: ``ort`` or ``tensorrt`` (speed measured
     there when a GPU and TensorRT are present, accuracy on ONNX Runtime otherwise).
     """
-    if target not in _TARGETS:
-        raise ValueError(f"convert_fp16 targets {', '.join(_TARGETS)}, got {target!r}")
-    if max_drop is not None and not (max_drop >= 0):
-        raise ValueError(f"max_drop must be a non-negative number, got {max_drop!r}")
+    check_choice("target", target, _TARGETS)
+    check_number("max_drop", max_drop, optional=True)
     src = Path(model)
     if not src.is_file():
         raise ModelLoadError(f"model file not found: {src}", path=str(src))
     if src.suffix != ".onnx":
         raise ModelLoadError(f"convert_fp16 converts ONNX models; {src.name} is not .onnx", path=str(src))
     if output is not None and Path(output).suffix != ".onnx":
-        raise ValueError(f"output must end in .onnx, got {output}")
-    _check_batch_size(batch_size)
-    _metric_name(metric, has_labels=False)  # an unknown metric is refused before converting
+        raise ArgumentError("output", f"must end in .onnx, got {output}")
+    check_int("batch_size", batch_size, optional=True)
+    metric_name(metric, has_labels=False)  # an unknown metric is refused before converting
 
-    specs = _model_specs(src)
+    specs = model_inputs(src)
     notes: list[str] = []
     if eval_data is not None:
-        evalset = _eval_set(eval_data, specs, batch_size, transform)
+        evalset = labelled_batches(eval_data, specs, batch_size=batch_size, transform=transform)
     elif data is not None:
-        batches = list(calibration_batches(data, specs, batch_size=batch_size, transform=transform))
-        evalset = _EvalSet(batches, [None] * len(batches), "data")
+        batches = list(iter_batches(data, specs, batch_size=batch_size, transform=transform))
+        evalset = LabelledBatches(batches, [None] * len(batches), "data")
     else:
-        feeds = _generated_inputs(src, specs, threads)
-        evalset = _EvalSet([feeds], [None], "generated inputs")
+        feeds = generated_inputs(src, threads)
+        evalset = LabelledBatches([feeds], [None], "generated inputs")
         notes.append(
-            f"measured on generated inputs ({_describe(feeds)}): pass data= or eval_data= for a meaningful number"
+            f"measured on generated inputs ({describe(feeds)}): pass data= or eval_data= for a meaningful number"
         )
     if not evalset.batches:
         raise CalibrationError("eval_data/data is empty")
     if evalset.source != "generated inputs":
-        _check_finite(evalset.batches, evalset.source)
+        check_finite(evalset.batches, evalset.source)
 
     options = {"kind": "fp16", "keep_io_types": keep_io_types, "fold": fold,
                "op_block_list": sorted(op_block_list) if op_block_list is not None else None,
-               "versions": _versions("onnxruntime", "onnx")}  # fmt: skip
-    key = hashlib.sha256((json.dumps(options, sort_keys=True) + _file_hash(src)).encode()).hexdigest()[:24]
-    entry = _cache_root() / key
+               "versions": versions("onnxruntime", "onnx")}  # fmt: skip
+    key = hashlib.sha256((json.dumps(options, sort_keys=True) + model_digest(src)).encode()).hexdigest()[:24]
+    entry = cache_root() / key
     artifact = entry / "model.fp16.onnx"
     cached = cache and artifact.exists()
     if not cached:
-        with _building(entry, key, f"fp16 conversion of {src.name}") as tmp:
+        with building(entry, key, f"fp16 conversion of {src.name}") as tmp:
             _convert(src, tmp / artifact.name, keep_io_types, op_block_list, fold, threads)
             (tmp / "meta.json").write_text(json.dumps({**options, "model": str(src)}, indent=1))
 
-    measured = _measure(
+    measured = measure(
         src, artifact, target=target, evalset=evalset, metric=metric, eval_output=eval_output,
         threads=threads, timing_s=timing_s, notes=notes, precision="fp16",
     )  # fmt: skip
     final = Path(output) if output is not None else artifact
-    report = _report(
+    report = build_report(
         measured, kind="fp16", target=target, mode="fp16", method=None, preset=None, per_channel=None,
         max_drop=max_drop, eval_source=evalset.source, calibration_samples=0, model=src,
         artifact=final, cached=cached, notes=notes,
     )  # fmt: skip
-    return _deliver(report, artifact, output)
+    return deliver(report, artifact, output)
 
 
 def _convert(

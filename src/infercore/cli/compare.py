@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..compare import PRECISION_ORDER, CompareReport, compare, load_arrays
-from ..errors import InputSpecError, UsageError
+from ..compare import PRECISION_ORDER, CompareReport, compare
+from ..engine import load
+from .common import add_input_flags, read_values
 
 EXIT_AGREE, EXIT_MISMATCH, EXIT_FAILED = 0, 1, 2
 
@@ -42,26 +43,7 @@ def add_parser(subparsers: Any) -> None:
         help="comma-separated backends, first is the reference; NAME:PRECISION runs one in "
         "fp16/bf16/int8, e.g. ort,openvino:bf16 (default: every installed backend for the file)",
     )
-    p.add_argument(
-        "--inputs", type=Path, default=None, help=".npz of input arrays (name -> array); others are generated"
-    )
-    p.add_argument(
-        "--input",
-        "-i",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="one input: a number that fills the tensor (sr=16000, attention_mask=1) or a .npy path",
-    )
-    p.add_argument(
-        "--shape",
-        "-s",
-        action="append",
-        default=[],
-        metavar="NAME=AxBxC",
-        help="shape of a generated input, e.g. input=1x512 (0-d: NAME=)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed for generated inputs (default 0)")
+    add_input_flags(p)
     p.add_argument(
         "--dist",
         choices=("uniform", "normal"),
@@ -95,43 +77,10 @@ def _tolerance(text: str) -> float:
     return value
 
 
-def _parse_value(name: str, text: str) -> Any:
-    if text.endswith(".npy"):
-        a = load_arrays(text, tensor=name)
-        if not isinstance(a, np.ndarray):
-            raise InputSpecError(
-                f"--input {name}={text}: expected one array (.npy), the file holds {list(a)}"
-            )
-        return a
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    raise UsageError(f"--input {name}={text}: expected a number, true/false or a .npy file, got {text!r}")
-
-
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"{flag} takes NAME=VALUE, got {item!r}")
-        out[name] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    values: dict[str, Any] = {}
-    if args.inputs is not None:
-        from ..compare import load_inputs
-
-        values.update(load_inputs(args.inputs))
-    values.update({k: _parse_value(k, v) for k, v in _pairs(args.input, "--input").items()})
-    shapes = {k: _dims(k, v) for k, v in _pairs(args.shape, "--shape").items()}
-    backends = [b for b in args.backends.split(",") if b.strip()] if args.backends else None
+    values = read_values(args.input)
+    shapes = dict(args.shape)
+    backends = args.backends
     # errors (the reference failing included) reach the CLI, which prints them and exits EXIT_FAILED
     report = _compare(args, backends, values, shapes)
     if args.save_inputs is not None:
@@ -145,23 +94,19 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_AGREE if report.passed else EXIT_MISMATCH
 
 
-def _dims(name: str, text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x") if d)
-    except ValueError:
-        dims = (-1,)
-    if any(d < 0 for d in dims):
-        raise UsageError(f"--shape {name}={text}: expected sizes like 1x512 (empty for a 0-d input)")
-    return dims
-
-
 def _compare(
-    args: argparse.Namespace, backends: list[str] | None, values: dict[str, Any], shapes: dict[str, Any]
+    args: argparse.Namespace, backends: str | None, values: dict[str, Any], shapes: dict[str, Any]
 ) -> CompareReport:
+    given: Any = values
+    if args.inputs is not None:
+        from .. import inputs as ic_inputs
+
+        with load(args.model, backend=_reference(backends, args.model), device=args.device) as eng:
+            given = {**ic_inputs.load_feeds(args.inputs, eng.inputs), **values}
     return compare(
         args.model,
         backends,
-        inputs=values,
+        inputs=given,
         shapes=shapes,
         seed=args.seed,
         distribution=args.dist,
@@ -195,3 +140,10 @@ def _print_rich(report: CompareReport) -> bool:
     color = "green" if report.passed else "red"
     console.print(f"[{color}]{report.verdict()}[/{color}]", highlight=False)
     return True
+
+
+def _reference(backends: str | None, model: Path) -> str:
+    """The reference backend's name: the first of --backends, else the first installed default."""
+    from ..inputs import default_backends, parse_backends
+
+    return parse_backends(backends)[0].name if backends else default_backends(model)[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import BenchmarkReport, BenchmarkWarning, benchmark, parse_duration
-from ..errors import InfercoreError, InputSpecError, UsageError
+from ..errors import InfercoreError, UsageError
 
 EXIT_FAILED = 1
 EXIT_WARNINGS = 3
@@ -190,10 +190,6 @@ def _benchmark(args: argparse.Namespace, backends: list[str] | None) -> Benchmar
             progress=args.progress,
             seed=args.seed,
         )
-    except InputSpecError as e:
-        if e.tensor is not None and (e.tensor in ranges or e.tensor in shapes):  # a name the model lacks
-            raise UsageError(str(e)) from e
-        raise  # the data file: exit 1
     except InfercoreError:
         raise
     except ValueError as e:  # benchmark() refusing an argument value

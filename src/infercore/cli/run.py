@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
-    from ..compare import load_arrays
+    from ..inputs import load_arrays
 
     feeds: dict[str, np.ndarray] = {}
     for item in specs:
@@ -56,7 +56,7 @@ def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import load
-    from ..datafiles import name_lone_array
+    from ..inputs.data import name_lone_array
 
     feeds = _read_inputs(args.input)
     with load(args.model, backend=args.backend, device=args.device, precision=args.precision,

@@ -1,0 +1,88 @@
+"""What files make up a model, and their digests.
+
+A model is all its files: an ``.onnx`` with its external-data files, an OpenVINO ``.xml`` with its
+``.bin``, a ``.tflite``, a TensorRT engine, or every file of a directory. Caches key on these
+digests, benchmark reports record them, and signing covers every one of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["external_data_locations", "model_files", "sha256_file", "sha256_files"]
+
+log = logging.getLogger(__name__)
+_CHUNK = 1 << 20
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of a graph: initializers, Constant/attribute tensors, subgraphs'."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _graph_tensors(attr.g)
+            for g in attr.graphs:
+                yield from _graph_tensors(g)
+
+
+def external_data_locations(path: str | os.PathLike[str]) -> list[str] | None:
+    """The external-data file names an ONNX model refers to (relative to its directory), sorted;
+    None when it cannot be told (the ``onnx`` package missing, or a file it cannot parse)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # a broken file: the runtime that opens it says why, in its own words
+        log.debug("onnx could not read %s: %s", path, e)
+        return None
+    found = {e.value for t in _graph_tensors(proto.graph) for e in t.external_data if e.key == "location"}
+    return sorted(found)
+
+
+def model_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files of the model at ``path``: itself, plus an ``.xml``'s ``.bin`` and an ``.onnx``'s
+    external data (those that exist), or every regular file under a directory, sorted. Without the
+    ``onnx`` package an ``.onnx`` counts as one file."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file())
+    files = [p]
+    suffix = p.suffix.lower()
+    if suffix == ".xml":
+        files.append(p.with_suffix(".bin"))
+    elif suffix == ".onnx":
+        files += [p.parent / loc for loc in external_data_locations(p) or ()]
+    return [f for i, f in enumerate(files) if i == 0 or f.is_file()]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_files(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """One digest over the contents of ``paths`` in order (a file that is missing counts as such)."""
+    h = hashlib.sha256()
+    for f in paths:
+        h.update(os.fsencode(Path(f).name) + b"\0")
+        try:
+            h.update(bytes.fromhex(sha256_file(f)))
+        except FileNotFoundError:
+            h.update(b"missing")
+    return h.hexdigest()
