@@ -34,6 +34,8 @@ from .errors import (
 from .plugins import hookimpl, registry
 from .specs import BackendInfo, Quantization, TensorSpec
 
+# The one place the version is written: pyproject.toml reads it (setuptools, statically), so it
+# stays a plain string literal.
 __version__ = "0.1.0.dev0"
 
 # The layers above the Engine load on first use, so ``import infercore`` stays numpy + pluggy.
