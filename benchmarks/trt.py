@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import infercore as ic
-    from infercore import cuda
+    from infercore.backends.tensorrt import cuda
     from infercore.errors import BackendUnavailableError
 
     try:

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
 
-from infercore import cuda
+from infercore.backends.tensorrt import cuda
 from infercore.errors import BackendUnavailableError
 
 try:

@@ -24,7 +24,7 @@ VERSIONS = ("10.16.1.11", "11.4.0.106")
 
 
 def install(monkeypatch: pytest.MonkeyPatch, version: str) -> types.ModuleType:
-    from infercore import cuda
+    from infercore.backends.tensorrt import cuda
 
     trt = fake_tensorrt.build(version)
     rt = fake_cuda.make_module()

@@ -16,7 +16,7 @@ import pytest
 
 import infercore as ic
 from conftest import reset_gpu
-from infercore.backends.trt import TensorRTFactory
+from infercore.backends.tensorrt import TensorRTFactory
 from infercore.errors import (
     BackendError,
     BackendRuntimeError,
@@ -110,7 +110,7 @@ def test_int32_static_model(fake_trt: ModuleType, tmp_path: Path, cache_dir: Pat
 
 
 def test_bound_path_is_pinned_and_matches_run(fake_trt: ModuleType, tmp_path: Path, cache_dir: Path) -> None:
-    from infercore import cuda
+    from infercore.backends.tensorrt import cuda
 
     bufs = {n: cuda.pinned_empty((5, 4), np.float32) for n in ("a", "b")}
     with _load(models.add_mul(tmp_path / "m.onnx")) as eng, eng.bind(bufs) as io:
@@ -155,7 +155,7 @@ def test_bound_shapes_and_caller_arrays_are_page_locked(
 
 
 def test_cuda_graph_replays(fake_trt: ModuleType, tmp_path: Path, cache_dir: Path) -> None:
-    from infercore import cuda
+    from infercore.backends.tensorrt import cuda
 
     path = models.add_mul(tmp_path / "m.onnx")
     bufs = {n: cuda.pinned_empty((2, 4), np.float32) for n in ("a", "b")}

@@ -1,4 +1,4 @@
-"""The CUDA buffer layer (``infercore.cuda``) against the fake cuda-python runtime."""
+"""The CUDA buffer layer (``infercore.backends.tensorrt.cuda``) against the fake cuda-python runtime."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import fake_cuda
 import numpy as np
 import pytest
 
-from infercore import cuda
+from infercore.backends.tensorrt import cuda
 from infercore.errors import InputSpecError
 
 

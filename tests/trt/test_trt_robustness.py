@@ -25,8 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import infercore as ic
 from conftest import reset_gpu
-from infercore import cuda
-from infercore.backends.trt import _EngineBuilder, _make_logger
+from infercore.backends.tensorrt import _make_logger, cuda
+from infercore.backends.tensorrt.builder import _EngineBuilder
 from infercore.errors import BackendError, EngineClosedError, InputSpecError, ModelLoadError
 
 pytest.importorskip("onnxruntime")
@@ -463,7 +463,7 @@ def test_pageable_array_is_reported_and_graph_skip_is_visible(
         assert eng.metadata["cuda_graph"] == "on"
         pair = np.zeros(16, np.float32)  # two small arrays on one page: the second cannot be locked
         a, b = pair[:8].reshape(2, 4), pair[8:].reshape(2, 4)
-        with caplog.at_level("WARNING", logger="infercore.backends.trt"), eng.bind({"a": a, "b": b}) as io:
+        with caplog.at_level("WARNING", logger="infercore.backends.tensorrt"), eng.bind({"a": a, "b": b}) as io:
             binding: Any = io._binding
             assert io.inputs["a"] is a  # used in place, not copied
             assert binding.pageable == ("b",) and not binding.cuda_graph

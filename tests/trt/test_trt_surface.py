@@ -185,7 +185,8 @@ def test_backend_calls_exist_in_every_supported_version(path: Path) -> None:
         attrs = real["classes"][cls]["attrs"]
         missing = [n for n in names if n not in attrs]
         assert not missing, f"{path.stem}: {cls} lacks {missing}"
-    source = (Path(__file__).resolve().parents[2] / "src/infercore/backends/trt.py").read_text()
+    package = Path(__file__).resolve().parents[2] / "src/infercore/backends/tensorrt"
+    source = "\n".join(f.read_text() for f in sorted(package.glob("*.py")))
     used = set(re.findall(r"\btrt\.([A-Za-z_][A-Za-z0-9_]*)", source)) - {"__version__"}
     missing = sorted(
         n

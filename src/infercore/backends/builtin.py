@@ -50,7 +50,7 @@ def register_backends(register: Callable[..., None]) -> None:
              suffixes=(".xml", ".onnx", ".tflite"), priority=50)
     register("litert", LazyFactory("litert", f"{here}.litert", "LiteRTFactory", "litert"),
              suffixes=(".tflite",), priority=100)
-    register("tensorrt", LazyFactory("tensorrt", f"{here}.trt", "TensorRTFactory", "tensorrt", "cuda:0"),
+    register("tensorrt", LazyFactory("tensorrt", f"{here}.tensorrt", "TensorRTFactory", "tensorrt", "cuda:0"),
              suffixes=(".engine", ".plan"), priority=100)
     register("reference", LazyFactory("reference", f"{here}.reference", "ReferenceFactory", "onnx"),
              suffixes=(".onnx",), priority=-100)

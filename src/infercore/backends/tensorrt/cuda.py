@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendRuntimeError, BackendUnavailableError, CudaError, InputSpecError
+from ...errors import BackendRuntimeError, BackendUnavailableError, CudaError, InputSpecError
 
 __all__ = [
     "CudaError",
