@@ -14,13 +14,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["external_data_locations", "model_files", "sha256_file", "sha256_files"]
+__all__ = ["external_data_locations", "graph_tensors", "model_files", "sha256_file", "sha256_files"]
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
-def _graph_tensors(graph: Any) -> Iterator[Any]:
+def graph_tensors(graph: Any) -> Iterator[Any]:
     """Every TensorProto of a graph: initializers, Constant/attribute tensors, subgraphs'."""
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
@@ -31,31 +31,39 @@ def _graph_tensors(graph: Any) -> Iterator[Any]:
                 yield attr.t
             yield from attr.tensors
             if attr.HasField("g"):
-                yield from _graph_tensors(attr.g)
+                yield from graph_tensors(attr.g)
             for g in attr.graphs:
-                yield from _graph_tensors(g)
+                yield from graph_tensors(g)
 
 
-def external_data_locations(path: str | os.PathLike[str]) -> list[str] | None:
-    """The external-data file names an ONNX model refers to (relative to its directory), sorted;
-    None when it cannot be told (the ``onnx`` package missing, or a file it cannot parse)."""
+def external_data_locations(path: str | os.PathLike[str]) -> list[str]:
+    """The external-data file names an ONNX model refers to (relative to its directory), sorted.
+
+    Read with the ``onnx`` package; without it (a TensorRT-only install), the files beside the model
+    whose names its bytes hold. A file ``onnx`` cannot parse names none: the runtime that opens it
+    says why, in its own words."""
+    p = Path(path)
     try:
         import onnx
     except ImportError:
-        return None
+        try:
+            data = p.read_bytes()
+        except OSError:
+            return []
+        if b"location" not in data:
+            return []
+        return sorted(f.name for f in p.parent.iterdir() if f.is_file() and f != p and f.name.encode() in data)
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # a broken file: the runtime that opens it says why, in its own words
-        log.debug("onnx could not read %s: %s", path, e)
-        return None
-    found = {e.value for t in _graph_tensors(proto.graph) for e in t.external_data if e.key == "location"}
-    return sorted(found)
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as e:
+        log.debug("onnx could not read %s: %s", p, e)
+        return []
+    return sorted({e.value for t in graph_tensors(proto.graph) for e in t.external_data if e.key == "location"})
 
 
 def model_files(path: str | os.PathLike[str]) -> list[Path]:
     """The files of the model at ``path``: itself, plus an ``.xml``'s ``.bin`` and an ``.onnx``'s
-    external data (those that exist), or every regular file under a directory, sorted. Without the
-    ``onnx`` package an ``.onnx`` counts as one file."""
+    external data (those that exist), or every regular file under a directory, sorted."""
     p = Path(path)
     if p.is_dir():
         return sorted(f for f in p.rglob("*") if f.is_file())
@@ -64,7 +72,7 @@ def model_files(path: str | os.PathLike[str]) -> list[Path]:
     if suffix == ".xml":
         files.append(p.with_suffix(".bin"))
     elif suffix == ".onnx":
-        files += [p.parent / loc for loc in external_data_locations(p) or ()]
+        files += [p.parent / loc for loc in external_data_locations(p)]
     return [f for i, f in enumerate(files) if i == 0 or f.is_file()]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import BackendError, ModelLoadError
+from ...modelfiles import graph_tensors
 from . import cuda
 from .cache import (
     _cache_key,
@@ -25,7 +26,6 @@ from .cache import (
     _engine_path,
     _environment,
     _external_data_hashes,
-    _graph_tensors,
     _load_cached,
     _onnx_proto,
     _store,
@@ -65,7 +65,7 @@ class _EngineBuilder:
         # TensorRT 11 has no precision builder flags: fp16/bf16/int8 come from the ONNX's own types
         typed_default = self.major >= 11 and precision in ("fp16", "bf16", "int8")
         self.strongly_typed = bool(options.get("strongly_typed", typed_default))
-        self.external_data = _external_data_hashes(path, self.model_bytes)
+        self.external_data = _external_data_hashes(path)
         self._profile_shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
         self._check_precision()
 
@@ -292,7 +292,7 @@ def _onnx_has_type(path: Path, precision: str) -> bool | None:
         return None
     code = _ONNX_TYPES[precision]
     g = proto.graph
-    if any(t.data_type == code for t in _graph_tensors(g)):
+    if any(t.data_type == code for t in graph_tensors(g)):
         return True
     if any(v.type.tensor_type.elem_type == code for v in (*g.input, *g.output, *g.value_info)):
         return True

@@ -17,12 +17,13 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ...errors import ModelLoadError
+from ...modelfiles import external_data_locations, sha256_file
 from . import cuda
 
 log = logging.getLogger(__name__)
@@ -182,43 +183,12 @@ def _onnx_proto(path: Path) -> Any | None:
         return None
 
 
-def _graph_tensors(graph: Any) -> Iterator[Any]:
-    """Every TensorProto of a graph: initializers, Constant/attribute tensors, subgraphs'."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _graph_tensors(attr.g)
-            for g in attr.graphs:
-                yield from _graph_tensors(g)
-
-
-def _external_data_hashes(path: Path, model_bytes: bytes) -> dict[str, str]:
+def _external_data_hashes(path: Path) -> dict[str, str]:
     """sha256 of every external-data file the ONNX model names (they hold its weights)."""
-    proto = _onnx_proto(path)
-    if proto is not None:
-        locations = {
-            e.value for t in _graph_tensors(proto.graph) for e in t.external_data if e.key == "location"
-        }
-    elif b"location" in model_bytes:  # no onnx package: the files beside it whose names the model holds
-        locations = {f.name for f in path.parent.iterdir() if f.is_file() and f.name.encode() in model_bytes}
-        locations.discard(path.name)
-    else:
-        locations = set()
     out = {}
-    for loc in sorted(locations):
-        f = path.parent / loc
-        h = hashlib.sha256()
+    for loc in external_data_locations(path):
         try:
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            out[loc] = h.hexdigest()
+            out[loc] = sha256_file(path.parent / loc)
         except OSError:
             out[loc] = "missing"
     return out
