@@ -26,7 +26,7 @@ import difflib
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from typing import Any
 import pluggy
 
 from .errors import BackendUnavailableError, InfercoreError, ModelLoadError, UnknownBackendError
-from .protocol import BackendFactory
+from .protocol import BackendFactory, Spec, hookimpl, hookspec
 from .specs import BackendInfo
 
 __all__ = [
@@ -47,20 +47,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "infercore.backends"
-hookspec = pluggy.HookspecMarker("infercore")
-hookimpl = pluggy.HookimplMarker("infercore")
 log = logging.getLogger(__name__)
 _ALIASES = {"onnxruntime": "ort", "ov": "openvino", "tflite": "litert", "trt": "tensorrt"}
-
-
-class Spec:
-    @hookspec
-    def register_backends(self, register: Callable[..., None]) -> None:
-        """Call ``register(name, factory, *, suffixes=(), priority=0)`` for each backend.
-
-        ``factory`` has ``open(path, *, device, precision, threads, options) -> Backend`` and
-        ``probe() -> BackendInfo``. For a file suffix, backends are tried by descending priority.
-        """
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,16 @@ the backend, so a backend never re-validates; it translates the runtime's own ex
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pluggy
 
 from .specs import BackendInfo, TensorSpec
 
-__all__ = ["Backend", "BackendFactory", "Binding", "RawSession"]
+__all__ = ["Backend", "BackendFactory", "Binding", "RawSession", "Spec", "hookimpl", "hookspec"]
 
 
 @runtime_checkable
@@ -93,3 +94,18 @@ class RawSession(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# -- the plugin hook: how backends (built-in and third-party) make themselves known ----------------
+hookspec = pluggy.HookspecMarker("infercore")
+hookimpl = pluggy.HookimplMarker("infercore")
+
+
+class Spec:
+    @hookspec
+    def register_backends(self, register: Callable[..., None]) -> None:
+        """Call ``register(name, factory, *, suffixes=(), priority=0)`` for each backend.
+
+        ``factory`` has ``open(path, *, device, precision, threads, options) -> Backend`` and
+        ``probe() -> BackendInfo``. For a file suffix, backends are tried by descending priority.
+        """

@@ -11,8 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..plugins import hookimpl
-from ..protocol import Backend, BackendFactory
+from ..protocol import Backend, BackendFactory, hookimpl
 from ..specs import BackendInfo
 
 
