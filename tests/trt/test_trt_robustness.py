@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 import infercore as ic
 from conftest import reset_gpu
 from infercore.backends.tensorrt import _make_logger, cuda
-from infercore.backends.tensorrt.builder import _EngineBuilder
+from infercore.backends.tensorrt.builder import EngineBuilder
 from infercore.errors import BackendError, EngineClosedError, InputSpecError, ModelLoadError
 
 pytest.importorskip("onnxruntime")
@@ -386,7 +386,7 @@ def test_external_data_changes_the_cache_key(fake_trt: ModuleType, tmp_path: Pat
     gpu = cuda.device_info(0)
 
     def key() -> str:
-        return _EngineBuilder(fake_trt, _make_logger(fake_trt), gpu, path, None, {}).key()[0]
+        return EngineBuilder(fake_trt, _make_logger(fake_trt), gpu, path, None, {}).key()[0]
 
     before = key()
     assert key() == before

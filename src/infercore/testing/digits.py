@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .models import ModelUnavailable, _locked, cache_dir
+from .models import ModelUnavailable, cache_dir, locked
 
 __all__ = ["DigitsCase", "digits_cnn", "load_split", "train_and_export"]
 
@@ -136,7 +136,7 @@ def digits_cnn(*, epochs: int = 8, seed: int = 0, directory: Path | None = None)
     out_dir = directory or cache_dir() / "models" / "digits"
     path = out_dir / f"digits-cnn-{key}.onnx"
     meta = path.with_suffix(".json")
-    with _locked(f"digits-{key}"):
+    with locked(f"digits-{key}"):
         if not (path.exists() and meta.exists()):
             tmp = path.with_suffix(".part.onnx")
             train_and_export(tmp, x_train, y_train, epochs=epochs, seed=seed)

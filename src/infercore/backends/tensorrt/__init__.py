@@ -31,8 +31,8 @@ from ...optional import require
 from ...specs import BackendInfo
 from .. import check_options
 from . import cuda
-from .builder import _EngineBuilder
-from .cache import _load_engine_file
+from .builder import EngineBuilder
+from .cache import load_engine_file
 from .runtime import TensorRTBackend, TensorRTBinding
 
 __all__ = ["TensorRTBackend", "TensorRTBinding", "TensorRTFactory"]
@@ -160,9 +160,9 @@ class TensorRTFactory:
                     f"tensorrt: {path.name} is a built engine and runs in the precision it was built with; "
                     "precision= applies when building from an .onnx file"
                 )
-            blob = _load_engine_file(path, trt, gpu)
+            blob = load_engine_file(path, trt, gpu)
         elif suffix == ".onnx":
-            blob = _EngineBuilder(trt, logger, gpu, path, precision, options).cached_or_build()
+            blob = EngineBuilder(trt, logger, gpu, path, precision, options).cached_or_build()
         else:
             raise ModelLoadError(
                 f"tensorrt opens .engine/.plan or .onnx files, not {path.name}", path=str(path)

@@ -21,18 +21,18 @@ from ...errors import BackendError, ModelLoadError
 from ...modelfiles import graph_tensors
 from . import cuda
 from .cache import (
-    _cache_key,
-    _default_cache_dir,
-    _engine_path,
-    _environment,
-    _external_data_hashes,
-    _load_cached,
-    _onnx_proto,
-    _store,
-    _timing_cache_file,
-    _write_atomic,
+    cache_key,
+    default_cache_dir,
+    engine_file_path,
+    environment,
+    external_data_hashes,
+    load_cached,
+    onnx_proto,
+    store,
+    timing_cache_file,
+    write_atomic,
 )
-from .calibrator import _make_calibrator
+from .calibrator import make_calibrator
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _major(trt: ModuleType) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
-class _EngineBuilder:
+class EngineBuilder:
     """Builds a serialized engine from ONNX, through the on-disk engine and timing caches."""
 
     def __init__(
@@ -59,13 +59,13 @@ class _EngineBuilder:
         self.precision = precision
         self.options = options
         self.major = _major(trt)
-        self.cache_dir = Path(options.get("cache_dir") or _default_cache_dir())
+        self.cache_dir = Path(options.get("cache_dir") or default_cache_dir())
         self.model_bytes = path.read_bytes()
         self.calibration = self._calibration_feeds()
         # TensorRT 11 has no precision builder flags: fp16/bf16/int8 come from the ONNX's own types
         typed_default = self.major >= 11 and precision in ("fp16", "bf16", "int8")
         self.strongly_typed = bool(options.get("strongly_typed", typed_default))
-        self.external_data = _external_data_hashes(path)
+        self.external_data = external_data_hashes(path)
         self._profile_shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
         self._check_precision()
 
@@ -92,18 +92,18 @@ class _EngineBuilder:
         return opts
 
     def key(self) -> tuple[str, dict[str, Any]]:
-        env = _environment(self.trt, self.gpu)
-        return _cache_key(env, self.path, self.model_bytes, self.external_data, self.build_options())
+        env = environment(self.trt, self.gpu)
+        return cache_key(env, self.path, self.model_bytes, self.external_data, self.build_options())
 
     def cached_or_build(self) -> bytes:
         digest, meta = self.key()
-        engine_path = _engine_path(self.cache_dir, self.path, digest)
+        engine_path = engine_file_path(self.cache_dir, self.path, digest)
         if not self.options.get("rebuild"):
-            cached = _load_cached(engine_path, meta, _environment(self.trt, self.gpu))
+            cached = load_cached(engine_path, meta, environment(self.trt, self.gpu))
             if cached is not None:
                 return cached
         blob = self.build()
-        _store(engine_path, blob, meta)
+        store(engine_path, blob, meta)
         return blob
 
     # precision and calibration
@@ -204,7 +204,7 @@ class _EngineBuilder:
         calibrator = None
         if self.precision == "int8" and not self.strongly_typed and self.calibration is not None:
             config.set_flag(trt.BuilderFlag.INT8)
-            calibrator = _make_calibrator(trt, self.calibration, network, self._profile_shapes)
+            calibrator = make_calibrator(trt, self.calibration, network, self._profile_shapes)
             config.int8_calibrator = calibrator
             if profile is not None:
                 config.set_calibration_profile(profile)
@@ -231,13 +231,13 @@ class _EngineBuilder:
                 path=str(self.path),
             )
         if timing_path is not None:
-            _write_atomic(timing_path, bytes(memoryview(config.get_timing_cache().serialize())))
+            write_atomic(timing_path, bytes(memoryview(config.get_timing_cache().serialize())))
         return bytes(memoryview(serialized))
 
     def _timing_cache_path(self) -> Path | None:
         if not self.options.get("timing_cache", True):
             return None
-        return _timing_cache_file(self.cache_dir, self.trt, self.gpu)
+        return timing_cache_file(self.cache_dir, self.trt, self.gpu)
 
     def _profile(self, builder: Any, network: Any) -> Any:
         given = {
@@ -287,7 +287,7 @@ _ONNX_TYPES = {"fp16": 10, "bf16": 16}  # TensorProto.FLOAT16, TensorProto.BFLOA
 
 def _onnx_has_type(path: Path, precision: str) -> bool | None:
     """Whether the ONNX model holds any tensor (weight, I/O, Cast target) of ``precision``; None: unknown."""
-    proto = _onnx_proto(path)
+    proto = onnx_proto(path)
     if proto is None:
         return None
     code = _ONNX_TYPES[precision]

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 SIDECAR_FORMAT = "infercore-tensorrt-engine/1"
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
     base = os.environ.get("INFERCORE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "infercore")
     return Path(base) / "tensorrt"
 
@@ -44,7 +44,7 @@ def _sidecar_path(engine_path: Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
-def _environment(trt: ModuleType, gpu: cuda.DeviceInfo) -> dict[str, str]:
+def environment(trt: ModuleType, gpu: cuda.DeviceInfo) -> dict[str, str]:
     return {
         "tensorrt": str(trt.__version__),
         "gpu": gpu.name,
@@ -69,7 +69,7 @@ def _check_sidecar(path: Path, meta: Mapping[str, Any], env: Mapping[str, str]) 
     return problems
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     try:
@@ -81,7 +81,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _load_engine_file(path: Path, trt: ModuleType, gpu: cuda.DeviceInfo) -> bytes:
+def load_engine_file(path: Path, trt: ModuleType, gpu: cuda.DeviceInfo) -> bytes:
     """Read a built engine; with a sidecar, refuse it unless it was built here, for this TensorRT."""
     sidecar = _sidecar_path(path)
     if sidecar.exists():
@@ -91,7 +91,7 @@ def _load_engine_file(path: Path, trt: ModuleType, gpu: cuda.DeviceInfo) -> byte
             raise ModelLoadError(
                 f"{sidecar} is not valid JSON ({e}); delete it or rebuild the engine", path=str(path)
             ) from e
-        problems = _check_sidecar(path, meta, _environment(trt, gpu))
+        problems = _check_sidecar(path, meta, environment(trt, gpu))
         if problems:
             source = meta.get("model") or "its ONNX model"
             raise ModelLoadError(
@@ -105,7 +105,7 @@ def _load_engine_file(path: Path, trt: ModuleType, gpu: cuda.DeviceInfo) -> byte
     return path.read_bytes()
 
 
-def _cache_key(
+def cache_key(
     env: Mapping[str, str],
     model: Path,
     model_bytes: bytes,
@@ -129,15 +129,15 @@ def _cache_key(
     return digest, meta
 
 
-def _engine_path(cache_dir: Path, model: Path, digest: str) -> Path:
+def engine_file_path(cache_dir: Path, model: Path, digest: str) -> Path:
     return cache_dir / f"{_slug(model.stem)}-{digest}.engine"
 
 
-def _timing_cache_file(cache_dir: Path, trt: ModuleType, gpu: cuda.DeviceInfo) -> Path:
+def timing_cache_file(cache_dir: Path, trt: ModuleType, gpu: cuda.DeviceInfo) -> Path:
     return cache_dir / f"timing-{trt.__version__}-{_slug(gpu.name)}-{gpu.sm}.cache"
 
 
-def _load_cached(engine_path: Path, meta: Mapping[str, Any], env: Mapping[str, str]) -> bytes | None:
+def load_cached(engine_path: Path, meta: Mapping[str, Any], env: Mapping[str, str]) -> bytes | None:
     """The cached engine if its sidecar matches ``meta`` and this machine; None: absent or stale."""
     sidecar = _sidecar_path(engine_path)
     if not (engine_path.exists() and sidecar.exists()):
@@ -162,15 +162,15 @@ def _load_cached(engine_path: Path, meta: Mapping[str, Any], env: Mapping[str, s
     return None
 
 
-def _store(engine_path: Path, blob: bytes, meta: Mapping[str, Any]) -> None:
+def store(engine_path: Path, blob: bytes, meta: Mapping[str, Any]) -> None:
     """Write the engine, then its sidecar with the engine's sha256 (each atomically)."""
-    _write_atomic(engine_path, blob)
+    write_atomic(engine_path, blob)
     meta = {**meta, "engine_sha256": hashlib.sha256(blob).hexdigest()}
-    _write_atomic(_sidecar_path(engine_path), json.dumps(meta, indent=1, sort_keys=True).encode())
+    write_atomic(_sidecar_path(engine_path), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
 # -- what of the ONNX model is keyed ---------------------------------------------------------------------
-def _onnx_proto(path: Path) -> Any | None:
+def onnx_proto(path: Path) -> Any | None:
     """The ONNX model without its external data, or None when the onnx package is missing."""
     try:
         import onnx
@@ -183,7 +183,7 @@ def _onnx_proto(path: Path) -> Any | None:
         return None
 
 
-def _external_data_hashes(path: Path) -> dict[str, str]:
+def external_data_hashes(path: Path) -> dict[str, str]:
     """sha256 of every external-data file the ONNX model names (they hold its weights)."""
     out = {}
     for loc in external_data_locations(path):

@@ -14,10 +14,10 @@ import numpy as np
 
 from ...errors import InputSpecError
 from . import cuda
-from .specs import _numpy_dtype
+from .specs import numpy_dtype
 
 
-def _make_calibrator(
+def make_calibrator(
     trt: ModuleType,
     feeds: list[dict[str, np.ndarray]],
     network: Any,
@@ -32,7 +32,7 @@ def _make_calibrator(
     tensors = [network.get_input(i) for i in range(network.num_inputs)]
     want = {
         t.name: (
-            _numpy_dtype(trt, t.dtype, t.name),
+            numpy_dtype(trt, t.dtype, t.name),
             tuple(profile[t.name][1]) if t.name in profile else tuple(int(d) for d in t.shape),
         )
         for t in tensors

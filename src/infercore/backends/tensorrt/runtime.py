@@ -22,7 +22,7 @@ import numpy as np
 from ...errors import BackendError, BackendRuntimeError, EngineClosedError, InputSpecError
 from ...specs import TensorSpec, format_shape
 from . import cuda
-from .specs import _discover
+from .specs import discover_specs
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class TensorRTBackend:
         self.path = path
         self.device = f"cuda:{gpu.index}"
         self._cuda_graph = cuda_graph
-        self.inputs, self.outputs, self.profiles = _discover(trt, engine)
+        self.inputs, self.outputs, self.profiles = discover_specs(trt, engine)
         self._lock = threading.Lock()  # guards _closed, _bindings and _per_thread
         self._closed = False
         self._bindings: weakref.WeakSet[TensorRTBinding] = weakref.WeakSet()  # every live binding

@@ -18,7 +18,7 @@ from ...errors import BackendUnavailableError, ModelLoadError
 from ...specs import TensorSpec
 
 
-def _numpy_dtype(trt: ModuleType, dt: Any, name: str) -> np.dtype:
+def numpy_dtype(trt: ModuleType, dt: Any, name: str) -> np.dtype:
     table = {
         "FLOAT": "float32",
         "HALF": "float16",
@@ -59,7 +59,7 @@ class _Profile:
         return f"min {self.min}, opt {self.opt}, max {self.max}"
 
 
-def _discover(
+def discover_specs(
     trt: ModuleType, engine: Any
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, _Profile]]:
     inputs, outputs, profiles = [], [], {}
@@ -67,7 +67,7 @@ def _discover(
         name = engine.get_tensor_name(i)
         mode = engine.get_tensor_mode(name)
         dims = tuple(int(d) for d in engine.get_tensor_shape(name))
-        spec = TensorSpec(name, _numpy_dtype(trt, engine.get_tensor_dtype(name), name), dims)
+        spec = TensorSpec(name, numpy_dtype(trt, engine.get_tensor_dtype(name), name), dims)
         if mode == trt.TensorIOMode.INPUT:
             inputs.append(spec)
             if not spec.is_static:
