@@ -111,11 +111,13 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
     async def server_metadata(request: Request) -> Response:
         return _json({"name": "infercore", "version": __version__, "extensions": EXTENSIONS})
 
+    # The status code is the answer (the V2 protocol); the JSON body says it too, as KServe's
+    # own server does and its InferenceRESTClient requires ({"live": true}, {"ready": true}).
     async def live(request: Request) -> Response:
-        return Response(status_code=200 if service.live else 400)
+        return _json({"live": service.live}, 200 if service.live else 400)
 
     async def ready(request: Request) -> Response:
-        return Response(status_code=200 if service.ready else 400)
+        return _json({"ready": service.ready}, 200 if service.ready else 400)
 
     async def model_metadata(request: Request) -> Response:
         p = request.path_params
