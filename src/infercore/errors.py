@@ -177,6 +177,12 @@ class ServeError(InfercoreError):
     grpc_code = "INTERNAL"
 
     def __init__(self, message: str) -> None:
+        # a message may quote what a client sent, and JSON lets a client send a lone UTF-16
+        # surrogate ("\ud800") that no UTF-8 encoder (orjson, gRPC) accepts: escape it
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:
+            message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.message = message
 

@@ -1,6 +1,8 @@
 """Requests that used to break the server or be answered wrongly: out-of-range numbers and
 parameters, non-finite outputs, clients that go away, reloads mid-body, drains shorter than a
-second, unbounded metric labels. Each checked through real clients (httpx, tritonclient, grpc)."""
+second, unbounded metric labels, and what the fuzzer (test_fuzz.py) found: JSON nested thousands
+of levels deep, lone UTF-16 surrogates, empty tensors with enormous dimensions, gRPC bytes that are
+no message. Each checked through real clients (httpx, tritonclient, grpc)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,15 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from .conftest import _save, affine, affine_model, running
+from .conftest import _save, affine, affine_model, running, strings_model
 
 httpx = pytest.importorskip("httpx")
 grpc = pytest.importorskip("grpc")
@@ -37,8 +40,9 @@ _TYPES = {
 
 @pytest.fixture(scope="module")
 def hrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``affine`` as in conftest, ``id_<type>`` (Identity, [N, 3]) per datatype, and ``held``: a
-    batcher that waits 30 s for a batch of 64 that never fills, so requests stay queued."""
+    """``affine`` as in conftest, ``id_<type>`` (Identity, [N, 3]) per datatype, ``strings``
+    (BYTES Identity, unbatched) and ``held``: a batcher that waits 30 s for a batch of 64 that
+    never fills, so requests stay queued."""
     root = tmp_path_factory.mktemp("hrepo")
     affine_model(root / "affine" / "1" / "model.onnx", 3.0)
     for name, tp in _TYPES.items():
@@ -47,6 +51,8 @@ def hrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], f"id_{name}", [x], [y])
         _save(graph, root / f"id_{name.lower()}" / "1" / "model.onnx")
     affine_model(root / "held" / "1" / "model.onnx", 2.0)
+    strings_model(root / "strings" / "1" / "model.onnx")
+    (root / "strings" / "config.yaml").write_text("batching: false\nthreads: 1\n")
     (root / "held" / "config.yaml").write_text(
         "threads: 1\nbatching: {max_batch_size: 64, max_queue_delay_ms: 30000}\n"
     )
@@ -520,3 +526,202 @@ def test_a_model_that_fails_to_load_at_start_is_a_clean_cli_error(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 1
     assert "infercore serve: error: model 'broken'" in err and "unexpected" not in err
+
+
+# -- 13. found by fuzzing the decoders (test_fuzz.py) --------------------------------------------
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+_ONE_X = '"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]'
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        # deeper than orjson's 1024 levels: Python's json, the fallback for NaN, overflowed its stack
+        ("/v2/models/affine/infer", _nested(5000), "request body is not valid JSON: depth limit"),
+        ("/v2/models/affine/infer", '{"inputs": ' + _nested(3000) + "}", "not valid JSON: depth limit"),
+        ("/v2/repository/index", _nested(5000), "not valid JSON: depth limit"),
+        # 1000 levels parse, then the error message's repr() of the value overflowed
+        ("/v2/models/affine/infer", '{"id": ' + _nested(1000) + ", " + _ONE_X + "}", "'id' must be a string, got [[[["),
+        ("/v2/models/affine/infer", '{"parameters": {"timeout": ' + _nested(1000) + "}, " + _ONE_X + "}", "'timeout'"),
+        ("/v2/repository/index", '{"ready": ' + _nested(1000) + "}", "'ready' must be true or false"),
+        ("/v2/repository/index", _nested(1000), 'a repository index request body is {"ready"'),
+    ],
+    ids=["body-5000", "inputs-3000", "index-5000", "id-1000", "timeout-1000", "ready-1000", "index-1000"],
+)
+def test_json_nested_thousands_of_levels_deep_is_400(hserver, path, body, says):
+    r = httpx.post(_url(hserver, path), content=body.encode(), headers=AUTH, timeout=30)
+    assert r.status_code == 400, r.text
+    assert says in r.json()["error"] and len(r.json()["error"]) < 400  # the echo is cut short
+    _ok_affine(hserver)
+
+
+def test_a_binary_request_whose_json_header_is_nested_too_deep_is_400(hserver):
+    header = ('{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "parameters": '
+              '{"binary_data_size": 16, "z": ' + _nested(3000) + "}}]}").encode()  # fmt: skip
+    r = httpx.post(
+        _url(hserver, "/v2/models/affine/infer"),
+        content=header + np.ones(4, np.float32).tobytes(),
+        headers={**AUTH, "Inference-Header-Content-Length": str(len(header))},
+    )
+    assert r.status_code == 400, r.text
+    assert "the JSON header is not valid JSON: depth limit" in r.json()["error"]
+
+
+def test_a_lone_surrogate_id_is_400_not_an_unencodable_answer(hserver):
+    # valid JSON, but a string no UTF-8 encoder takes: echoing it back made orjson raise (500)
+    body = '{"id": "req-\\ud800", ' + _ONE_X + "}"
+    r = httpx.post(_url(hserver, "/v2/models/affine/infer"), content=body.encode(), headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "'id' is not valid Unicode text: surrogates not allowed at character 4"
+    _ok_affine(hserver)
+
+
+def test_a_lone_surrogate_in_bytes_data_is_400_naming_the_element(hserver):
+    body = '{"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "data": ["ok", "a\\udc00"]}]}'
+    r = httpx.post(_url(hserver, "/v2/models/strings/infer"), content=body.encode(), headers=AUTH)
+    assert r.status_code == 400, r.text  # was 500: the runtime failed to encode it
+    assert r.json()["error"].startswith("tensor 's': BYTES element 1 is not valid Unicode text")
+    s = np.array(["ok", "é€𝄞"], dtype=object)  # valid text beyond ASCII still goes through
+    r = _post(hserver, "strings", {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2], "data": s.tolist()}]})
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == s.tolist(), r.text
+
+
+def test_a_lone_surrogate_echoed_in_an_error_is_escaped(hserver):
+    body = '{"inputs": [{"name": "\\ud800", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}'
+    r = httpx.post(_url(hserver, "/v2/models/affine/infer"), content=body.encode(), headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "model 'affine' has no input '\\ud800'; its inputs are: x"
+    r = httpx.post(
+        _url(hserver, "/v2/repository/models/affine/load"),
+        content=b'{"parameters": {"config": "{\\"threads\\": \\"\\ud800\\"}"}}',
+        headers=AUTH,
+    )
+    assert r.status_code == 400, r.text  # was 500: str.encode() of the config raised
+    assert r.json()["error"].startswith("parameter 'config' is not valid JSON text")
+
+
+def test_every_serve_error_message_can_be_encoded():
+    import orjson
+
+    from infercore.errors import BadRequest, ServeError
+
+    for e in (BadRequest("no input '\ud800x'"), ServeError("a\udfff\ud800")):
+        assert orjson.loads(orjson.dumps({"error": e.message}))["error"] == e.message
+    assert BadRequest("no input '\ud800x'").message == "no input '\\ud800x'"
+    assert BadRequest("é€𝄞").message == "é€𝄞"  # valid text is left alone
+
+
+def test_a_request_id_beyond_printable_ascii_is_escaped_in_the_header(hserver):
+    rid = "é€\r\nX-Injected: 1"
+    bad = {"id": rid, "inputs": [{"name": "nope", "datatype": "FP32", "shape": [1], "data": [1]}]}
+    r = _post(hserver, "affine", bad)  # was a plain-text 500: the header could not be encoded
+    assert r.status_code == 400, r.text
+    assert r.headers["x-request-id"] == "\\xe9\\u20ac\\r\\nX-Injected: 1"
+    assert "x-injected" not in r.headers
+    r = _post(hserver, "affine", _x(np.ones((1, 4), np.float32), id=rid))
+    assert r.status_code == 200 and r.json()["id"] == rid  # the body echoes it as sent
+
+
+@pytest.mark.parametrize("shape", [[0, 2**62, 2**62], [2**62, 0, 2**62], [0, 2**63 - 1, 16]])
+def test_an_empty_tensor_with_enormous_dimensions_is_400(hserver, shape):
+    # no element, so every size check passed; numpy then refused the shape itself (500)
+    says = f"tensor 'x': shape {shape} declares more elements than an array can hold"
+    r = _post(hserver, "affine", {"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": []}]})
+    assert r.status_code == 400 and r.json()["error"] == says, r.text
+    header = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "parameters": {"binary_data_size": 0}}]}
+    ).encode()
+    r = httpx.post(
+        _url(hserver, "/v2/models/affine/infer"),
+        content=header,
+        headers={**AUTH, "Inference-Header-Content-Length": str(len(header))},
+    )
+    assert r.status_code == 400 and r.json()["error"] == says, r.text
+    from infercore.serve.grpc_service import messages as pb
+
+    T = pb.ModelInferRequest.InferInputTensor
+    request = pb.ModelInferRequest(
+        model_name="affine", inputs=[T(name="x", datatype="FP32", shape=shape)], raw_input_contents=[b""]
+    )
+    with pytest.raises(grpc.RpcError) as e:
+        _grpc_infer(hserver, request)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details() == says
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\x0a\x06aff", b"\x0a\x02\xff\xfe", b"\xff" * 8, b"\x2a\x80"],
+    ids=["truncated", "string-not-utf8", "junk", "bad-length"],
+)
+def test_grpc_bytes_that_are_no_message_are_invalid_argument(hserver, raw):
+    # grpc answers UNKNOWN ("Unexpected DecodeError") when the deserializer raises
+    before = _metric(hserver, "infercore_request_failure_total", protocol="grpc", reason="BadRequest")
+    with grpc.insecure_channel(f"127.0.0.1:{hserver.ports['grpc']}") as channel:
+        for method in ("ModelInfer", "ModelMetadata"):
+            call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+            with pytest.raises(grpc.RpcError) as e:
+                call(raw, metadata=[("authorization", "Bearer s3cret")], timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+            assert f"not a valid inference.{method}Request" in e.value.details()
+    after = _metric(hserver, "infercore_request_failure_total", protocol="grpc", reason="BadRequest")
+    assert after == before + 1  # the ModelInfer call is counted, under the unknown-model label
+
+
+def test_a_small_request_declaring_an_enormous_shape_allocates_none_of_it(hserver):
+    from infercore.serve.grpc_service import messages as pb
+
+    huge = [2**26, 4]  # 1 GiB of FP32, 2 GiB of BYTES offsets, if it were allocated
+    T = pb.ModelInferRequest.InferInputTensor
+
+    def rest_json() -> tuple[int, str]:
+        r = _post(hserver, "affine", {"inputs": [{"name": "x", "datatype": "FP32", "shape": huge, "data": [1.0] * 4}]})
+        return r.status_code, r.json()["error"]
+
+    def rest_binary(datatype: str, blob: bytes) -> Callable[[], tuple[int, str]]:
+        def send() -> tuple[int, str]:
+            t = {"name": "x", "datatype": datatype, "shape": huge, "parameters": {"binary_data_size": len(blob)}}
+            header = json.dumps({"inputs": [t]}).encode()
+            r = httpx.post(
+                _url(hserver, "/v2/models/affine/infer"),
+                content=header + blob,
+                headers={**AUTH, "Inference-Header-Content-Length": str(len(header))},
+            )
+            return r.status_code, r.json()["error"]
+
+        return send
+
+    def grpc_call(t: object, raw: list[bytes]) -> Callable[[], tuple[int, str]]:
+        def send() -> tuple[int, str]:
+            with pytest.raises(grpc.RpcError) as e:
+                _grpc_infer(hserver, pb.ModelInferRequest(model_name="affine", inputs=[t], raw_input_contents=raw))
+            return (400 if e.value.code() == grpc.StatusCode.INVALID_ARGUMENT else 500), e.value.details()
+
+        return send
+
+    sends = [
+        rest_json,
+        rest_binary("FP32", np.ones(4, np.float32).tobytes()),
+        rest_binary("BYTES", struct.pack("<I", 1) + b"a"),
+        grpc_call(T(name="x", datatype="FP32", shape=huge), [np.ones(4, np.float32).tobytes()]),
+        grpc_call(T(name="x", datatype="BYTES", shape=huge), [struct.pack("<I", 1) + b"a"]),
+        grpc_call(T(name="x", datatype="FP32", shape=huge, contents=pb.InferTensorContents(fp32_contents=[1.0])), []),
+        grpc_call(T(name="x", datatype="BYTES", shape=huge, contents=pb.InferTensorContents(bytes_contents=[b"a"])), []),
+    ]
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        a = np.empty(huge, np.float32)  # the meter sees numpy's allocations, so its silence below means something
+        assert tracemalloc.get_traced_memory()[1] >= a.nbytes
+        del a
+        for send in sends:
+            tracemalloc.reset_peak()
+            start = tracemalloc.get_traced_memory()[0]
+            status, error = send()
+            peak = tracemalloc.get_traced_memory()[1] - start
+            assert status == 400 and ("tensor 'x'" in error or "input 'x'" in error), error
+            assert peak < 16 << 20, f"{send}: {peak} bytes at the peak for a refused request: {error}"
+    finally:
+        tracemalloc.stop()

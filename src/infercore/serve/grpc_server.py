@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from .. import __version__
 from ..errors import BadRequest, ClientClosed, ServeError
@@ -23,7 +24,15 @@ from .grpc_service import messages as pb
 from .repository import ModelVersion
 from .rest import EXTENSIONS
 from .service import InferenceService, RequestTensor, new_request_id
-from .tensors import V2_DATATYPES, check_int_range, datatype_of, decode_binary, element_count, encode_binary
+from .tensors import (
+    V2_DATATYPES,
+    check_int_range,
+    datatype_of,
+    decode_binary,
+    dtype_of,
+    element_count,
+    encode_binary,
+)
 
 __all__ = ["create_grpc_server"]
 
@@ -218,8 +227,6 @@ def _inputs(request: Any) -> list[RequestTensor]:
 
 
 def _from_contents(t: Any, shape: list[int]) -> np.ndarray:
-    from .tensors import dtype_of
-
     dtype = dtype_of(t.datatype, t.name)
     field = _CONTENTS.get(t.datatype)
     if field is None:
@@ -245,6 +252,51 @@ def _from_contents(t: Any, shape: list[int]) -> np.ndarray:
     return arr.reshape(shape)
 
 
+class _Undecodable:
+    """A request whose bytes are not a valid message, handed to the handler in its place: the
+    handler answers INVALID_ARGUMENT (grpc's own answer to a deserializer that raises is UNKNOWN)."""
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        self.type_name = type_name
+        self.error = error
+
+
+def _parser(message_type: Any) -> Callable[[bytes], Any]:
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as e:  # a malformed message, or a string field that is not UTF-8
+            return _Undecodable(name, e)
+
+    return parse
+
+
+def _checked(
+    method: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+    service: InferenceService,
+    *,
+    inference: bool,
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """``method``, refusing an :class:`_Undecodable` request (counted in the metrics if it was
+    meant as an inference request, under the unknown-model label)."""
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            started = time.perf_counter()
+            err = BadRequest(
+                f"the request is not a valid {request.type_name} (malformed protobuf, or a string "
+                f"field that is not UTF-8): {request.error}"
+            )
+            if inference:
+                service.record(None, "", "grpc", started, new_request_id(), err)
+            await _abort(context, err)
+        return await method(request, context)
+
+    return handle
+
+
 def create_grpc_server(service: InferenceService, *, max_message: int = 64 << 20) -> grpc.aio.Server:
     """A ``grpc.aio`` server with the V2 service added; the caller adds ports and starts it."""
     server = grpc.aio.server(
@@ -257,8 +309,8 @@ def create_grpc_server(service: InferenceService, *, max_message: int = 64 << 20
     servicer = InferenceServicer(service)
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, name),
-            request_deserializer=getattr(pb, req).FromString,
+            _checked(getattr(servicer, name), service, inference=name == "ModelInfer"),
+            request_deserializer=_parser(getattr(pb, req)),
             response_serializer=getattr(pb, resp).SerializeToString,
         )
         for name, req, resp in METHODS

@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import BadRequest, ClientClosed, PayloadTooLarge, ServeError, Unauthorized, Unavailable
 from .repository import ModelVersion
 from .service import InferenceService, RequestTensor, new_request_id
-from .tensors import datatype_of, decode_binary, decode_json, encode_binary, json_data
+from .tensors import datatype_of, decode_binary, decode_json, encode_binary, json_data, shown
 
 __all__ = ["EXTENSIONS", "create_app"]
 
@@ -42,6 +42,7 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 
 def _error(e: ServeError, headers: dict[str, str] | None = None) -> Response:
+    """``{"error": message}`` with the error's status (its message is always valid UTF-8)."""
     if isinstance(e, Unauthorized):  # RFC 7235: a 401 names the scheme it wants
         headers = {**(headers or {}), "www-authenticate": "Bearer"}
     return _json({"error": e.message}, e.http_status, headers)
@@ -62,7 +63,7 @@ def _guarded(fn: Handler) -> Handler:
             return Response(status_code=ClientClosed.http_status)  # nobody is left to read it
         except Exception as e:
             log.exception("unexpected error", extra={"path": request.url.path})
-            return _json({"error": f"internal error: {type(e).__name__}: {e}"}, 500)
+            return _error(ServeError(f"internal error: {type(e).__name__}: {e}"))
 
     endpoint.__name__ = fn.__name__
     return endpoint
@@ -96,10 +97,11 @@ def _loads(raw: bytes | memoryview, what: str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         # tritonclient (rapidjson) writes non-finite floats as NaN / Infinity / -Infinity and
-        # Triton parses them (kParseNanAndInfFlag); orjson is strict, Python's json reads them
+        # Triton parses them (kParseNanAndInfFlag); orjson is strict, Python's json reads them.
+        # Python's json recurses: JSON nested deeper than orjson's 1024 levels overflows its stack
         try:
             return json.loads(bytes(raw))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             raise BadRequest(f"{what} is not valid JSON: {e}") from None
 
 
@@ -179,7 +181,7 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
         except ServeError as e:
             rid = request_id or new_request_id()
             service.record(mv, name, "http", started, rid, e)
-            return _error(e, {"x-request-id": rid})
+            return _error(e, {"x-request-id": _header_value(rid)})
         except asyncio.CancelledError:
             if not service.draining:
                 raise
@@ -190,7 +192,7 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
             )
             rid = request_id or new_request_id()
             service.record(mv, name, "http", started, rid, cut)
-            return _error(cut, {"x-request-id": rid})
+            return _error(cut, {"x-request-id": _header_value(rid)})
         except Exception as e:  # a bug of ours: answer 500 with the reason, keep serving
             log.exception("unexpected error in infer", extra={"model": name, "request_id": request_id})
             err = ServeError(f"internal error: {type(e).__name__}: {e}")
@@ -205,10 +207,12 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
         body = await read_body(request, 1 << 20)
         params = _loads(body, "request body") if body.strip() else {}
         if not isinstance(params, dict):
-            raise BadRequest(f'a repository index request body is {{"ready": true|false}}, got {params!r}')
+            raise BadRequest(
+                f'a repository index request body is {{"ready": true|false}}, got {shown(params)}'
+            )
         ready_only = params.get("ready", False)
         if not isinstance(ready_only, bool):
-            raise BadRequest(f"'ready' must be true or false, got {ready_only!r}")
+            raise BadRequest(f"'ready' must be true or false, got {shown(ready_only)}")
         return _json(repo.index(ready_only))
 
     async def repo_load(request: Request) -> Response:
@@ -222,9 +226,11 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
                 raise BadRequest('a load request body is {"parameters": {...}}')
             raw = params.get("config")
             if raw is not None:
-                config = _loads(
-                    raw.encode() if isinstance(raw, str) else orjson.dumps(raw), "parameter 'config'"
-                )
+                try:
+                    text = raw.encode() if isinstance(raw, str) else orjson.dumps(raw)
+                except (UnicodeEncodeError, orjson.JSONEncodeError) as e:
+                    raise BadRequest(f"parameter 'config' is not valid JSON text: {e}") from None
+                config = _loads(text, "parameter 'config'")
                 if not isinstance(config, dict):
                     raise BadRequest("parameter 'config' must be a JSON object")
         await asyncio.to_thread(repo.load, request.path_params["model"], config)
@@ -322,8 +328,21 @@ def _request_id(header: dict[str, Any]) -> str:
     if rid is None:
         return ""
     if not isinstance(rid, str):
-        raise BadRequest(f"'id' must be a string, got {rid!r}")
+        raise BadRequest(f"'id' must be a string, got {shown(rid)}")
+    if not rid.isascii():
+        try:
+            rid.encode("utf-8")  # echoed in the answer: a lone surrogate ("\ud800") cannot be
+        except UnicodeEncodeError as e:
+            raise BadRequest(f"'id' is not valid Unicode text: {e.reason} at character {e.start}") from None
     return rid
+
+
+def _header_value(text: str) -> str:
+    """``text`` as an HTTP header value: printable ASCII kept, anything else backslash-escaped
+    (a request id from the JSON body may hold any character, CR and LF included)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _inputs(header: dict[str, Any], binary: memoryview) -> tuple[list[RequestTensor], int]:
@@ -347,7 +366,9 @@ def _inputs(header: dict[str, Any], binary: memoryview) -> tuple[list[RequestTen
         size = params.get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise BadRequest(f"input {name!r}: binary_data_size must be an int >= 0, got {size!r}")
+                raise BadRequest(
+                    f"input {name!r}: binary_data_size must be an int >= 0, got {shown(size)}"
+                )
             if "data" in t:
                 raise BadRequest(f"input {name!r} has both 'data' and binary_data_size")
             if pos + size > len(binary):
@@ -371,7 +392,7 @@ def _outputs(header: dict[str, Any]) -> tuple[list[tuple[str, bool]] | None, boo
         raise BadRequest("'parameters' must be an object")
     binary_out = params.get("binary_data_output", False)
     if not isinstance(binary_out, bool):
-        raise BadRequest(f"parameter binary_data_output must be true or false, got {binary_out!r}")
+        raise BadRequest(f"parameter binary_data_output must be true or false, got {shown(binary_out)}")
     outputs = header.get("outputs")
     if outputs is None or outputs == []:  # Triton: no requested outputs means every output
         return None, binary_out

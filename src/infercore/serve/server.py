@@ -119,7 +119,7 @@ class InferenceServer:
             h11_max_incomplete_event_size=1 << 20,
         )
         family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((opts.host, opts.http_port or 0))
         sock.listen(2048)

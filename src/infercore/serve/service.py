@@ -32,7 +32,7 @@ from ..errors import (
 from ..specs import format_shape
 from .metrics import ServeMetrics
 from .repository import ModelRepository, ModelVersion
-from .tensors import datatype_of
+from .tensors import datatype_of, shown
 
 __all__ = ["MAX_TIMEOUT_US", "UNKNOWN_MODEL", "InferenceService", "RequestTensor", "new_request_id"]
 
@@ -233,11 +233,11 @@ def _scheduling(parameters: Mapping[str, Any]) -> tuple[float | None, int]:
         ):
             raise BadRequest(
                 f"parameter 'timeout' must be a number of microseconds in [0, {MAX_TIMEOUT_US}] "
-                f"(0: no deadline; at most one day), got {timeout!r}"
+                f"(0: no deadline; at most one day), got {shown(timeout)}"
             )
         timeout = timeout / 1e6 if timeout else None
     if isinstance(priority, bool) or priority not in (0, 1):
-        raise BadRequest(f"parameter 'priority' must be 0 (normal) or 1 (high), got {priority!r}")
+        raise BadRequest(f"parameter 'priority' must be 0 (normal) or 1 (high), got {shown(priority)}")
     return timeout, priority
 
 

@@ -6,6 +6,7 @@ REST and gRPC fronts turn it into a 400 / INVALID_ARGUMENT and never into a 500.
 
 from __future__ import annotations
 
+import reprlib
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ import orjson
 from ..errors import BadRequest
 
 __all__ = [
+    "MAX_ELEMENTS",
     "MAX_RANK",
     "V2_DATATYPES",
     "check_int_range",
@@ -28,6 +30,7 @@ __all__ = [
     "encode_binary",
     "encode_bytes",
     "json_data",
+    "shown",
 ]
 
 V2_DATATYPES: dict[str, np.dtype] = {
@@ -56,6 +59,19 @@ _BY_DTYPE: dict[np.dtype, str] = {d: name for name, d in V2_DATATYPES.items()}
 _LE = {name: d.newbyteorder("<") for name, d in V2_DATATYPES.items() if name != "BYTES"}
 _LEN = struct.Struct("<I")
 MAX_RANK = 32  # the most dimensions a request tensor may have (numpy 1.x's limit; no model comes close)
+# the most elements a shape may declare, zero dimensions left out: numpy cannot even make an empty
+# array of shape (0, 2**62, 2**62), and no request body comes near it
+MAX_ELEMENTS = (2**63 - 1) // 16
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 3, 8, 8
+_SHOWN.maxstring, _SHOWN.maxlong, _SHOWN.maxother = 120, 40, 60
+
+
+def shown(value: Any) -> str:
+    """How an error message quotes a value from a request: ``repr`` cut short, so that a value
+    nested thousands of levels deep cannot overflow the stack and a huge one cannot flood a log."""
+    return _SHOWN.repr(value)
 
 
 def datatype_of(dtype: np.dtype) -> str:
@@ -82,13 +98,19 @@ def element_count(shape: Sequence[int], tensor: str) -> int:
         raise BadRequest(
             f"tensor {tensor!r}: shape has {len(shape)} dimensions, at most {MAX_RANK} are accepted"
         )
-    n = 1
-    for d in shape:
+    n = nonzero = 1
+    for i, d in enumerate(shape):
         if type(d) is not int or d < 0:
             raise BadRequest(
-                f"tensor {tensor!r}: shape must be a list of non-negative ints, got {list(shape)}"
+                f"tensor {tensor!r}: shape must be a list of non-negative ints, got {shown(d)} "
+                f"at index {i}"
             )
         n *= d
+        nonzero *= d or 1
+    if nonzero > MAX_ELEMENTS:
+        raise BadRequest(
+            f"tensor {tensor!r}: shape {list(shape)} declares more elements than an array can hold"
+        )
     return n
 
 
@@ -120,8 +142,13 @@ def decode_json(data: Any, datatype: str, shape: Sequence[int], tensor: str) -> 
             flat = _flatten(data)
             arr = np.empty(len(flat), dtype=object)
             arr[:] = flat
-            if not all(isinstance(v, str | bytes) for v in flat):
-                raise BadRequest(f"tensor {tensor!r}: BYTES data must be strings")
+            for i, v in enumerate(flat):
+                if not isinstance(v, str):
+                    raise BadRequest(
+                        f"tensor {tensor!r}: BYTES data must be strings, element {i} is {shown(v)}"
+                    )
+                if not v.isascii():
+                    _check_text(v, i, tensor)
         elif datatype == "BOOL":
             arr = np.asarray(data)
             if arr.size and arr.dtype != np.bool_:
@@ -169,11 +196,23 @@ def _json_ints(data: list[Any], datatype: str, tensor: str) -> np.ndarray:
     for v in flat:
         if not info.min <= v <= info.max:
             raise BadRequest(
-                f"tensor {tensor!r}: value {v} is out of range for {datatype} [{info.min}, {info.max}]"
+                f"tensor {tensor!r}: value {shown(v)} is out of range for {datatype} "
+                f"[{info.min}, {info.max}]"
             )
     if len(flat) != np.asarray(data, dtype=object).size:
         raise BadRequest(f"tensor {tensor!r}: nested data must be a regular (non-ragged) list")
     return np.array(flat, dtype=V2_DATATYPES[datatype])
+
+
+def _check_text(v: str, i: int, tensor: str) -> None:
+    """A JSON string may hold a lone UTF-16 surrogate (``"\\ud800"``): text no model can take."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadRequest(
+            f"tensor {tensor!r}: BYTES element {i} is not valid Unicode text: {e.reason} at "
+            f"character {e.start}"
+        ) from None
 
 
 def _to_float(arr: np.ndarray, dtype: np.dtype, datatype: str, tensor: str) -> np.ndarray:
