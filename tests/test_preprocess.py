@@ -258,14 +258,14 @@ def _every_size_taker(size):
 @pytest.mark.parametrize("size", ["16", True, 2.5, (5,), (1, 2, 3), (8, 2.0), None])
 def test_sizes_of_the_wrong_type_are_refused(size):
     for call in _every_size_taker(size):
-        with pytest.raises(TypeError, match=r"must be an int or a \(height, width\) pair of ints"):
+        with pytest.raises(ic.ArgumentError, match=r"^size: .*expected an int or a \(height, width\) pair of ints"):
             call()
 
 
 @pytest.mark.parametrize("size", [0, -5, (0, 5), (5, -1)])
 def test_sizes_that_are_not_positive_are_refused(size):
     for call in _every_size_taker(size):
-        with pytest.raises(ValueError, match="must be positive"):
+        with pytest.raises(ic.ArgumentError, match=r"^size: .*must be positive"):
             call()
 
 
@@ -288,11 +288,11 @@ def test_empty_images_are_refused(shape):
 @pytest.mark.parametrize(
     ("mean", "std", "match"),
     [
-        (0.5, 0.0, "std must be non-zero"),
-        (IMAGENET_MEAN, (0.2, 0.0, 0.2), "std must be non-zero"),
+        (0.5, 0.0, "^std: Normalize: must be non-zero"),
+        (IMAGENET_MEAN, (0.2, 0.0, 0.2), "^std: Normalize: must be non-zero"),
         (0.5, 1e-45, "non-zero|too small"),
-        (0.5, float("nan"), "std must be finite"),
-        (float("inf"), 0.5, "mean must be finite"),
+        (0.5, float("nan"), "^std: Normalize: must be finite"),
+        (float("inf"), 0.5, "^mean: Normalize: must be finite"),
         ((0.5, 0.5), IMAGENET_STD, "mean has 2 values and std 3"),
         ([], 0.5, "one number per channel"),
     ],
@@ -406,13 +406,13 @@ def test_text_pipeline_refuses_max_length_shorter_than_the_special_tokens(tokeni
     single, pair = ref.num_special_tokens_to_add(False), ref.num_special_tokens_to_add(True)
     assert (single, pair) == (2, 3)  # [CLS] a [SEP] / [CLS] a [SEP] b [SEP]
     with pytest.raises(
-        ValueError, match=rf"max_length={max_length} .*2 special tokens to a text and 3 to a pair"
+        ic.ArgumentError, match=rf"^max_length: {max_length} .*2 special tokens to a text and 3 to a pair"
     ):
         TextPipeline(tokenizer_path, buckets=(), max_length=max_length)
     # without special tokens, one token is enough
     pipe = TextPipeline(tokenizer_path, buckets=(), max_length=1, add_special_tokens=False)
     assert pipe("hello world")["input_ids"].shape == (1, 1)
-    with pytest.raises(TypeError, match="max_length must be an int"):
+    with pytest.raises(ic.ArgumentError, match="^max_length: expected an int"):
         TextPipeline(tokenizer_path, buckets=(), max_length=True)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputSpecError
+from ..errors import ArgumentError, InputSpecError
 from ..optional import require
 from .pipeline import Pipeline, Prepared
 
@@ -55,10 +55,13 @@ def _pil() -> Any:
 
 
 def _side(v: Any, what: str, given: Any) -> int:
+    """``what``: the parameter, after the step's name if any (``"Resize size"``)."""
+    owner, _, parameter = what.rpartition(" ")
+    step = f"{owner}: " if owner else ""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{what} must be an int or a (height, width) pair of ints, got {given!r}")
+        raise ArgumentError(parameter, f"{step}expected an int or a (height, width) pair of ints, got {given!r}")
     if v < 1:
-        raise ValueError(f"{what} must be positive, got {given!r}")
+        raise ArgumentError(parameter, f"{step}must be positive, got {given!r}")
     return int(v)
 
 
@@ -70,7 +73,7 @@ def _size(size: int | Sequence[int], what: str = "size") -> Size:
     if isinstance(size, np.ndarray) and size.ndim == 0:  # np.array(8): a 0-d array of one side
         return _size(size.item(), what)
     if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, np.ndarray)) or len(size) != 2:
-        raise TypeError(f"{what} must be an int or a (height, width) pair of ints, got {size!r}")
+        return (_side(None, what, size), 0)  # refused, with the step's name
     return (_side(size[0], what, size), _side(size[1], what, size))
 
 
@@ -96,7 +99,7 @@ _EXIF_ORIENTATION = 0x0112
 
 def _check_mode(mode: str) -> str:
     if mode not in _MODE_BANDS:
-        raise ValueError(f"unknown image mode {mode!r}; Pillow's modes: {', '.join(_MODE_BANDS)}")
+        raise ArgumentError("mode", f"unknown image mode {mode!r}; Pillow's modes: {', '.join(_MODE_BANDS)}")
     return mode
 
 
@@ -290,22 +293,23 @@ def _normalize_terms(
     std_a = np.asarray(std, np.float32)
     for name, a, given in (("mean", mean_a, mean), ("std", std_a, std)):
         if a.ndim > 1 or a.size == 0:
-            raise ValueError(f"Normalize: {name} must be a number or one number per channel, got {given!r}")
+            raise ArgumentError(name, f"Normalize: must be a number or one number per channel, got {given!r}")
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"Normalize: {name} must be finite (in float32), got {given!r}")
+            raise ArgumentError(name, f"Normalize: must be finite (in float32), got {given!r}")
     if np.any(std_a == 0):
-        raise ValueError(f"Normalize: std must be non-zero (in float32), got {std!r}")
+        raise ArgumentError("std", f"Normalize: must be non-zero (in float32), got {std!r}")
     if mean_a.size > 1 and std_a.size > 1 and mean_a.size != std_a.size:
-        raise ValueError(
+        raise ArgumentError(
+            "std",
             f"Normalize: mean has {mean_a.size} values and std {std_a.size}; give one per channel for both"
         )
     if not np.isfinite(np.float32(scale)):
-        raise ValueError(f"Normalize: scale must be finite, got {scale!r}")
+        raise ArgumentError("scale", f"Normalize: must be finite, got {scale!r}")
     with np.errstate(over="ignore"):
         mul = (np.float32(scale) / std_a).astype(np.float32)
         add = (-mean_a / std_a).astype(np.float32)
     if not (np.all(np.isfinite(mul)) and np.all(np.isfinite(add))):
-        raise ValueError(f"Normalize: std={std!r} is too small for float32 (scale / std overflows)")
+        raise ArgumentError("std", f"Normalize: {std!r} is too small for float32 (scale / std overflows)")
     return mul, add
 
 
@@ -475,7 +479,7 @@ class ImagePipeline(Pipeline):
         for st in steps:
             if st.stage == "prepare":
                 if fill:
-                    raise ValueError(f"{type(st).__name__} must come before {type(fill[0]).__name__}")
+                    raise ArgumentError("steps", f"{type(st).__name__} must come before {type(fill[0]).__name__}")
                 prep.append(st)  # type: ignore[arg-type]
             else:
                 fill.append(st)  # type: ignore[arg-type]
@@ -499,27 +503,30 @@ class ImagePipeline(Pipeline):
         for f in fill:
             if isinstance(f, ToCHW):
                 if chw:
-                    raise ValueError("ToCHW is given twice")
+                    raise ArgumentError("steps", "ToCHW is given twice")
                 chw = True
             elif isinstance(f, Normalize) and chw and f.channels is not None:
-                raise ValueError(
+                raise ArgumentError(
+                    "steps",
                     f"Normalize with {f.channels} per-channel mean/std must come before ToCHW: after ToCHW "
                     f"the last axis is the image width, not its channels"
                 )
         needs = {f.channels for f in fill if isinstance(f, Normalize) and f.channels is not None}
         if len(needs) > 1:
-            raise ValueError(f"Normalize steps disagree on the channel count: {sorted(needs)}")
+            raise ArgumentError("steps", f"Normalize steps disagree on the channel count: {sorted(needs)}")
         channels = needs.pop() if needs else None
         decodes = [st for st in prep if isinstance(st, Decode)]
         if decodes:
             d = decodes[-1]
             if d.mode in _NOT_UINT8_MODES:
-                raise ValueError(
+                raise ArgumentError(
+                    "steps",
                     f"Decode({d.mode!r}) does not give uint8 images, which image pipelines take; use a "
                     f"mode such as 'L', 'RGB' or 'RGBA'"
                 )
             if channels is not None and d.channels != channels:
-                raise ValueError(
+                raise ArgumentError(
+                    "steps",
                     f"Decode({d.mode!r}) gives {d.channels}-channel images but Normalize has {channels} "
                     f"mean/std values (one per channel); decode to a {channels}-channel mode or give "
                     f"{d.channels} value(s)"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputSpecError, ModelLoadError
+from ..errors import ArgumentError, InputSpecError, ModelLoadError
 from ..optional import require
 from .pipeline import Pipeline, Prepared
 
@@ -57,28 +57,30 @@ class TextPipeline(Pipeline):
         elif isinstance(tokenizer, tk.Tokenizer):
             tok = tk.Tokenizer.from_str(tokenizer.to_str())
         else:
-            raise TypeError(
-                f"tokenizer must be a tokenizer.json path or a tokenizers.Tokenizer, got {tokenizer!r}"
+            raise ArgumentError(
+                "tokenizer",
+                f"expected a tokenizer.json path or a tokenizers.Tokenizer, got {tokenizer!r}"
             )
         if any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) for b in buckets):
-            raise TypeError(f"buckets must be ints, got {tuple(buckets)!r}")
+            raise ArgumentError("buckets", f"expected ints, got {tuple(buckets)!r}")
         self.buckets = tuple(sorted(int(b) for b in buckets))
         if any(b < 1 for b in self.buckets):
-            raise ValueError(f"buckets must be positive lengths, got {buckets}")
+            raise ArgumentError("buckets", f"expected positive lengths, got {buckets}")
         if max_length is None:
             max_length = self.buckets[-1] if self.buckets else None
         elif isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
-            raise TypeError(f"max_length must be an int, got {max_length!r}")
+            raise ArgumentError("max_length", f"expected an int, got {max_length!r}")
         elif self.buckets and max_length > self.buckets[-1]:
-            raise ValueError(f"max_length={max_length} exceeds the largest bucket {self.buckets[-1]}")
+            raise ArgumentError("max_length", f"{max_length} exceeds the largest bucket {self.buckets[-1]}")
         self.specials = (
             (tok.num_special_tokens_to_add(False), tok.num_special_tokens_to_add(True))
             if add_special_tokens
             else (0, 0)
         )
         if max_length is not None and max_length < max(1, self.specials[1]):
-            raise ValueError(
-                f"max_length={max_length} leaves no room: the tokenizer adds {self.specials[0]} special "
+            raise ArgumentError(
+                "max_length",
+                f"{max_length} leaves no room: the tokenizer adds {self.specials[0]} special "
                 f"tokens to a text and {self.specials[1]} to a pair, so max_length must be at least "
                 f"{max(1, self.specials[1])}"
             )
