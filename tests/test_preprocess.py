@@ -412,7 +412,7 @@ def test_text_pipeline_refuses_max_length_shorter_than_the_special_tokens(tokeni
     # without special tokens, one token is enough
     pipe = TextPipeline(tokenizer_path, buckets=(), max_length=1, add_special_tokens=False)
     assert pipe("hello world")["input_ids"].shape == (1, 1)
-    with pytest.raises(ic.ArgumentError, match="^max_length: expected an int"):
+    with pytest.raises(ic.ArgumentError, match=r"^max_length: expected an int"):
         TextPipeline(tokenizer_path, buckets=(), max_length=True)
 
 
