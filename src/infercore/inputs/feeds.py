@@ -125,7 +125,7 @@ def resolve_shapes(
             continue
         sizes: list[int] = []
         for i, (d, n) in enumerate(zip(spec.shape, spec.dim_names, strict=True)):
-            label = n if n else f"dim {i}"
+            label = n if is_symbol(n) else f"dim {i}"
             if d is not None:
                 sizes.append(d)
                 continue
