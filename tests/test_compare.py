@@ -431,3 +431,26 @@ def test_infinities_compare_without_numpy_warnings():
     # equal infinities and NaNs agree; opposite infinities, and a finite value against inf, do not
     # (rtol * |inf| once made any value "close" to an infinite reference)
     assert r.mismatch == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("first", ["function", "module"])
+def test_ic_compare_and_the_module_both_work_whichever_import_came_first(first: str, tmp_path: Path) -> None:
+    """`ic.compare` (the function) and `infercore.compare` (the module) share a name: after
+    `import infercore.compare` the package's attribute is the module, which must still be callable,
+    and after `ic.compare` the module must still be what `import infercore.compare as c` gives."""
+    import subprocess
+    import sys
+
+    model = build_onnx(mlp_case(), tmp_path)
+    script = f"""
+import infercore as ic
+if {first == "function"!r}:
+    ic.compare
+import infercore.compare as module
+report = ic.compare({str(model)!r}, backends=["ort", "reference"], seed=0)
+assert report.passed, report.table()
+assert module.Tolerance and module.TOLERANCES["fp32"].rtol == 1e-4
+assert ic.compare is module
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -59,7 +59,10 @@ def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'infercore' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    loaded = _importlib.import_module(f".{module}", __name__)
+    # ic.compare is the module infercore.compare, callable as its function: the import system binds
+    # the name to the module anyway, and `import infercore.compare as c` must find the module
+    value = loaded if name == module else getattr(loaded, name)
     globals()[name] = value
     return value
 
