@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "core types",
         (
             "errors", "specs", "protocol", "buffers", "optional", "arguments", "modelfiles", "progress",
+            "facade",
         ),
     ),
     ("backends", ("backends",)),

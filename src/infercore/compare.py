@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
-import types
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 
 from .arguments import check_number
 from .errors import ArgumentError, InfercoreError, InputSpecError
+from .facade import callable_module
 from .inputs import InputInfo, as_feed, default_backends, load_feeds, make_feeds, name_feeds, parse_backends
 from .specs import PRECISIONS, normalize_precision
 
@@ -514,18 +513,5 @@ def _pair_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) 
     return [(r, g, "" if r == g else f"matched by position: {g!r}") for r, g in zip(ref, got, strict=False)]
 
 
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`compare`.
 
-    The function ``ic.compare`` and this module ``infercore.compare`` share a name, and the import
-    system binds a submodule to its package's attribute: after ``import infercore.compare`` (or
-    anything that imports it, such as the CLI) ``ic.compare`` is this module. Calling the module
-    calls the function, so ``ic.compare(...)`` and ``infercore.compare.Tolerance`` both work,
-    whichever import came first.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> CompareReport:
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, "compare")  # ic.compare stays callable once this module is imported
