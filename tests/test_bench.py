@@ -217,7 +217,7 @@ def test_cli_writes_json_and_exits_zero(
         "--warmup",
         "10ms",
         "--no-progress",
-        "--json",
+        "-o",
         str(out),
     )
     assert code == 0
@@ -237,23 +237,25 @@ def test_cli_json_to_stdout(add_model: Path, capsys: pytest.CaptureFixture[str])
         "10ms",
         "--no-progress",
         "--json",
-        "-",
     )
     captured = capsys.readouterr()
     assert code == 0
     assert validate_report(json.loads(captured.out)) == []  # the table went to stderr
     assert "p50" in captured.err
+    assert _cli(str(add_model), "--backends", _backend(), "--iterations", "40", "--no-progress", "-o", "-") == 0
+    assert validate_report(json.loads(capsys.readouterr().out)) == []  # -o -: the same JSON, to stdout
 
 
 def test_cli_exit_codes(add_model: Path, tmp_path: Path) -> None:
     base = [str(add_model), "--iterations", "40", "--no-progress"]
-    assert _cli(*base, "--backends", _backend(), "--warmup", "0", "--strict") == 3  # no warmup: a warning
-    # a configuration failed: litert reads no .onnx (or is not installed)
-    assert _cli(*base, "--backends", f"{_backend()},litert") == 1
+    # the verdict: --strict and a warning (no warmup)
+    assert _cli(*base, "--backends", _backend(), "--warmup", "0", "--strict") == 1
+    # a configuration failed (litert reads no .onnx, or is not installed): an error
+    assert _cli(*base, "--backends", f"{_backend()},litert") == 2
     assert _cli(*base, "--backends", f"{_backend()},no-such-backend") == 2  # a usage error, as documented
     assert _cli(*base, "--backends", f"{_backend()}:bf16,no-such:fp16") == 2
     assert _cli(*base, "--backends", _backend(), "--threads", "0") == 2
-    assert _cli(str(tmp_path / "missing.onnx"), "--iterations", "5") == 1
+    assert _cli(str(tmp_path / "missing.onnx"), "--iterations", "5") == 2
     with pytest.raises(SystemExit) as e:
         _cli(*base, "--shape", "x")
     assert e.value.code == 2
@@ -278,11 +280,11 @@ def test_cli_real_inputs(add_model: Path, tmp_path: Path) -> None:
         "--no-progress",
     ]
     out = tmp_path / "o.json"
-    assert _cli(*base, "--inputs", str(tmp_path / "x.npy"), "--batch", "3", "--json", str(out)) == 0
+    assert _cli(*base, "--inputs", str(tmp_path / "x.npy"), "--batch", "3", "-o", str(out)) == 0
     r = json.loads(out.read_text())["results"][0]
     assert r["inputs"]["x"] == {"shape": [3, 4], "dtype": "float32", "source": "data file"}
     assert _cli(*base, "--inputs", str(tmp_path / "x.npz")) == 0
-    assert _cli(*base, "--inputs", str(tmp_path / "bad.npz")) == 1
+    assert _cli(*base, "--inputs", str(tmp_path / "bad.npz")) == 2
 
 
 def test_cli_refuses_unknown_input_range_names_and_unreadable_inputs(
@@ -297,7 +299,7 @@ def test_cli_refuses_unknown_input_range_names_and_unreadable_inputs(
     (tmp_path / "empty.npy").write_bytes(b"")
     (tmp_path / "empty.npz").write_bytes(b"")
     for name in ("empty.npy", "empty.npz"):
-        assert _cli(*base, "--inputs", str(tmp_path / name)) == 1  # was an EOFError traceback
+        assert _cli(*base, "--inputs", str(tmp_path / name)) == 2  # was an EOFError traceback
         err = capsys.readouterr().err
         assert err.splitlines() == [
             f"infercore bench: error: {tmp_path / name} is empty (0 bytes); expected a .npy or .npz file"

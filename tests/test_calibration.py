@@ -349,7 +349,7 @@ def test_cli_quantize_with_eval_dir_and_max_drop(digits_case, tmp_path, capsys):
         "--timing",
         "0",
     ]
-    assert main([*argv, "--out", str(out), "--json"]) == 0
+    assert main([*argv, "-o", str(out), "--json"]) == 0
     import json
 
     report = json.loads(capsys.readouterr().out)
@@ -358,7 +358,7 @@ def test_cli_quantize_with_eval_dir_and_max_drop(digits_case, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", image=c.x_train[:256] / 16)
     bad = tmp_path / "bad.int8.onnx"
     assert main(["quantize", str(c.path), "--data", str(tmp_path / "bad.npz"), "--eval", str(ev),
-                 "--max-drop", "0.01", "--timing", "0", "--out", str(bad)]) == 1  # fmt: skip
+                 "--max-drop", "0.01", "--timing", "0", "--output", str(bad)]) == 1  # fmt: skip
     assert "FAILED" in capsys.readouterr().out and not bad.exists()
 
 
@@ -470,8 +470,8 @@ def test_unreadable_models_are_named(tmp_path, capsys):
     np.save(tmp_path / "d.npy", data)
     (tmp_path / "e.npz").write_bytes(b"")
     path, _ = mlp(tmp_path / "mlp.onnx")
-    assert main(["quantize", str(tmp_path / "junk.onnx"), "--data", str(tmp_path / "d.npy")]) == 1
-    assert main(["quantize", str(path), "--data", str(tmp_path / "e.npz")]) == 1
+    assert main(["quantize", str(tmp_path / "junk.onnx"), "--data", str(tmp_path / "d.npy")]) == 2
+    assert main(["quantize", str(path), "--data", str(tmp_path / "e.npz")]) == 2
     err = capsys.readouterr().err
     assert "junk.onnx: not a readable ONNX model" in err and "e.npz is empty (0 bytes)" in err
 
@@ -494,7 +494,7 @@ def test_a_lone_arr_0_feeds_the_single_input(tmp_path):
     out = tmp_path / "mlp.int8.onnx"
     assert (
         main(
-            ["quantize", str(path), "--data", str(tmp_path / "calib.npz"), "--timing", "0", "--out", str(out)]
+            ["quantize", str(path), "--data", str(tmp_path / "calib.npz"), "--timing", "0", "-o", str(out)]
         )
         == 0
     )

@@ -1,22 +1,34 @@
 """Progress of long tool runs (benchmarks, calibration, conversion) on stderr.
 
 On a terminal: one line redrawn in place, once a second, with the count, the elapsed time and an
-ETA. Anywhere else (a log file, CI): a plain line every ``interval`` seconds, so that a long run
-shows it is alive without flooding the log. A background thread does the drawing, so timed
-loops never pay for it.
+ETA. Anywhere else (a log file, CI): a plain line every ``interval`` seconds (default 15, or
+``$INFERCORE_PROGRESS_INTERVAL``), so that a long run shows it is alive without flooding the log.
+A background thread does the drawing, so timed loops never pay for it.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TextIO, TypeVar
 
-__all__ = ["Progress", "track"]
+__all__ = ["Progress", "default_interval", "track"]
 
 T = TypeVar("T")
+
+
+def default_interval() -> float:
+    """Seconds between progress lines when stderr is not a terminal: ``$INFERCORE_PROGRESS_INTERVAL``
+    (a positive number), else 15."""
+    try:
+        value = float(os.environ.get("INFERCORE_PROGRESS_INTERVAL", ""))
+    except ValueError:
+        return 15.0
+    return value if math.isfinite(value) and value > 0 else 15.0
 
 
 def _clock(seconds: float) -> str:
@@ -28,7 +40,8 @@ class Progress:
     """``with Progress(total, "benchmark") as p: ... p.advance()``.
 
     ``enabled``: None shows a live bar on a terminal and periodic lines elsewhere; False shows
-    nothing; True forces it on. ``interval``: seconds between lines when stderr is not a terminal.
+    nothing; True forces it on. ``interval``: seconds between lines when stderr is not a terminal
+    (default: ``default_interval()``).
     """
 
     def __init__(
@@ -37,7 +50,7 @@ class Progress:
         description: str = "",
         *,
         enabled: bool | None = None,
-        interval: float = 15.0,
+        interval: float | None = None,
         file: TextIO | None = None,
     ) -> None:
         self.total = max(int(total), 0)
@@ -46,7 +59,7 @@ class Progress:
         self._file = file or sys.stderr
         self._live = bool(getattr(self._file, "isatty", lambda: False)())
         self._enabled = enabled is not False and self.total > 0
-        self._interval = 1.0 if self._live else interval
+        self._interval = 1.0 if self._live else (interval if interval is not None else default_interval())
         self._start = time.monotonic()
         self._stop = threading.Event()
         self._lock = threading.Lock()

@@ -351,7 +351,7 @@ def test_drain_timeout_below_a_second_bounds_the_drain(hrepo):
     assert took < 10, took
     (r,) = answer
     assert r.status_code == 503, r.text
-    assert "drain-timeout" in r.json()["error"]
+    assert "drain_timeout" in r.json()["error"]
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])

@@ -40,7 +40,7 @@ from ..errors import (
 )
 from ..optional import require
 from ..specs import BackendInfo, Quantization, TensorSpec
-from . import check_options
+from . import captured_native_stderr, check_options
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,8 @@ class LiteRTBackend:
         except (ValueError, RuntimeError) as e:
             raise _load_error(self.path, e) from e
         try:
-            interp.allocate_tensors()
+            with captured_native_stderr(log, "litert"):  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             # A dynamic model's placeholder shape may be too small to run (openWakeWord's
             # melspectrogram: [-1, -1] stored as [1, 1], shorter than its STFT window). Its
@@ -351,7 +352,8 @@ class LiteRTBackend:
         try:
             for index, shape in zip(self._in_index, shapes, strict=True):
                 interp.resize_tensor_input(index, list(shape), strict=True)
-            interp.allocate_tensors()
+            with captured_native_stderr(log, "litert"):
+                interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise BackendRuntimeError(
                 f"litert could not resize {self.path.name}'s inputs to {list(shapes)}: {e}"

@@ -28,7 +28,7 @@ from ..errors import (
 )
 from ..optional import require
 from ..specs import BackendInfo, TensorSpec
-from . import check_options
+from . import check_options, runtimes_quiet
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,25 @@ _OPTIONS = {
 
 def _ort() -> Any:
     return require("onnxruntime", EXTRA)
+
+
+_default_severity_set = False
+
+
+def log_severity(ort: Any) -> int:
+    """The session log severity to use: 3 (errors; warnings such as unused initializers of exported
+    models only clutter output, and errors reach the caller as exceptions carrying ORT's message),
+    or 4 (fatal only) while runtimes are quiet (``infercore.backends.quiet_runtimes``), with ORT's
+    process-wide default logger set to match."""
+    global _default_severity_set
+    if runtimes_quiet():
+        ort.set_default_logger_severity(4)
+        _default_severity_set = True
+        return 4
+    if _default_severity_set:  # quiet was switched off again: ORT's own default, warnings
+        ort.set_default_logger_severity(2)
+        _default_severity_set = False
+    return 3
 
 
 def _numpy_dtype(ort_type: str, name: str) -> np.dtype:
@@ -154,10 +173,7 @@ def _providers(ort: Any, providers: Any) -> list[Any]:
 def _session_options(ort: Any, threads: int | None, options: Mapping[str, Any]) -> Any:
     check_options("ort", options, _OPTIONS)
     so = ort.SessionOptions()
-    # Errors reach the caller as exceptions carrying ORT's message; its warnings (unused
-    # initializers of exported models and the like) only clutter output. Pass
-    # log_severity_level to see them.
-    so.log_severity_level = 3
+    so.log_severity_level = log_severity(ort)  # the option log_severity_level overrides it
     if threads is not None:
         so.intra_op_num_threads = threads
     for key, value in options.items():
@@ -461,7 +477,7 @@ class RawOrtSession:
     def __init__(self, path: Path, *, threads: int | None = None) -> None:
         ort = _ort()
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = log_severity(ort)
         if threads:
             so.intra_op_num_threads = threads
         self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

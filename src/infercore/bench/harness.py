@@ -542,7 +542,7 @@ def _honesty(r: BenchmarkResult, s: RunSettings) -> list[str]:
     if lat.count < s.min_samples:
         out.append(
             f"too short: {lat.count} timed calls (< {s.min_samples}); percentiles are unreliable: run "
-            "longer (--duration) or more (--iterations)"
+            "for longer or for more iterations"
         )
     if r.measured_s < s.min_duration_s:
         out.append(

@@ -256,7 +256,10 @@ def plot(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
         fontsize=10,
     )
     out = Path(path)
-    fig.savefig(out, dpi=120)
+    # the format from the suffix where matplotlib knows it, else PNG: the file is ``path`` itself,
+    # never ``path`` with a suffix added
+    fmt = out.suffix[1:].lower()
+    fig.savefig(out, dpi=120, format=fmt if fmt in fig.canvas.get_supported_filetypes() else "png")
     return out
 
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+VERDICT = None  # exit status 1 is not used
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("backends", help="list backends: available, version, devices, why not")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = sub.add_parser(
+        "backends",
+        help="list backends: available, version, devices, why not",
+        description="List every registered backend: whether it works here (and why not, with the pip "
+        "install that fixes it), its version, devices, the file suffixes it reads, its priority and plugin.",
+        epilog="example:\n  infercore backends --json",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON to stdout instead of a table")
     p.set_defaults(func=run)
 
 

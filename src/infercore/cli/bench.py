@@ -1,9 +1,8 @@
 """``infercore bench``: latency and throughput across backends, batch sizes and concurrency.
 
-Exit status: 0 when every configuration ran; 1 when one failed (or the model or the --inputs file
-could not be read); 2 for a usage error (a bad option, an unknown backend or --input-range name);
-3 with ``--strict`` when a figure carries an honesty warning (too short, too noisy,
-overhead-dominated).
+Exit status: 0 when every configuration ran; 1 with ``--strict`` when a figure carries an honesty
+warning (too short, too noisy, overhead-dominated); 2 for any error: a configuration that failed,
+the model or the --inputs file that could not be read, a usage error.
 """
 
 from __future__ import annotations
@@ -16,9 +15,20 @@ from typing import Any
 
 from ..bench import BenchmarkReport, BenchmarkWarning, benchmark, parse_duration
 from ..errors import InfercoreError, UsageError
+from .common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_VERDICT,
+    Need,
+    Preflight,
+    add_backends_flag,
+    add_input_flags,
+    add_output_flag,
+    open_output,
+    wrote,
+)
 
-EXIT_FAILED = 1
-EXIT_WARNINGS = 3
+VERDICT = "--strict and a figure carries a warning (too short, too noisy, overhead-dominated)"
 
 
 def _int_list(text: str) -> list[int]:
@@ -36,20 +46,6 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _shape(text: str) -> tuple[str, list[int] | int]:
-    name, sep, dims = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=1x3x224x224 or DIM=128, got {text!r}")
-    try:
-        parts = [int(d) for d in dims.lower().replace(",", "x").split("x") if d.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 1x3x224x224 in {text!r}") from None
-    if not parts or any(d < 0 for d in parts):
-        raise argparse.ArgumentTypeError(f"expected sizes like 1x3x224x224 in {text!r}")
-    # "NAME=N" stays an int: a symbolic dimension's size, or a rank-1 input's shape (both fit)
-    return name.strip(), parts[0] if len(parts) == 1 and "x" not in dims.lower() else parts
 
 
 def _range(text: str) -> tuple[str, tuple[float, float]]:
@@ -72,26 +68,17 @@ def add_parser(subparsers: Any) -> None:
         help="benchmark a model: latency percentiles and throughput across backends",
         description="Benchmark a model on one or more backends. Warmup is excluded, the harness's own "
         "overhead is measured against a no-op backend, and runs that are too short or too noisy say so.",
-        epilog="examples:\n  infercore bench model.onnx --backends ort,openvino,openvino:bf16 --shape sequence=128\n"
-        "  infercore bench det.onnx --shape x=1x3x640x640 --batch 1,8 --concurrency 1,2 --json out.json\n"
-        "exit status: 0 all ran, 1 a configuration failed, 2 usage error, 3 --strict and a warning",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  infercore bench model.onnx -b ort,openvino,openvino:bf16 -s sequence=128\n"
+        "  infercore bench det.onnx -s x=1x3x640x640 --batch 1,8 --concurrency 1,2 -o out.json --plot out.png",
     )
     p.add_argument("model", type=Path, help="model file (.onnx, .xml, .tflite, ...)")
-    p.add_argument(
-        "--backends",
-        help="comma-separated backends, each optionally NAME:PRECISION (openvino:bf16); "
+    add_backends_flag(
+        p,
+        "comma-separated backends, each optionally NAME:PRECISION (openvino:bf16); "
         "default: every installed backend that reads the file",
     )
     p.add_argument("--batch", type=_int_list, help="batch sizes, e.g. 1,8,32 (dynamic batch dimension)")
-    p.add_argument(
-        "--shape",
-        type=_shape,
-        action="append",
-        default=[],
-        metavar="NAME=AxBxC",
-        help="an input's shape (x=1x3x224x224) or a symbolic dimension's size (sequence=128); repeatable",
-    )
+    add_input_flags(p, values=False)
     p.add_argument("--concurrency", type=_int_list, default=[1], help="worker threads, e.g. 1,4 (default 1)")
     p.add_argument("--threads", type=int, help="runtime threads per engine (default: the backend's)")
     p.add_argument("--precision", help="fp32, fp16, bf16 or int8 (comma list allowed); default: backend's")
@@ -114,56 +101,65 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME=LO:HI",
         help="value range of a random input (integers: HI excluded); repeatable",
     )
-    p.add_argument("--inputs", type=Path, help="real inputs: .npz (arrays named after inputs) or .npy")
-    p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON ('-': stdout)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON to stdout (the table goes to stderr)")
+    add_output_flag(p, "the report as JSON")
     p.add_argument("--json-samples", action="store_true", help="include every latency sample in the JSON")
     p.add_argument(
-        "--plot", type=Path, metavar="PATH", help="write latency distributions and throughput (PNG)"
-    )
+        "--plot", default=None, metavar="FILE",
+        help="write latency distributions and throughput as an image (PNG; .svg or .pdf by suffix)",
+    )  # fmt: skip
     p.add_argument(
         "--cv-threshold", type=float, default=0.10, help="warn above this latency CV (default 0.10)"
     )
-    p.add_argument("--strict", action="store_true", help="exit 3 when any figure carries a warning")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any figure carries a warning")
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="live progress bar (default: when stderr is a terminal)",
+        help="progress with an ETA on stderr (default: a live line on a terminal, a line every 15 s "
+        "otherwise, $INFERCORE_PROGRESS_INTERVAL to change it)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    p.set_defaults(func=run_bench)
+    p.set_defaults(func=run_bench, preflight=preflight)
+
+
+def preflight(args: argparse.Namespace) -> Preflight:
+    from ..inputs import parse_backends
+
+    if args.plot == "-":
+        raise UsageError("--plot -: an image is written to a file, not stdout")
+    names = [c.name for c in parse_backends(args.backends)] if args.backends else []
+    return Preflight(
+        outputs=[("--output", args.output), ("--plot", args.plot)],
+        needs=[Need("bench", ("matplotlib",), "--plot")] if args.plot is not None else [],
+        backends=[("--backends", names)],
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 1:
         raise UsageError(f"--iterations must be positive, got {args.iterations}")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
-    if backends is not None:
-        from ..plugins import registry
-
-        for b in backends:
-            registry.get(b.partition(":")[0])  # UnknownBackendError: a usage error, not a failed run
-    to_stdout = args.json is not None and str(args.json) == "-"
+    to_stdout = args.json or args.output == "-"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BenchmarkWarning)  # printed below, once, with the table
         report = _benchmark(args, backends)
     report.print_table(sys.stderr if to_stdout else sys.stdout)
-    if args.json is not None:
-        if to_stdout:
-            print(report.to_json(samples=args.json_samples))
-        else:
-            report.to_json(args.json, samples=args.json_samples)
-            print(f"wrote {args.json}", file=sys.stderr)
+    if to_stdout:
+        print(report.to_json(samples=args.json_samples))
+    if args.output is not None and args.output != "-":
+        with open_output(args.output) as f:
+            f.write(report.to_json(samples=args.json_samples) + "\n")
+        wrote(args.output)
     if args.plot is not None and any(r.ok for r in report.results):
-        report.plot(args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        wrote(report.plot(args.plot))
     if report.errors:
-        print(f"infercore bench: {len(report.errors)} configuration(s) failed", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"infercore bench: error: {len(report.errors)} configuration(s) failed", file=sys.stderr)
+        return EXIT_ERROR
     if args.strict and report.warnings:
         print(f"infercore bench: {len(report.warnings)} warning(s) and --strict", file=sys.stderr)
-        return EXIT_WARNINGS
-    return 0
+        return EXIT_VERDICT
+    return EXIT_OK
 
 
 def _benchmark(args: argparse.Namespace, backends: list[str] | None) -> BenchmarkReport:

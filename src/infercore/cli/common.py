@@ -1,17 +1,166 @@
-"""What several commands share: the input flags and how their values are read."""
+"""What several commands share: the exit statuses, the checks made before any work (output
+paths, optional modules, backends), writing outputs, the input flags and how their values are read."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from ..errors import InputSpecError, UsageError
+from ..errors import BackendUnavailableError, InputSpecError, UsageError
 from ..inputs import load_arrays
 
-__all__ = ["add_input_flags", "parse_shape", "read_values"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_VERDICT",
+    "Need",
+    "Preflight",
+    "add_backends_flag",
+    "add_input_flags",
+    "add_output_flag",
+    "check_output",
+    "check_preflight",
+    "open_output",
+    "parse_shape",
+    "read_values",
+    "wrote",
+]
+
+# Every command: 0 ok; 1 the command ran and its verdict is negative; 2 any error.
+EXIT_OK, EXIT_VERDICT, EXIT_ERROR = 0, 1, 2
+
+
+# -- before any work: outputs, optional modules, backends -------------------------------------------
+@dataclass(frozen=True)
+class Need:
+    """Optional modules that ``what`` (a command or a flag) needs, and the extra installing them."""
+
+    extra: str
+    modules: tuple[str, ...]
+    what: str
+
+
+@dataclass
+class Preflight:
+    """What a command will need, declared from its arguments and checked by ``main`` before the
+    command runs: files it will write (flag, path), optional modules, backends named on the
+    command line (flag, names)."""
+
+    outputs: list[tuple[str, Any]] = field(default_factory=list)
+    needs: list[Need] = field(default_factory=list)
+    backends: list[tuple[str, Sequence[str]]] = field(default_factory=list)
+
+
+def check_preflight(plan: Preflight) -> None:
+    """Refuse at once what would fail later: an output that cannot be written, a missing extra
+    (named with the ``pip install`` that fixes it), a backend that is not installed."""
+    from ..optional import install_hint, missing
+
+    for flag, path in plan.outputs:
+        check_output(flag, path)
+    for need in plan.needs:
+        absent = missing(need.modules)
+        if absent:
+            verb = "is" if len(absent) == 1 else "are"
+            raise BackendUnavailableError(
+                f"{need.what} needs {', '.join(absent)}, which {verb} not installed: {install_hint(need.extra)}"
+            )
+    if plan.backends:
+        from ..plugins import registry
+
+        for flag, names in plan.backends:
+            for name in dict.fromkeys(names):
+                info = registry.probe(name)  # UnknownBackendError lists the registered names
+                if not info.available:
+                    raise BackendUnavailableError(f"{flag} {name}: {info.reason}")
+
+
+def check_output(flag: str, path: Any) -> None:
+    """Refuse an output path that cannot be written, before any work: a directory, a parent that
+    cannot be created, a file or directory without write permission. ``-`` (stdout) passes.
+    The check creates and removes what it tries; it leaves the disk as it found it."""
+    if path is None or str(path) == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; give a file path")
+    missing_dirs = []
+    parent = p.absolute().parent
+    while not parent.exists():
+        missing_dirs.append(parent)
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: cannot create directory {p.parent}: {parent} is not a directory")
+    created: list[Path] = []
+    try:
+        for d in reversed(missing_dirs):
+            try:
+                d.mkdir()
+            except OSError as e:
+                raise UsageError(f"{flag} {path}: cannot create directory {d}: {e.strerror or e}") from None
+            created.append(d)
+        try:
+            if p.exists():
+                with open(p, "ab"):  # opened for writing, nothing written: left unchanged
+                    pass
+            else:
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+                p.unlink()
+        except OSError as e:
+            raise UsageError(f"{flag} {path}: not writable: {e.strerror or e}") from None
+    finally:
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+@contextlib.contextmanager
+def open_output(path: Any, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file to write (its missing directories created), or stdout for ``-``: the very path given
+    is written, no suffix added."""
+    if str(path) == "-":
+        stream: IO[Any] = sys.stdout.buffer if binary else sys.stdout
+        yield stream
+        stream.flush()
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "wb" if binary else "w") as f:
+        yield f
+
+
+def wrote(path: Any) -> None:
+    """``wrote PATH`` on stderr (stdout keeps to the command's report)."""
+    if str(path) != "-":
+        print(f"wrote {path}", file=sys.stderr)
+
+
+# -- flags every command spells the same way -----------------------------------------------------------
+def add_output_flag(p: argparse.ArgumentParser, what: str, *, stdout: bool = True, aliases: Sequence[str] = ()) -> None:
+    """``-o/--output FILE``: the main file the command writes (``-``: stdout, where it can).
+    ``aliases``: old spellings, accepted and hidden from the help."""
+    p.add_argument(
+        "-o", "--output", default=None, metavar="FILE",
+        help=f"write {what} to FILE (missing directories are created" + ("; -: stdout)" if stdout else ")"),
+    )  # fmt: skip
+    for alias in aliases:
+        p.add_argument(alias, dest="output", default=None, help=argparse.SUPPRESS)
+
+
+def add_backends_flag(p: argparse.ArgumentParser, help: str, *, one: bool = False) -> None:
+    """``-b/--backends LIST`` (``-b/--backend NAME`` for a command that runs one backend)."""
+    if one:
+        p.add_argument("-b", "--backend", default=None, metavar="NAME", help=help)
+    else:
+        p.add_argument("-b", "--backends", default=None, metavar="LIST", help=help)
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...] | int]:

@@ -1,4 +1,4 @@
-"""``infercore compare MODEL --backends ort,openvino[:bf16] [--inputs data.npz] [--seed N] [--json]``
+"""``infercore compare MODEL -b ort,openvino[:bf16] [--inputs data.npz] [--seed N] [--json] [-o report.json]``
 
 Exit status, like ``diff``: 0 when every backend agrees with the first, 1 on a mismatch, 2 for
 anything else: a backend (the reference included) could not load or run the model, a usage error
@@ -18,9 +18,20 @@ import numpy as np
 
 from ..compare import PRECISION_ORDER, CompareReport, compare
 from ..engine import load
-from .common import add_input_flags, read_values
+from .common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_VERDICT,
+    Preflight,
+    add_backends_flag,
+    add_input_flags,
+    add_output_flag,
+    open_output,
+    read_values,
+    wrote,
+)
 
-EXIT_AGREE, EXIT_MISMATCH, EXIT_FAILED = 0, 1, 2
+VERDICT = "an output of a backend disagrees with the reference's (a mismatch)"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,16 +42,14 @@ def add_parser(subparsers: Any) -> None:
             "Run MODEL on each backend with the same inputs (from --inputs, or generated within each "
             "input's spec) and compare every output with the first backend's: max abs/rel error, cosine "
             "similarity, share of mismatching elements, and a verdict with tolerances for the loosest "
-            "precision involved. Exit status 0: agree, 1: mismatch, 2: a backend failed or any other "
-            "error (usage errors included)."
+            "precision involved."
         ),
+        epilog="example:\n  infercore compare model.onnx -b ort,openvino -s sequence=128 -o report.json",
     )
     p.add_argument("model", type=Path, help="model file (.onnx, .xml, .tflite, ...)")
-    p.add_argument(
-        "--backends",
-        "-b",
-        default=None,
-        help="comma-separated backends, first is the reference; NAME:PRECISION runs one in "
+    add_backends_flag(
+        p,
+        "comma-separated backends, first is the reference; NAME:PRECISION runs one in "
         "fp16/bf16/int8, e.g. ort,openvino:bf16 (default: every installed backend for the file)",
     )
     add_input_flags(p)
@@ -60,11 +69,24 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--atol", type=_tolerance, default=None, help="override the absolute floor (>= 0)")
     p.add_argument("--device", default="cpu", help="device for every backend (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="threads per backend")
-    p.add_argument("--save-inputs", type=Path, default=None, metavar="FILE.npz", help="write the inputs used")
+    add_output_flag(p, "the report as JSON")
+    p.add_argument(
+        "--save-inputs", default=None, metavar="FILE", help="write the inputs used as .npz, to replay with --inputs"
+    )
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print the report as JSON")
+    out.add_argument("--json", action="store_true", help="print the report as JSON to stdout")
     out.add_argument("--plain", action="store_true", help="plain-text table even when rich is installed")
-    p.set_defaults(func=run, error_status=EXIT_FAILED)
+    p.set_defaults(func=run, preflight=preflight)
+
+
+def preflight(args: argparse.Namespace) -> Preflight:
+    from ..inputs import parse_backends
+
+    names = [c.name for c in parse_backends(args.backends)] if args.backends else []
+    return Preflight(
+        outputs=[("--output", args.output), ("--save-inputs", args.save_inputs)],
+        backends=[("--backends", names)],
+    )
 
 
 def _tolerance(text: str) -> float:
@@ -81,17 +103,23 @@ def run(args: argparse.Namespace) -> int:
     values = read_values(args.input)
     shapes = dict(args.shape)
     backends = args.backends
-    # errors (the reference failing included) reach the CLI, which prints them and exits EXIT_FAILED
+    # errors (the reference failing included) reach the CLI, which prints them and exits EXIT_ERROR
     report = _compare(args, backends, values, shapes)
     if args.save_inputs is not None:
-        np.savez(args.save_inputs, **report.feeds)  # type: ignore[arg-type]
-    if args.json:
+        with open_output(args.save_inputs, binary=True) as f:
+            np.savez(f, **report.feeds)  # type: ignore[arg-type]
+        wrote(args.save_inputs)
+    if args.output is not None and args.output != "-":
+        with open_output(args.output) as f:
+            f.write(report.to_json() + "\n")
+        wrote(args.output)
+    if args.json or args.output == "-":
         print(report.to_json())
     elif args.plain or not sys.stdout.isatty() or not _print_rich(report):
         print(report.table())
     if report.failed_backends:
-        return EXIT_FAILED
-    return EXIT_AGREE if report.passed else EXIT_MISMATCH
+        return EXIT_ERROR
+    return EXIT_OK if report.passed else EXIT_VERDICT
 
 
 def _compare(

@@ -7,13 +7,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .common import Preflight, add_backends_flag
+
+VERDICT = None  # exit status 1 is not used
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("inspect", help="show a model's inputs, outputs, opset and size")
-    p.add_argument("model", type=Path)
-    p.add_argument("--backend", help="backend to open it with (default: from the file suffix)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=run)
+    p = sub.add_parser(
+        "inspect",
+        help="show a model's inputs, outputs, opset and size",
+        description="Open MODEL with a backend and show its inputs and outputs (dtype, shape, dynamic "
+        "dimensions, quantization), the opset, producer and node count of an ONNX file, its size and metadata.",
+        epilog="example:\n  infercore inspect model.onnx --json",
+    )
+    p.add_argument("model", type=Path, help="model file (.onnx, .xml, .tflite, ...)")
+    add_backends_flag(p, "backend to open it with (default: from the file suffix)", one=True)
+    p.add_argument("--json", action="store_true", help="print JSON to stdout instead of text")
+    p.set_defaults(func=run, preflight=preflight)
+
+
+def preflight(args: argparse.Namespace) -> Preflight:
+    return Preflight(backends=[("--backend", [args.backend])] if args.backend else [])
 
 
 def _onnx_facts(path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``infercore quantize MODEL --data DIR --target ort --out model.int8.onnx [--eval DIR --max-drop 0.01]``
+"""``infercore quantize MODEL --data DIR --target ort -o model.int8.onnx [--eval DIR --max-drop 0.01]``
 
 Data (``--data``, ``--eval``): a ``.npz`` file (keys are input names, ``arr_0`` for a single-input
 model) or a directory of ``.npy``/``.npz`` batches read in natural order. Eval labels: a
@@ -6,8 +6,8 @@ model) or a directory of ``.npy``/``.npz`` batches read in natural order. Eval l
 ``labels`` key in the eval ``.npz``. ``--fp16`` converts to float16 instead (``--data`` optional).
 
 Exit status: 0 when the model was written (and stayed within ``--max-drop``), 1 when the measured
-drop exceeded ``--max-drop`` (the report is printed, nothing is written to ``--out``) or on error,
-2 on a usage error.
+drop exceeded ``--max-drop`` (the report is printed, nothing is written to ``--output``), 2 for any
+error (a usage error, a missing extra, data that cannot be read, a quantizer that failed).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 
 from ..errors import CalibrationDropError, UsageError
 from ..quantize import METHODS, PRESETS, TARGETS, CalibrationResult
+from .common import EXIT_OK, EXIT_VERDICT, Need, Preflight, add_output_flag
 
-EXIT_OK, EXIT_DROP = 0, 1
+VERDICT = "the measured drop exceeds --max-drop (nothing is written to --output)"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -32,8 +33,9 @@ def add_parser(subparsers: Any) -> None:
             "Quantize MODEL to INT8 for a target runtime from calibration data, then measure, on --eval "
             "data (or on calibration batches held back), the metric of the fp32 and the quantized model, "
             "the drop, the output cosine and the speed ratio on the target's backend. --max-drop makes an "
-            "excessive drop an error (exit status 1, nothing written)."
+            "excessive drop a failed verdict (exit status 1, nothing written)."
         ),
+        epilog="example:\n  infercore quantize model.onnx --data calib.npz --target ort -o model.int8.onnx --max-drop 0.01",
     )
     p.add_argument("model", type=Path, help="model file (.onnx; .onnx or .xml for --target openvino)")
     p.add_argument(
@@ -42,13 +44,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--target", "-t", choices=TARGETS, default="ort", help="runtime to quantize for (default ort)"
     )
-    p.add_argument(
-        "--out",
-        "-o",
-        type=Path,
-        default=None,
-        help="output path (.onnx, or .xml for openvino); missing directories are created",
-    )
+    add_output_flag(p, "the quantized model (.onnx, or .xml for openvino)", stdout=False, aliases=("--out",))
     p.add_argument("--method", choices=METHODS, default=None, help="calibration method (default: minmax for ort, NNCF's own for openvino)")
     p.add_argument("--preset", choices=PRESETS, default=None, help="transformer: MatMul-only dynamic on ort")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
@@ -60,7 +56,9 @@ def add_parser(subparsers: Any) -> None:
         help="op types to quantize, as the model names them (default: all)",
     )
     p.add_argument("--exclude-ops", default=None, metavar="OP,OP", help="op types to leave in float")
-    p.add_argument("--eval", "-e", dest="eval_data", default=None, help="eval data (.npz or directory)")
+    p.add_argument(
+        "--eval", "-e", dest="eval_data", default=None, help="eval data (.npz or directory); labels in labels.npy"
+    )
     p.add_argument(
         "--metric",
         default=None,
@@ -82,8 +80,24 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="with --fp16: float16 inputs/outputs too (default: keep fp32 I/O)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run)
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="calibration progress with an ETA on stderr (default: a live line on a terminal, a line every "
+        "15 s otherwise, $INFERCORE_PROGRESS_INTERVAL to change it)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the report as JSON to stdout")
+    # library parameters whose flag is not named after them
+    p.set_defaults(func=run, preflight=preflight, param_flags={"timing_s": "--timing", "eval_output": "--output-name"})
+
+
+def preflight(args: argparse.Namespace) -> Preflight:
+    if args.output == "-":
+        raise UsageError("--output -: a model is written to files, not stdout")
+    if args.output is not None and Path(args.output).resolve() == args.model.resolve():
+        raise UsageError(f"--output {args.output} would overwrite the model")
+    modules = ("onnx", "onnxruntime") + (("nncf", "openvino") if args.target == "openvino" and not args.fp16 else ())
+    needs = [Need("quantize", modules, f"quantize --target {args.target}")]
+    return Preflight(outputs=[("--output", args.output)], needs=needs)
 
 
 def _ops(text: str | None) -> list[str] | None:
@@ -91,19 +105,19 @@ def _ops(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out is not None and args.out.resolve() == args.model.resolve():
-        raise ValueError(f"--out {args.out} would overwrite the model")
     try:
         result = _run(args)
     except CalibrationDropError as e:
         _print(args, e.report.to_dict(), str(e.report))
         print(
-            f"infercore quantize: error: the measured drop exceeds --max-drop; not written "
+            f"infercore quantize: FAILED: the measured drop exceeds --max-drop; --output not written "
             f"(the artifact is at {e.artifact_path})",
             file=sys.stderr,
         )
-        return EXIT_DROP
+        return EXIT_VERDICT
     _print(args, result.report.to_dict(), str(result.report))
+    if args.output is not None:
+        print(f"wrote {result.artifact_path}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -112,11 +126,11 @@ def _run(args: argparse.Namespace) -> CalibrationResult:
         from ..quantize import convert_fp16
 
         if args.target not in ("ort", "tensorrt"):
-            raise ValueError("--fp16 converts ONNX for --target ort or tensorrt")
+            raise UsageError("--fp16 converts ONNX for --target ort or tensorrt")
         return convert_fp16(
             args.model,
             keep_io_types=not args.fp16_io,
-            output=args.out,
+            output=args.output,
             data=args.data,
             eval_data=args.eval_data,
             metric=args.metric,
@@ -145,13 +159,13 @@ def _run(args: argparse.Namespace) -> CalibrationResult:
         eval_data=args.eval_data,
         metric=args.metric,
         max_drop=args.max_drop,
-        output=args.out,
+        output=args.output,
         batch_size=args.batch_size,
         eval_output=args.output_name,
         threads=args.threads,
         timing_s=args.timing,
         cache=not args.no_cache,
-        progress=None,
+        progress=args.progress,
     )
 
 

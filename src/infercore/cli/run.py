@@ -1,8 +1,11 @@
-"""``infercore run MODEL --input name=file.npy ...``: one inference from files, outputs to .npz."""
+"""``infercore run MODEL -i NAME=FILE.npy ... [-o out.npz] [--json]``: one inference from files."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -10,19 +13,39 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputSpecError, UsageError
+from .common import EXIT_OK, Preflight, add_backends_flag, add_output_flag, open_output, wrote
+
+VERDICT = None  # exit status 1 is not used
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="run a model once on inputs from .npy/.npz files")
-    p.add_argument("model", type=Path)
+    p = sub.add_parser(
+        "run",
+        help="run a model once on inputs from .npy/.npz files",
+        description="Run MODEL once on inputs read from .npy/.npz files, print each output's dtype, shape "
+        "and summary statistics and the latency of that one call, and write the outputs to a .npz file.",
+        epilog="example:\n  infercore run model.onnx -i x=x.npy -o out.npz --json",
+    )
+    p.add_argument("model", type=Path, help="model file (.onnx, .xml, .tflite, ...)")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
                    help="an input from a .npy file (repeat per input); FILE.npz alone gives all inputs by name")
-    p.add_argument("--output", "-o", type=Path, help="write the outputs to this .npz file")
-    p.add_argument("--backend", help="backend (default: from the file suffix)")
+    add_output_flag(p, "the outputs as a .npz file (arrays named after the outputs)")
+    add_backends_flag(p, "backend (default: from the file suffix)", one=True)
     p.add_argument("--device", help="device (default: the backend's, cpu or cuda:0)")
-    p.add_argument("--precision")
-    p.add_argument("--threads", type=int)
-    p.set_defaults(func=run)
+    p.add_argument("--precision", help="fp32, fp16, bf16 or int8, where the backend supports it (default: its own)")
+    p.add_argument("--threads", type=int, help="runtime threads (default: the backend's)")
+    p.add_argument("--json", action="store_true",
+                   help="print the outputs' names, dtypes, shapes, summary statistics and the latency as JSON")
+    p.set_defaults(func=run, preflight=preflight)
+
+
+def preflight(args: argparse.Namespace) -> Preflight:
+    if args.json and args.output == "-":
+        raise UsageError("--json and --output - would both write stdout: give -o a file")
+    return Preflight(
+        outputs=[("--output", args.output)],
+        backends=[("--backend", [args.backend])] if args.backend else [],
+    )
 
 
 def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
@@ -72,16 +95,41 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()  # the engine times only every 8th call: time this one here
         out = eng.run(feeds)
         ms = (time.perf_counter() - t0) * 1e3
-    for name, value in out.items():
-        print(f"{name}: {value.dtype} {list(value.shape)}  {_summary(value)}")
-    print(f"latency: {ms:.3f} ms ({eng.backend_name}, one call, the first after loading)")
-    if args.output:
-        np.savez(args.output, **out)  # type: ignore[arg-type]
-        print(f"wrote {args.output}")
-    return 0
+        backend, device = eng.backend_name, eng.device
+    if args.output is not None:
+        with open_output(args.output, binary=True) as f:
+            np.savez(f, **out)  # type: ignore[arg-type]  # a file object: no ".npz" appended to the path
+    # the report goes to stdout, unless the outputs themselves do (-o -)
+    report = sys.stderr if args.output == "-" else sys.stdout
+    if args.json:
+        doc = {
+            "schema": "infercore.run/1",
+            "model": str(args.model),
+            "backend": backend,
+            "device": device,
+            "outputs": [_describe(k, v) for k, v in out.items()],
+            "latency_ms": round(ms, 4),
+            "latency_note": "one call, the first after loading",
+            "output_file": args.output,
+        }
+        print(json.dumps(doc, indent=2), file=report)
+    else:
+        for name, value in out.items():
+            text = "  ".join(f"{k}={v:.6g}" for k, v in _stats(value).items())
+            print(f"{name}: {value.dtype} {list(value.shape)}  {text}".rstrip(), file=report)
+        print(f"latency: {ms:.3f} ms ({backend}, one call, the first after loading)", file=report)
+    if args.output is not None:
+        wrote(args.output)
+    return EXIT_OK
 
 
-def _summary(a: Any) -> str:
+def _describe(name: str, a: Any) -> dict[str, Any]:
+    stats = {k: v if math.isfinite(v) else None for k, v in _stats(a).items()}  # JSON has no NaN
+    return {"name": name, "dtype": str(a.dtype), "shape": list(a.shape), **stats}
+
+
+def _stats(a: Any) -> dict[str, float]:
+    """min, max, mean of a numeric output (none for strings or an empty one)."""
     if a.dtype.kind in "fiub" and a.size:
-        return f"min={a.min():.6g} max={a.max():.6g} mean={a.astype(np.float64).mean():.6g}"
-    return ""
+        return {"min": float(a.min()), "max": float(a.max()), "mean": float(a.astype(np.float64).mean())}
+    return {}

@@ -10,6 +10,10 @@ import re
 import sys
 from pathlib import Path
 
+from .common import EXIT_ERROR, EXIT_OK, Need, Preflight
+
+VERDICT = None  # exit status 1 is not used
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -58,9 +62,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="serve a model repository over the Open Inference Protocol (V2): REST and gRPC",
         description="Serve REPO/<model>/<version>/model.{onnx,xml,tflite,engine} (+ REPO/<model>/config.yaml) "
         "with Triton/KServe-compatible REST (binary tensor extension) and gRPC, Prometheus metrics, "
-        "and a graceful drain on SIGTERM.",
+        "and a graceful drain on SIGTERM. Logs are JSON lines on stderr; a repository with no servable "
+        "model is served all the same (models can be added and loaded through the API), with a warning.",
+        epilog="example:\n  infercore serve models/ --http-port 8000 --grpc-port off --metrics-port off",
     )
-    p.add_argument("repository", type=Path, metavar="REPO")
+    p.add_argument("repository", type=Path, metavar="REPO", help="model repository: REPO/<model>/<version>/model.<suffix>")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--http-port", type=_port, default=8000, help="REST port (default 8000; 0: any; off)")
     p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0: any; off)")
@@ -93,7 +99,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="seconds to finish accepted requests after SIGTERM (default 30)",
     )
     p.add_argument("--access-log", action="store_true", help="log every inference request (JSON lines)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, preflight=preflight)
+
+
+def preflight(args: argparse.Namespace) -> Preflight:
+    modules = ["orjson", "yaml"]  # the JSON logs, config.yaml
+    if args.http_port is not None:
+        modules += ["starlette", "uvicorn"]
+    if args.grpc_port is not None:
+        modules += ["grpc", "google.protobuf"]
+    if args.metrics_port is not None:
+        modules += ["prometheus_client"]
+    return Preflight(needs=[Need("serve", tuple(modules), "infercore serve")])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,5 +138,5 @@ def run(args: argparse.Namespace) -> int:
         InferenceServer(args.repository, options).run()
     except ServeError as e:  # a model that fails to load at start: not a bad request, not a bug
         print(f"infercore serve: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_ERROR
+    return EXIT_OK

@@ -20,23 +20,27 @@ carrying the report. Artifacts are cached by model hash, data fingerprint and op
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..arguments import check_choice, check_int, check_number
+from ..backends import redirected_stdout, runtimes_quiet
+from ..backends.ort import log_severity
 from ..errors import ArgumentError, CalibrationError, InputSpecError, ModelLoadError
 from ..inputs import Feeds, LabelledBatches, iter_batches, labelled_batches, model_inputs, rows
 from ..metrics import Metric, metric_name
 from ..optional import require
-from ..progress import track
+from ..progress import Progress, track
 from ..specs import TensorSpec
 from .cache import building, cache_root, fingerprint, model_digest, versions
 from .measure import CalibrationResult, build_report, deliver, measure
@@ -229,6 +233,47 @@ class _Reader:
         return len(self._batches)
 
 
+@contextlib.contextmanager
+def _nncf_output() -> Iterator[None]:
+    """NNCF logs INFO lines through a handler of its own on stdout and draws rich progress bars on
+    stdout: inside the block both go to stderr, and while runtimes are quiet its log keeps to
+    errors and its bars go to the debug log."""
+    nncf_log = logging.getLogger("nncf")
+    handlers = [h for h in nncf_log.handlers if isinstance(h, logging.StreamHandler)
+                and h.stream in (sys.stdout, sys.__stdout__)]  # fmt: skip
+    streams = [h.stream for h in handlers]
+    levels: list[tuple[logging.Logger | logging.Handler, int]] = [(nncf_log, nncf_log.level)]
+    levels += [(h, h.level) for h in handlers]
+    for h in handlers:
+        h.setStream(sys.stderr)
+    if runtimes_quiet():
+        for x, _ in levels:
+            x.setLevel(logging.ERROR)
+    try:
+        with redirected_stdout(log, "nncf"):
+            yield
+    finally:
+        for h, stream in zip(handlers, streams, strict=True):
+            h.setStream(stream)
+        for x, level in levels:
+            x.setLevel(level)
+
+
+class _Counted:
+    """The calibration batches for ``nncf.Dataset``, advancing ``bar`` as NNCF reads them."""
+
+    def __init__(self, batches: list[Feeds], bar: Progress) -> None:
+        self._batches, self._bar = batches, bar
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __iter__(self) -> Iterator[Feeds]:
+        for b in self._batches:
+            yield b
+            self._bar.advance()
+
+
 def _quantize_onnx(
     model: Path,
     out: Path,
@@ -246,6 +291,7 @@ def _quantize_onnx(
     notes: list[str],
 ) -> bool:
     q = require("onnxruntime.quantization", EXTRA, package="onnxruntime")
+    log_severity(require("onnxruntime", EXTRA))  # its calibration sessions use the default logger
     src, per_channel = _prepare_onnx(model, work, per_channel, notes)
     if preset == "transformer" and include_ops is None:
         include_ops = ["MatMul"]
@@ -268,12 +314,13 @@ def _quantize_onnx(
         )
     calib = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
              "percentile": q.CalibrationMethod.Percentile}[method]  # fmt: skip
-    q.quantize_static(
-        str(src), str(out), _Reader(batches, progress), quant_format=q.QuantFormat.QDQ,
-        op_types_to_quantize=op_types, per_channel=per_channel, activation_type=q.QuantType.QInt8,
-        weight_type=q.QuantType.QInt8, calibrate_method=calib, calibration_providers=["CPUExecutionProvider"],
-        extra_options=extra,
-    )  # fmt: skip
+    with redirected_stdout(log, "onnxruntime.quantization"):  # entropy/percentile print histograms
+        q.quantize_static(
+            str(src), str(out), _Reader(batches, progress), quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=op_types, per_channel=per_channel, activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8, calibrate_method=calib, calibration_providers=["CPUExecutionProvider"],
+            extra_options=extra,
+        )  # fmt: skip
     _check_quantized(model, out, op_types, preset)
     return per_channel
 
@@ -319,17 +366,19 @@ def _quantize_openvino(
     )
     if ranges is not None:
         advanced.activations_range_estimator_params = ranges
-    quantized = nncf.quantize(
-        ov_model,
-        nncf.Dataset(list(track(batches, len(batches), "nncf", progress))),
-        model_type=nncf.ModelType.TRANSFORMER if preset == "transformer" else None,
-        preset=nncf.QuantizationPreset.MIXED
-        if preset == "transformer"
-        else nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(batches),  # NNCF counts dataset items, here batches
-        ignored_scope=ignored,
-        advanced_parameters=advanced,
-    )
+    # infercore's own progress (with an ETA) follows NNCF through the batches
+    with _nncf_output(), Progress(len(batches), "calibrating (nncf)", enabled=progress) as bar:
+        quantized = nncf.quantize(
+            ov_model,
+            nncf.Dataset(_Counted(batches, bar)),
+            model_type=nncf.ModelType.TRANSFORMER if preset == "transformer" else None,
+            preset=nncf.QuantizationPreset.MIXED
+            if preset == "transformer"
+            else nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(batches),  # NNCF counts dataset items, here batches
+            ignored_scope=ignored,
+            advanced_parameters=advanced,
+        )
     if not any(op.get_type_name() in ("FakeQuantize", "FakeConvert") for op in quantized.get_ordered_ops()):
         chosen = f" (ignored op types {sorted(ignored.types)})" if ignored is not None else ""
         raise CalibrationError(

@@ -148,12 +148,14 @@ def _folded(src: Path, tmp: Path, threads: int | None) -> Any:
     when the model is too large to write back in one file or the runtime cannot optimize it."""
     if src.stat().st_size > 1_800_000_000:  # a protobuf above 2 GB needs external data
         return None
+    from ..backends.ort import log_severity
+
     onnx = require("onnx", EXTRA)
     ort = require("onnxruntime", EXTRA)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     so.optimized_model_filepath = str(tmp)
-    so.log_severity_level = 3
+    so.log_severity_level = log_severity(ort)
     if threads:
         so.intra_op_num_threads = threads
     try:

@@ -429,6 +429,39 @@ class ModelRepository:
         self._unusable = unusable
         return found, unusable
 
+    def layout_problem(self) -> str | None:
+        """None when the repository holds a servable model; otherwise why not, naming the
+        expected layout and what was found instead (an empty directory, model files at the wrong
+        depth, suffixes no backend reads)."""
+        found, unusable = self._scan()
+        if found:
+            return None
+        from ..plugins import registry
+
+        suffixes = sorted({s for n in registry.names() for s in registry.get(n).suffixes})
+        expected = (
+            f"expected {self.root}/<model>/<version>/model.<suffix>, e.g. {self.root}/mymodel/1/model.onnx "
+            f"(suffixes read here: {', '.join(suffixes)})"
+        )
+        seen: list[str] = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_file():
+                seen.append(f"{entry.name}: a file at the top; move it to <model>/1/")
+                continue
+            for sub in sorted(entry.iterdir()):
+                if sub.is_file() and sub.name not in ("config.yaml", "config.yml"):
+                    seen.append(f"{entry.name}/{sub.name}: a file outside a version directory; move it to {entry.name}/1/")
+                elif sub.is_dir() and not sub.name.isdigit():
+                    seen.append(f"{entry.name}/{sub.name}/: not a version directory (versions are numbers: 1, 2, ...)")
+        for problems in unusable.values():
+            seen.extend(problems.values())
+        if not seen:
+            return f"no servable model in {self.root}: it is empty; {expected}"
+        listed = "; ".join(seen[:8]) + (f"; and {len(seen) - 8} more" if len(seen) > 8 else "")
+        return f"no servable model in {self.root}: {expected}. Found: {listed}"
+
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Triton's repository index: one row per loaded version, one per model not loaded, and
         one (UNAVAILABLE, with why) per version directory that has no usable model file."""

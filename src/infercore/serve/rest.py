@@ -77,7 +77,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BadRequest(f"invalid Content-Length {length!r}")
         if int(length) > limit:
             raise PayloadTooLarge(
-                f"request body of {length} bytes exceeds the limit of {limit} bytes (--max-body)"
+                f"request body of {length} bytes exceeds the server's limit of {limit} bytes (max_body)"
             )
     chunks: list[bytes] = []
     size = 0
@@ -85,7 +85,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (--max-body)")
+                raise PayloadTooLarge(f"request body exceeds the server's limit of {limit} bytes (max_body)")
             chunks.append(chunk)
     except ClientDisconnect:
         raise ClientClosed(f"the client disconnected after sending {size} bytes of the body") from None
@@ -185,10 +185,10 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
         except asyncio.CancelledError:
             if not service.draining:
                 raise
-            # the drain ran out (--drain-timeout) and uvicorn cancelled us: answer in JSON, as
+            # the drain ran out (drain_timeout) and uvicorn cancelled us: answer in JSON, as
             # every other error, rather than uvicorn's plain-text 500
             cut = Unavailable(
-                f"model {name!r}: the server shut down before the request finished (--drain-timeout)"
+                f"model {name!r}: the server shut down before the request finished (drain_timeout ran out)"
             )
             rid = request_id or new_request_id()
             service.record(mv, name, "http", started, rid, cut)

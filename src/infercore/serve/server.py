@@ -66,6 +66,9 @@ class InferenceServer:
         """Load the models, then open the ports. Raises if a model or a port fails."""
         opts = self.options
         self._stopping = asyncio.Event()
+        problem = self.repo.layout_problem()
+        if problem is not None:  # the server still starts: models can be added and loaded through the API
+            log.warning(problem, extra={"repository": str(self.repo.root)})
         names = list(opts.models) if opts.models is not None else list(self.repo.scan())
         for name in names:
             await asyncio.to_thread(self.repo.load, name)

@@ -29,7 +29,7 @@ from typing import Any
 from ...errors import BackendError, BackendUnavailableError, ModelLoadError
 from ...optional import require
 from ...specs import BackendInfo
-from .. import check_options
+from .. import check_options, runtimes_quiet
 from . import cuda
 from .builder import EngineBuilder
 from .cache import load_engine_file
@@ -69,11 +69,14 @@ def _make_logger(trt: ModuleType) -> Any:
             self.errors: collections.deque[str] = collections.deque(maxlen=16)
 
         def log(self, severity: Any, msg: str) -> None:
+            # quiet runtimes (the CLI without --debug): everything at DEBUG; errors still reach
+            # the caller, inside the exception that take() fills
+            quiet = runtimes_quiet()
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
                 self.errors.append(msg)
-                log.error("tensorrt: %s", msg)
+                log.log(logging.DEBUG if quiet else logging.ERROR, "tensorrt: %s", msg)
             elif severity == trt.ILogger.Severity.WARNING:
-                log.warning("tensorrt: %s", msg)
+                log.log(logging.DEBUG if quiet else logging.WARNING, "tensorrt: %s", msg)
             else:
                 log.debug("tensorrt: %s", msg)
 
