@@ -18,6 +18,7 @@ import numpy as np
 
 from ..compare import PRECISION_ORDER, CompareReport, compare
 from ..engine import load
+from ..errors import UsageError
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -82,6 +83,8 @@ def add_parser(subparsers: Any) -> None:
 def preflight(args: argparse.Namespace) -> Preflight:
     from ..inputs import parse_backends
 
+    if args.save_inputs == "-":
+        raise UsageError("--save-inputs -: the inputs are written to a .npz file, not stdout")
     names = [c.name for c in parse_backends(args.backends)] if args.backends else []
     return Preflight(
         outputs=[("--output", args.output), ("--save-inputs", args.save_inputs)],
@@ -101,6 +104,16 @@ def _tolerance(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     values = read_values(args.input)
+    if values:  # a name the model does not take: said with the flag, before any backend runs
+        from ..inputs import model_inputs
+
+        names = [s.name for s in model_inputs(args.model)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise UsageError(
+                f"--input names {', '.join(map(repr, unknown))}, which the model does not take; its inputs are "
+                f"{', '.join(names) or 'none'}"
+            )
     shapes = dict(args.shape)
     backends = args.backends
     # errors (the reference failing included) reach the CLI, which prints them and exits EXIT_ERROR

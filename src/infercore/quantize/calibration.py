@@ -156,26 +156,27 @@ def _check_op_selection(
         return []
     have = ", ".join(sorted(present))
 
-    def unknown(names: Sequence[str], option: str) -> str:
+    def unknown(names: Sequence[str], option: str) -> ArgumentError:
         hints = {o: p for o in names for p in present if o.lower() == p.lower()}
         hint = "".join(f"; {o!r}: did you mean {p!r}?" for o, p in hints.items())
-        return (
-            f"{option} {list(names)} not in {model} (op types are case-sensitive{hint}); its op types: {have}"
+        return ArgumentError(
+            option, f"{list(names)} not in {model} (op types are case-sensitive{hint}); its op types: {have}"
         )
 
     if include is not None:
         missing = [o for o in include if o not in present]
         if missing:
-            raise CalibrationError(unknown(missing, "include_ops"))
+            raise unknown(missing, "include_ops")
     absent = [o for o in exclude or () if o not in present]
     if any(o.lower() == p.lower() for o in absent for p in present):
-        raise CalibrationError(unknown(absent, "exclude_ops"))
+        raise unknown(absent, "exclude_ops")
     left = (set(include) if include is not None else present) - set(exclude or ())
     if not left:
-        raise CalibrationError(
-            f"include/exclude leave no op types to quantize in {model}: include_ops "
-            f"{sorted(include) if include is not None else 'all'}, exclude_ops {sorted(exclude or ())}; "
-            f"its op types: {have}"
+        raise ArgumentError(
+            "exclude_ops" if exclude else "include_ops",
+            f"leaves no op types to quantize in {model} (included: "
+            f"{sorted(include) if include is not None else 'all'}, excluded: {sorted(exclude or ())}); "
+            f"its op types: {have}",
         )
     return [f"exclude_ops {absent} not in the model: nothing to exclude for them"] if absent else []
 
@@ -442,6 +443,7 @@ def calibrate(
     """
     _check_options(target, method, preset, dynamic, max_drop)
     check_int("batch_size", batch_size, optional=True)
+    check_number("timing_s", timing_s)
     metric_name(metric, has_labels=False)  # an unknown metric is refused before quantizing
     if not 0 <= holdout < 1:
         raise ArgumentError("holdout", f"expected a number in [0, 1), got {holdout!r}")

@@ -78,6 +78,7 @@ def convert_fp16(
     if output is not None and Path(output).suffix != ".onnx":
         raise ArgumentError("output", f"must end in .onnx, got {output}")
     check_int("batch_size", batch_size, optional=True)
+    check_number("timing_s", timing_s)
     metric_name(metric, has_labels=False)  # an unknown metric is refused before converting
 
     specs = model_inputs(src)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import (
+    ArgumentError,
     BackendRuntimeError,
     BackendUnavailableError,
     CalibrationDropError,
@@ -289,7 +290,7 @@ def measure(
         out_names = [s.name for s in ref.outputs]
         output = eval_output or out_names[0]
         if output not in out_names:
-            raise CalibrationError(f"eval_output {output!r} is not an output; the outputs are {out_names}")
+            raise ArgumentError("eval_output", f"{output!r} is not an output; the outputs are {out_names}")
         refs, gots = [], []
         for b in evalset.batches:
             refs.append(ref.run(b)[output])
