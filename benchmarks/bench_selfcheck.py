@@ -5,7 +5,7 @@
 
 Cases: MiniLM (seq 128) on ONNX Runtime, OpenVINO f32 and OpenVINO bf16; MediaPipe
 hand_landmark_lite (.tflite) on LiteRT and on OpenVINO. For each case, in alternating rounds
-(A B, then B A, ...), ``infercore bench`` runs through its real command line (``--json`` to a
+(A B, then B A, ...), ``infercore bench`` runs through its real command line (``-o`` to a
 temporary file, p50 read back from it) and a plain loop calls the runtime directly, with the same
 threads, warmup and duration, timed the same way (``perf_counter_ns`` around each call). The
 figure is the median over rounds of the paired ratio bench p50 / raw p50 (each round's two sides
@@ -123,7 +123,7 @@ def bench_p50(
             "--duration",
             f"{duration_s}s",
             "--no-progress",
-            "--json",
+            "-o",
             str(out),
         ]
         if keep is not None:

@@ -56,7 +56,7 @@ def _extra_args(name: str) -> list[str] | str:
 
 
 def _bench_steps(quick: bool) -> list[tuple[str, list[str]]]:
-    """``infercore bench`` command lines (without --json/--plot), built only if the models are there."""
+    """``infercore bench`` command lines (without -o/--plot), built only if the models are there."""
     from infercore.testing import models
 
     timing = ["--warmup", "0.5s", "--duration", "2s"] if quick else ["--warmup", "2s", "--duration", "10s"]
@@ -190,7 +190,7 @@ def main() -> int:
             "bench",
             *bench_args,
             "--no-progress",
-            "--json",
+            "-o",
             str(out / f"{name}.json"),
             "--plot",
             str(out / f"{name}.png"),

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,40 +87,31 @@ def check_preflight(plan: Preflight) -> None:
 def check_output(flag: str, path: Any) -> None:
     """Refuse an output path that cannot be written, before any work: a directory, a parent that
     cannot be created, a file or directory without write permission. ``-`` (stdout) passes.
-    The check creates and removes what it tries; it leaves the disk as it found it."""
+    Missing directories are created (the command writes into them); a file is only tried."""
     if path is None or str(path) == "-":
         return
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{flag} {path}: is a directory; give a file path")
-    missing_dirs = []
     parent = p.absolute().parent
     while not parent.exists():
-        missing_dirs.append(parent)
         parent = parent.parent
     if not parent.is_dir():
         raise UsageError(f"{flag} {path}: cannot create directory {p.parent}: {parent} is not a directory")
-    created: list[Path] = []
+    try:  # created now, kept: the command writes into them (and two commands may share them)
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot create directory {e.filename or p.parent}: {e.strerror or e}") from None
     try:
-        for d in reversed(missing_dirs):
-            try:
-                d.mkdir()
-            except OSError as e:
-                raise UsageError(f"{flag} {path}: cannot create directory {d}: {e.strerror or e}") from None
-            created.append(d)
-        try:
-            if p.exists():
-                with open(p, "ab"):  # opened for writing, nothing written: left unchanged
-                    pass
-            else:
-                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-                p.unlink()
-        except OSError as e:
-            raise UsageError(f"{flag} {path}: not writable: {e.strerror or e}") from None
-    finally:
-        for d in reversed(created):
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        if p.exists():
+            with open(p, "ab"):  # opened for writing, nothing written: left unchanged
+                pass
+        else:  # a file of our own beside it, so that two commands writing the same path do not collide
+            fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: not writable: {e.strerror or e}") from None
 
 
 @contextlib.contextmanager
