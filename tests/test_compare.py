@@ -288,7 +288,7 @@ def test_cli_refuses_values_that_do_not_fit_and_unreadable_files(
         ),
         (["--input", "x=abc"], "--input x=abc: expected a number, true/false or a .npy file"),
         (["--inputs", str(tmp_path / "empty.npz")], str(tmp_path / "empty.npz") + " is empty (0 bytes)"),
-        (["--input", "y=1"], "unknown key(s) ['y'], which the model does not take; the model's inputs are: x"),
+        (["--input", "y=1"], "--input names 'y', which the model does not take; its inputs are x"),
     ):
         assert main([*base, *extra]) == 2, extra
         captured = capsys.readouterr()

@@ -41,7 +41,8 @@ class Progress:
 
     ``enabled``: None shows a live bar on a terminal and periodic lines elsewhere; False shows
     nothing; True forces it on. ``interval``: seconds between lines when stderr is not a terminal
-    (default: ``default_interval()``).
+    (default: ``default_interval()``). ``expected``: seconds one item is expected to take, for an
+    ETA before the first item is done (afterwards the ETA follows the measured rate).
     """
 
     def __init__(
@@ -52,8 +53,10 @@ class Progress:
         enabled: bool | None = None,
         interval: float | None = None,
         file: TextIO | None = None,
+        expected: float | None = None,
     ) -> None:
         self.total = max(int(total), 0)
+        self.expected = expected
         self.description = description
         self.done = 0
         self._file = file or sys.stderr
@@ -87,7 +90,12 @@ class Progress:
 
     def line(self) -> str:
         elapsed = time.monotonic() - self._start
-        eta = elapsed / self.done * (self.total - self.done) if self.done else None
+        if self.done:
+            eta: float | None = elapsed / self.done * (self.total - self.done)
+        elif self.expected is not None:
+            eta = max(self.expected * self.total - elapsed, 0.0)
+        else:
+            eta = None
         parts = [self.description, f"{self.done}/{self.total}", f"elapsed {_clock(elapsed)}"]
         parts.append(f"ETA {_clock(eta)}" if eta is not None else "ETA --:--")
         return "  ".join(p for p in parts if p)

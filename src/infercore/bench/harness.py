@@ -390,7 +390,10 @@ def benchmark(
     )
     results: list[BenchmarkResult] = []
     checked = False  # shapes, batches and input_range are checked against the first backend that loads
-    with Progress(len(configs) * len(batches) * len(concs), "benchmark", enabled=progress) as bar:
+    per_config = float(warmup) + float(duration) if duration is not None else None  # an ETA from the start
+    with Progress(
+        len(configs) * len(batches) * len(concs), "benchmark", enabled=progress, expected=per_config
+    ) as bar:
         for name, prec in configs:
             rss.reset()
             engine = given_engine
