@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@"; }
 pip_install -e ".[heavy]"
-apt_packages=()
+# prometheus (and promtool): the alert rules end to end; chromium: the dashboard under Playwright
+apt_packages=(prometheus chromium)
 if [ "$(id -u)" = "0" ] && [ "${#apt_packages[@]}" -gt 0 ]; then
     missing=()
     for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -55,7 +55,13 @@ _LAZY = {
 }
 
 
+# subpackages reached as attributes (``ic.monitor.Profile``), imported on first use
+_SUBPACKAGES = ("monitor",)
+
+
 def __getattr__(name: str) -> object:
+    if name in _SUBPACKAGES:
+        return _importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'infercore' has no attribute {name!r}")
@@ -68,7 +74,7 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
 
 
 def available_backends() -> dict[str, BackendInfo]:
@@ -116,5 +122,6 @@ __all__ = [
     "convert_fp16",
     "hookimpl",
     "load",
+    "monitor",
     "registry",
 ]

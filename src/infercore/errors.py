@@ -18,6 +18,7 @@ the original kept as ``__cause__``::
     │   └── BatcherClosedError                           submit after close, or ended by close(drain=False)
     ├── CalibrationError
     │   └── CalibrationDropError                         the measured drop exceeded max_drop
+    ├── ProfileError (also ValueError)                   a monitoring profile that is unreadable or not the model's
     └── ServeError                                       answered to a client with an HTTP/gRPC status
         ├── BadRequest (400)  ├── NotFound (404)  ├── Unauthorized (401)  ├── PayloadTooLarge (413)
         ├── Unavailable (503) ├── DeadlineExceeded (504)  └── ClientClosed (499)
@@ -58,6 +59,7 @@ __all__ = [
     "ModelUnavailable",
     "NotFound",
     "PayloadTooLarge",
+    "ProfileError",
     "QueueFullError",
     "ServeError",
     "Unauthorized",
@@ -158,6 +160,11 @@ class CalibrationDropError(CalibrationError):
         super().__init__(message)
         self.report = report
         self.artifact_path = artifact_path
+
+
+class ProfileError(InfercoreError, ValueError):
+    """A monitoring profile that cannot be read (missing, malformed, another format version) or that
+    was built for another model (a tensor it names is not the model's)."""
 
 
 class CudaError(BackendRuntimeError):

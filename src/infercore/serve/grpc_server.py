@@ -143,8 +143,13 @@ class InferenceServicer:
             tensors = _inputs(request)
             parameters = {k: _param_value(v) for k, v in request.parameters.items()}
             requested = _requested(request)
-            result = await self.service.infer(mv, tensors, requested, parameters)
+            extra: dict[str, Any] = {}
+            result = await self.service.infer(
+                mv, tensors, requested, parameters, request_id=request_id or None, response=extra
+            )
             response = pb.ModelInferResponse(model_name=mv.name, model_version=str(mv.version), id=request.id)
+            for key, value in extra.items():
+                _set_param(response.parameters[key], value)
             for out_name, arr in result.items():
                 response.outputs.add(name=out_name, datatype=datatype_of(arr.dtype), shape=arr.shape)
                 response.raw_output_contents.append(bytes(encode_binary(arr)))
@@ -199,6 +204,17 @@ class InferenceServicer:
             return pb.RepositoryModelUnloadResponse()
 
         return await self._guard(context, run, auth=True)
+
+
+def _set_param(p: Any, value: Any) -> None:
+    if isinstance(value, bool):
+        p.bool_param = value
+    elif isinstance(value, int):
+        p.int64_param = value
+    elif isinstance(value, float):
+        p.double_param = value
+    else:
+        p.string_param = str(value)
 
 
 def _requested(request: Any) -> list[str] | None:

@@ -17,6 +17,10 @@ request::
     infercore_queue_duration_seconds{model,version,quantile}          time spent waiting for a batch
     infercore_compute_duration_seconds{model,version,quantile}        time of one batch execution
     infercore_inference_count_total{model,version}                    engine runs (batches)
+
+Monitoring (drift, quality, screening: ``infercore_drift``, ``infercore_quality``, ...) is listed
+in :mod:`infercore.serve.monitoring`; the process's CPU time and memory are prometheus_client's
+``process_*`` metrics.
 """
 
 from __future__ import annotations
@@ -65,7 +69,13 @@ class ServeMetrics:
         )
         self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         if repo is not None:
+            from prometheus_client import ProcessCollector
+
+            from .monitoring import MonitorCollector
+
             self.registry.register(_BatcherCollector(repo))
+            self.registry.register(MonitorCollector(repo))  # drift, quality, screening (serve/monitoring.py)
+            ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, resident memory: resources
 
     def success(self, model: str, version: str, protocol: str, seconds: float) -> None:
         key = (model, version, protocol)

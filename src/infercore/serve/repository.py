@@ -25,6 +25,8 @@ A model's optional ``REPO/<model>/config.yaml``::
     inputs:                   # overrides: narrow a dynamic shape the model declares
       - {name: x, shape: [-1, 3, 48, 192]}
     outputs: []
+    monitoring: {profile: profile.json, sample_rate: 0.1, window: 1000}   # see serve/monitoring.py
+    screen: {action: flag, threshold: 3.0}                                  # flag | reject
 
 Loading builds every selected version completely before it replaces what was served, so a reload
 (or a rollback: a policy that selects an older version) never leaves a model half-loaded; the
@@ -49,6 +51,7 @@ import numpy as np
 from ..engine import Engine, load
 from ..errors import BadRequest, InfercoreError, NotFound, QueueFullError, Unavailable
 from ..specs import TensorSpec, format_shape
+from .monitoring import MonitoringConfig, ScreenConfig, open_watch
 from .tensors import datatype_of, dtype_of
 
 __all__ = [
@@ -135,6 +138,8 @@ class ModelConfig:
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     inputs: tuple[TensorOverride, ...] = ()
     outputs: tuple[TensorOverride, ...] = ()
+    monitoring: MonitoringConfig | None = None
+    screen: ScreenConfig | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None, source: str = "config") -> ModelConfig:
@@ -165,6 +170,10 @@ class ModelConfig:
             for key in ("inputs", "outputs"):
                 if raw.get(key) is not None:
                     kw[key] = tuple(_override(o, key) for o in _typed(raw[key], list, key))
+            if "monitoring" in raw:
+                kw["monitoring"] = MonitoringConfig.parse(raw["monitoring"])
+            if "screen" in raw:
+                kw["screen"] = ScreenConfig.parse(raw["screen"])
         except ValueError as e:
             raise ValueError(f"{source}: {e}") from None
         return cls(**kw)
@@ -360,6 +369,7 @@ class ModelVersion:
     runner: Any  # a Batcher or a DirectRunner
     batching: BatchingConfig | None
     engine: Engine | None = None
+    watch: Any = None  # a serve.monitoring.Watch: the version's Monitor and Screen, when configured
     input_map: dict[str, TensorSpec] = field(default_factory=dict)
     output_names: frozenset[str] = frozenset()
 
@@ -626,9 +636,11 @@ class ModelRepository:
             )
 
         engine = open_engine()
+        watch = None
         try:
             inputs = apply_overrides(engine.inputs, cfg.inputs, "inputs")
             outputs = apply_overrides(engine.outputs, cfg.outputs, "outputs")
+            watch = open_watch(cfg.monitoring, cfg.screen, self.root / name, path.parent, name, version, inputs, outputs)
             batching = cfg.batching
             batchable = all(
                 s.rank >= 1 and s.shape[0] is None and not s.dtype.hasobject for s in engine.inputs
@@ -664,9 +676,11 @@ class ModelRepository:
                 )
         except BaseException:
             engine.close()
+            if watch is not None:
+                watch.close()
             raise
         return ModelVersion(
-            name, version, path, engine.backend_name, inputs, outputs, runner, batching, engine
+            name, version, path, engine.backend_name, inputs, outputs, runner, batching, engine, watch
         )
 
 
@@ -761,3 +775,5 @@ def _close_quietly(mv: ModelVersion, drain: bool = True) -> None:
     with contextlib.suppress(Exception):
         if mv.engine is not None:
             mv.engine.close()
+    if mv.watch is not None:
+        mv.watch.close()

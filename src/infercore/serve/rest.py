@@ -23,6 +23,8 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import BadRequest, ClientClosed, PayloadTooLarge, ServeError, Unauthorized, Unavailable
+from .dashboard import dashboard_routes
+from .monitoring import monitoring_routes
 from .repository import ModelVersion
 from .service import InferenceService, RequestTensor, new_request_id
 from .tensors import datatype_of, decode_binary, decode_json, encode_binary, json_data, shown
@@ -31,7 +33,7 @@ __all__ = ["EXTENSIONS", "create_app"]
 
 log = logging.getLogger("infercore.serve")
 
-EXTENSIONS = ["binary_tensor_data", "model_repository", "parameters", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "monitoring", "parameters", "statistics"]
 _HEADER_LEN = "inference-header-content-length"
 _JSON = "application/json"
 _OPT = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -175,9 +177,17 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
                 )
             requested, binary_out = _outputs(header)
             parameters = header.get("parameters") or {}
-            work = service.infer(mv, tensors, [n for n, _ in requested] if requested else None, parameters)
+            extra: dict[str, Any] = {}
+            work = service.infer(
+                mv,
+                tensors,
+                [n for n, _ in requested] if requested else None,
+                parameters,
+                request_id=request_id or None,
+                response=extra,
+            )
             result = await _unless_disconnected(request, work)
-            response = _encode(mv, header, result, requested, binary_out)
+            response = _encode(mv, header, result, requested, binary_out, extra)
         except ServeError as e:
             rid = request_id or new_request_id()
             service.record(mv, name, "http", started, rid, e)
@@ -258,6 +268,8 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
         Route("/v2/repository/index", g(repo_index), methods=["POST"]),
         Route("/v2/repository/models/{model}/load", g(repo_load), methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", g(repo_unload), methods=["POST"]),
+        *monitoring_routes(service),
+        *dashboard_routes(service),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -420,6 +432,7 @@ def _encode(
     result: dict[str, Any],
     requested: list[tuple[str, bool]] | None,
     binary_out: bool,
+    parameters: dict[str, Any] | None = None,
 ) -> Response:
     order = requested if requested is not None else [(name, binary_out) for name in result]
     outputs = []
@@ -437,6 +450,8 @@ def _encode(
     body: dict[str, Any] = {"model_name": mv.name, "model_version": str(mv.version), "outputs": outputs}
     if "id" in header:
         body["id"] = header["id"]
+    if parameters:
+        body["parameters"] = parameters
     head = orjson.dumps(body, option=_OPT)
     if not blobs:
         return Response(head, media_type=_JSON)

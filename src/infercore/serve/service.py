@@ -105,9 +105,19 @@ class InferenceService:
         tensors: Sequence[RequestTensor],
         requested: Sequence[str] | None,
         parameters: Mapping[str, Any],
+        *,
+        request_id: str | None = None,
+        response: dict[str, Any] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Check the inputs against the served specs, run through the model's Batcher, pick outputs."""
+        """Check the inputs against the served specs, run through the model's Batcher, pick outputs.
+
+        With monitoring configured (``mv.watch``): the inputs are screened first (``reject``
+        raises BadRequest; ``flag`` puts its parameters in ``response``), and the request is
+        offered to the version's monitor, with ``request_id`` kept for feedback."""
         feeds = self._feeds(mv, tensors)
+        watch = mv.watch
+        if watch is not None:
+            watch.before(feeds, response)
         if requested is not None:
             for i, name in enumerate(requested):
                 if name in requested[:i]:
@@ -136,6 +146,8 @@ class InferenceService:
             raise
         except InfercoreError as e:
             raise ServeError(f"model {mv.name!r} version {mv.version} failed: {e}") from e
+        if watch is not None:
+            watch.after(feeds, result, request_id, response)
         if requested is not None:
             return {name: result[name] for name in requested}
         return result

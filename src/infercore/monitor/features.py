@@ -1,0 +1,212 @@
+"""Per-sample features of a tensor: what profiles, drift tests and screening compare.
+
+A batch of a tensor becomes a matrix ``[samples, features]`` (float64) by one of four layouts,
+chosen once from the tensor's spec and a first batch, and stored in the profile so live traffic is
+read the same way:
+
+- ``scalar``: a sample is one value (a 0-d input, a ``[N]`` tensor): one feature, the value;
+- ``elements``: a small sample of fixed shape (at most ``max_features`` elements, e.g. tabular rows
+  ``[N, 16]``, 8x8 digits, a classifier's logits): every element is a feature;
+- ``channels``: a larger sample with a channel axis (``[N, 3, H, W]`` or ``[N, H, W, 3]``): per
+  channel its mean, standard deviation and texture (mean absolute difference of neighbours along the
+  last spatial axis), read from at most ``_MAX_PER_CHANNEL`` values per channel (evenly strided
+  rows), so a large image costs what a small one does;
+- ``summary``: anything else (token ids, variable-length sequences, embeddings beyond
+  ``max_features``): mean, standard deviation, minimum, maximum, and texture for floats.
+
+The samples of a batch are its first axis when that axis is a batch axis (dynamic, or a static 1
+ahead of more axes); otherwise the whole tensor is one sample (a state tensor, a 0-d sample rate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputSpecError
+from ..specs import TensorSpec
+
+__all__ = ["LAYOUTS", "Featurizer"]
+
+LAYOUTS = ("scalar", "elements", "channels", "summary")
+_MAX_CHANNELS = 64
+_MAX_PER_CHANNEL = 4096
+
+
+@dataclass(frozen=True)
+class Featurizer:
+    """How one tensor's batches become per-sample feature rows; ``names`` are the features'."""
+
+    tensor: str
+    layout: str
+    batched: bool
+    sample_shape: tuple[int, ...]  # elements: the sample's shape; others: () (any shape)
+    channel_axis: int | None  # channels: the axis within a sample
+    texture: bool
+    names: tuple[str, ...]
+
+    # -- building --------------------------------------------------------------------------------
+    @classmethod
+    def for_tensor(cls, spec: TensorSpec, sample: np.ndarray, max_features: int = 512) -> Featurizer:
+        """The layout of ``spec``'s tensor, given one real batch ``sample`` of it."""
+        arr = np.asarray(sample)
+        batched = _batched(spec, arr)
+        shape = arr.shape[1:] if batched else arr.shape
+        size = math.prod(shape)
+        ids = arr.dtype.kind in "iu" and arr.dtype.itemsize >= 4  # token ids, masks, counts
+        static = all(d is not None for d in (spec.shape[1:] if batched else spec.shape))
+        name = spec.name
+        if size == 1 and len(shape) <= 1:
+            return cls(name, "scalar", batched, (), None, False, (name,))
+        if static and not ids and size <= max_features:
+            names = tuple(f"{name}[{','.join(map(str, i))}]" for i in np.ndindex(*shape))
+            return cls(name, "elements", batched, tuple(shape), None, False, names)
+        floats = arr.dtype.kind in "fu" or (arr.dtype.kind == "i" and arr.dtype.itemsize == 1)
+        if len(shape) >= 2 and not ids:
+            axis = _channel_axis(spec, shape, batched)
+            if axis is not None:
+                channels = shape[axis]
+                texture = len(shape) - 1 >= 1 and _width(shape, axis) >= 2
+                stats = ["mean", "std", *(["texture"] if texture else [])]
+                names = tuple(f"{name}:c{c}.{s}" for c in range(channels) for s in stats)
+                return cls(name, "channels", batched, (), axis, texture, names)
+        texture = floats and not ids and len(shape) >= 1 and shape[-1] >= 2
+        stats = ["mean", "std", "min", "max", *(["texture"] if texture else [])]
+        return cls(name, "summary", batched, (), None, texture, tuple(f"{name}:{s}" for s in stats))
+
+    # -- (de)serializing -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout,
+            "batched": self.batched,
+            "sample_shape": list(self.sample_shape),
+            "channel_axis": self.channel_axis,
+            "texture": self.texture,
+            "features": list(self.names),
+        }
+
+    @classmethod
+    def from_dict(cls, tensor: str, d: Mapping[str, Any]) -> Featurizer:
+        layout = d["layout"]
+        if layout not in LAYOUTS:
+            raise ValueError(f"tensor {tensor!r}: unknown feature layout {layout!r} (known: {', '.join(LAYOUTS)})")
+        axis = d.get("channel_axis")
+        return cls(
+            tensor,
+            layout,
+            bool(d["batched"]),
+            tuple(int(s) for s in d.get("sample_shape", ())),
+            None if axis is None else int(axis),
+            bool(d.get("texture", False)),
+            tuple(str(n) for n in d["features"]),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    # -- reading batches -------------------------------------------------------------------------
+    def samples(self, arr: np.ndarray) -> np.ndarray:
+        """``arr`` with its samples along axis 0."""
+        a = np.asarray(arr)
+        return a if self.batched and a.ndim >= 1 else a[None]
+
+    def rows(self, arr: np.ndarray) -> int:
+        a = np.asarray(arr)
+        return int(a.shape[0]) if self.batched and a.ndim >= 1 else 1
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        """Feature rows ``[samples, features]`` (float64) of one batch of the tensor."""
+        a = self.samples(arr)
+        n = a.shape[0]
+        if a.dtype.kind == "b":
+            a = a.astype(np.float32)
+        elif a.dtype.kind not in "fiu":
+            raise InputSpecError(
+                f"tensor {self.tensor!r}: dtype {a.dtype} has no numeric features to monitor", tensor=self.tensor
+            )
+        if self.layout == "scalar":
+            return a.reshape(n, -1)[:, :1].astype(np.float64)
+        if self.layout == "elements":
+            if tuple(a.shape[1:]) != self.sample_shape:
+                raise InputSpecError(
+                    f"tensor {self.tensor!r}: a sample has shape {list(a.shape[1:])}, the profile's has "
+                    f"{list(self.sample_shape)}",
+                    tensor=self.tensor,
+                )
+            return a.reshape(n, -1).astype(np.float64)
+        if self.layout == "channels":
+            return self._channels(a)
+        return self._summary(a)
+
+    def _channels(self, a: np.ndarray) -> np.ndarray:
+        axis = 1 + (self.channel_axis or 0)
+        if a.ndim <= axis:
+            raise InputSpecError(
+                f"tensor {self.tensor!r}: a sample of rank {a.ndim - 1} has no channel axis {axis - 1}",
+                tensor=self.tensor,
+            )
+        x = np.moveaxis(a, axis, 1)  # [n, C, ..., W]
+        channels = x.shape[1]
+        per_channel = math.prod(x.shape[2:])
+        if per_channel > _MAX_PER_CHANNEL and x.ndim >= 4:  # every k-th row keeps neighbours in a row
+            k = math.ceil(per_channel / _MAX_PER_CHANNEL)
+            x = x[:, :, ::k] if x.shape[2] >= k else x
+        x = x.astype(np.float32, copy=False)
+        n = x.shape[0]
+        flat = x.reshape(n, channels, -1)
+        mean = flat.mean(axis=2, dtype=np.float64)
+        sq = np.einsum("ncl,ncl->nc", flat, flat, dtype=np.float64) / max(flat.shape[2], 1)
+        std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+        parts = [mean, std]
+        if self.texture:
+            d = np.abs(np.diff(x, axis=-1))
+            parts.append(d.reshape(n, channels, -1).mean(axis=2, dtype=np.float64))
+        return np.stack(parts, axis=2).reshape(n, -1)
+
+    def _summary(self, a: np.ndarray) -> np.ndarray:
+        n = a.shape[0]
+        if a.size == 0:
+            return np.full((n, self.size), np.nan)
+        flat = a.reshape(n, -1)
+        f = flat.astype(np.float64) if flat.dtype.itemsize < 8 or flat.dtype.kind != "f" else flat
+        parts = [f.mean(axis=1), f.std(axis=1), f.min(axis=1), f.max(axis=1)]
+        if self.texture:
+            x = a.astype(np.float32, copy=False)
+            if x.shape[-1] >= 2:
+                parts.append(np.abs(np.diff(x, axis=-1)).reshape(n, -1).mean(axis=1, dtype=np.float64))
+            else:
+                parts.append(np.zeros(n))
+        return np.stack(parts, axis=1)
+
+
+def _batched(spec: TensorSpec, arr: np.ndarray) -> bool:
+    """Whether axis 0 of ``spec``'s tensor holds samples: a dynamic batch axis, or a static 1 ahead
+    of more axes (a model fixed at batch 1)."""
+    from ..inputs import is_batch_axis
+
+    if spec.rank == 0 or arr.ndim == 0:
+        return False
+    if spec.shape[0] is None:
+        return is_batch_axis(spec, 0)
+    return spec.shape[0] == 1 and spec.rank >= 2
+
+
+def _width(shape: Sequence[int], channel_axis: int) -> int:
+    rest = [d for i, d in enumerate(shape) if i != channel_axis]
+    return rest[-1] if rest else 1
+
+
+def _channel_axis(spec: TensorSpec, shape: Sequence[int], batched: bool) -> int | None:
+    """The channel axis of a sample: its first axis when small (NCHW, [C, L]), else its last (NHWC)."""
+    declared = spec.shape[1:] if batched else spec.shape
+    first, last = shape[0], shape[-1]
+    if declared and declared[0] is not None and first <= _MAX_CHANNELS and (first <= last or first <= 4):
+        return 0
+    if declared and declared[-1] is not None and last <= _MAX_CHANNELS:
+        return len(shape) - 1
+    return None

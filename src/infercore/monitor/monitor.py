@@ -1,0 +1,484 @@
+"""The streaming monitor: samples taken off the request path, tested against a profile in the
+background, with bounded memory.
+
+    mon = ic.monitor.Monitor(profile, sample_rate=0.1, window=1000)
+    out = engine.run(feeds)
+    mon.observe(feeds, out, request_id="req-17")     # O(1): a reference into a bounded queue
+    mon.feedback("req-17", label=3)                  # ground truth, when it arrives
+    mon.state()                                      # drift per tensor, quality, counters (JSON-able)
+
+``observe`` keeps a reference to the arrays (it never copies or computes): the caller must not
+change them afterwards. A sample that finds the queue full is dropped and counted
+(``state()["samples"]["dropped"]``); nothing ever waits. One daemon thread reads the queue, turns
+tensors into features (:mod:`.features`), keeps the last ``window`` samples per tensor in a ring
+buffer, runs the window tests (:mod:`.drift`) every ``step`` samples (a quarter window by default)
+and the sequential CUSUM on every sample, and feeds labels to the quality tracker
+(:mod:`.quality`). Memory: the queue (``queue_size`` requests), ``window`` rows of features per
+tensor, the prediction store (``max_feedback_ids`` ids for ``feedback_ttl`` seconds).
+
+False alarms: ``alpha`` (default 0.01) bounds the probability that a window of stationary traffic
+raises drift, split evenly between the window tests (Bonferroni over every test of the model) and
+the sequential detector; the quality detector raises a false accuracy drop about once per
+``window / alpha`` labels. Measured rates: ``benchmarks/drift.py`` and docs/monitoring.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..arguments import check_int, check_number
+from ..errors import ArgumentError, InfercoreError
+from .drift import Cusum, FeatureTest, class_test, cusum_reference, cusum_threshold, decide, feature_tests
+from .profile import Profile, TensorProfile, class_probabilities
+from .quality import PredictionStore, QualityTracker
+
+__all__ = ["Monitor"]
+
+log = logging.getLogger("infercore.monitor")
+
+_TOP = 5
+_BATCH = 256
+
+
+class _TensorWindow:
+    """One tensor's ring of feature rows, its detectors and its last verdict (worker thread only)."""
+
+    def __init__(self, t: TensorProfile, window: int, step: int, cusum_h: float, cusum_k: float) -> None:
+        self.t = t
+        self.window = window
+        self.step = step
+        width = t.featurizer.size
+        self.rows = np.zeros((window, width))
+        self.classes = np.zeros(window, np.int64) if t.classes is not None else None
+        self.confidence = np.zeros((window, 1)) if t.classes is not None else None
+        self.filled = 0
+        self.pos = 0
+        self.since = 0
+        self.seen = 0
+        self.cusum = Cusum(t.stats, cusum_h, cusum_k)
+        self.sequential_alarms = 0
+        self.sequential_features: list[str] = []
+        self.sequential_pending = False
+        self.windows = 0
+        self.drift_windows = 0
+        self.drift_since: int | None = None  # the sample count at which the current drift was raised
+        self.skipped = 0
+        self.skip_reason = ""
+        self.state: dict[str, Any] = {
+            "kind": t.kind,
+            "features": width,
+            "samples": 0,
+            "windows": 0,
+            "drift": False,
+            "scores": {},
+            "top": [],
+        }
+
+    def add(self, rows: np.ndarray, probs: np.ndarray | None, evaluate: Callable[[_TensorWindow], None]) -> None:
+        """Append rows, evaluating at every step boundary they cross (a large batch is cut there)."""
+        i, n = 0, rows.shape[0]
+        while i < n:
+            if self.filled < self.window:
+                size = min(n - i, self.window - self.filled)
+            else:
+                size = min(n - i, max(self.step - self.since, 1))
+            self._append(rows[i : i + size], None if probs is None else probs[i : i + size])
+            i += size
+            if self.due():
+                evaluate(self)
+
+    def _append(self, rows: np.ndarray, probs: np.ndarray | None) -> None:
+        k = rows.shape[0]
+        idx = (self.pos + np.arange(k)) % self.window
+        self.rows[idx] = rows
+        if probs is not None and self.classes is not None and self.confidence is not None:
+            self.classes[idx] = probs.argmax(axis=1)
+            self.confidence[idx, 0] = probs.max(axis=1)
+        self.pos = int((self.pos + k) % self.window)
+        self.filled = min(self.filled + k, self.window)
+        self.since += k
+        self.seen += k
+        alarmed, first = self.cusum.update(rows)
+        if alarmed.size:
+            self.sequential_alarms += 1
+            self.sequential_pending = True
+            if self.drift_since is None:
+                self.drift_since = self.seen - k + 1 + (first or 0)
+            self.sequential_features = [self.t.featurizer.names[i] for i in alarmed[:_TOP]]
+
+    def due(self) -> bool:
+        return self.filled >= self.window and self.since >= self.step
+
+    def tests(self) -> list[FeatureTest]:
+        t = self.t
+        out = feature_tests(self.rows, t.stats, t.featurizer.names)
+        if t.classes is not None and self.classes is not None and self.confidence is not None:
+            out += feature_tests(self.confidence, t.classes.confidence, (f"{t.name}:confidence",))
+            counts = np.bincount(self.classes, minlength=t.classes.classes)
+            chi2, p, effect = class_test(counts, t.classes.counts)
+            out.append(FeatureTest(f"{t.name}:classes", "chi2", chi2, p, effect))
+        return out
+
+    def conclude(self, tests: list[FeatureTest], drift: bool) -> None:
+        self.since = 0
+        self.windows += 1
+        sequential = self.sequential_pending
+        self.sequential_pending = False
+        drift_any = drift or sequential
+        self.drift_windows += int(drift_any)
+        if drift_any and self.drift_since is None:
+            self.drift_since = self.seen
+        elif not drift_any:
+            self.drift_since = None
+        ks = [x for x in tests if x.test == "ks"]
+        chi = [x for x in tests if x.test == "chi2"]
+        scores: dict[str, float] = {
+            "psi": max((x.psi for x in tests if x.test == "ks"), default=0.0),
+            "ks": max((x.statistic for x in ks), default=0.0),
+            "cusum": self.cusum.level(),
+        }
+        if chi:
+            scores["chi2"] = chi[0].statistic
+        top = sorted(tests, key=lambda x: (x.drift, x.psi), reverse=True)[:_TOP]
+        self.state = {
+            "kind": self.t.kind,
+            "features": self.t.featurizer.size,
+            "samples": self.seen,
+            "windows": self.windows,
+            "drift_windows": self.drift_windows,
+            "drift": drift_any,
+            "window_test": drift,
+            "drift_since_sample": self.drift_since,
+            "sequential": {
+                "alarm": sequential,
+                "alarms": self.sequential_alarms,
+                "features": self.sequential_features if sequential else [],
+            },
+            "scores": {k: _r(v) for k, v in scores.items()},
+            "min_p": float(f"{min((x.p for x in tests), default=1.0):.3g}"),
+            "top": [x.to_dict() for x in top],
+            "updated": time.time(),
+        }
+        if self.skipped:
+            self.state["skipped_samples"] = self.skipped
+            self.state["skip_reason"] = self.skip_reason
+
+    def live(self) -> dict[str, Any]:
+        """The verdict of the last window, with the sequential detector's news since then."""
+        state = dict(self.state)
+        state["samples"] = self.seen
+        if self.sequential_pending:
+            state["drift"] = True
+            state["sequential"] = {
+                "alarm": True,
+                "alarms": self.sequential_alarms,
+                "features": self.sequential_features,
+            }
+        state["drift_since_sample"] = self.drift_since
+        scores = dict(state.get("scores", {}))
+        scores["cusum"] = _r(self.cusum.level())
+        state["scores"] = scores
+        if self.skipped:
+            state["skipped_samples"] = self.skipped
+            state["skip_reason"] = self.skip_reason
+        return state
+
+
+class Monitor:
+    """Drift and quality monitoring against a reference :class:`Profile`; see the module docstring."""
+
+    def __init__(
+        self,
+        profile: Profile | str | os.PathLike[str],
+        sample_rate: float = 1.0,
+        window: int = 1000,
+        *,
+        step: int | None = None,
+        alpha: float = 0.01,
+        psi_floor: float = 0.05,
+        accuracy_drop: float = 0.05,
+        queue_size: int = 256,
+        feedback_ttl: float = 3600.0,
+        max_feedback_ids: int = 100_000,
+        tensors: Sequence[str] | None = None,
+        name: str = "",
+    ) -> None:
+        self.profile = profile if isinstance(profile, Profile) else Profile.load(profile)
+        self.sample_rate = float(check_number("sample_rate", sample_rate, minimum=0.0, maximum=1.0) or 0.0)
+        self.window = int(check_int("window", window, minimum=20) or 20)
+        self.step = int(check_int("step", step, optional=True) or max(self.window // 4, 1))
+        if self.step > self.window:
+            raise ArgumentError("step", f"a step of {self.step} samples is longer than the window ({self.window})")
+        self.alpha = float(check_number("alpha", alpha, minimum=0.0, inclusive=False, maximum=0.5) or 0.01)
+        self.psi_floor = float(check_number("psi_floor", psi_floor) or 0.0)
+        self.accuracy_drop = float(
+            check_number("accuracy_drop", accuracy_drop, minimum=0.0, inclusive=False, maximum=0.5) or 0.05
+        )
+        self.queue_size = int(check_int("queue_size", queue_size) or 1)
+        ttl = check_number("feedback_ttl", feedback_ttl, minimum=0.0, inclusive=False)
+        max_ids = check_int("max_feedback_ids", max_feedback_ids)
+        self.name = name
+        names = list(self.profile.tensors) if tensors is None else list(tensors)
+        unknown = [n for n in names if n not in self.profile.tensors]
+        if unknown:
+            raise ArgumentError(
+                "tensors", f"the profile has no tensor {', '.join(map(repr, unknown))}; it has {', '.join(self.profile.tensors)}"
+            )
+        monitored = [self.profile.tensors[n] for n in names]
+        features = sum(t.featurizer.size for t in monitored)
+        self.tests_per_window = features + sum(2 for t in monitored if t.classes is not None)
+        smallest = min((t.stats.sampled for t in monitored), default=1)
+        self.cusum_k = cusum_reference(smallest)
+        self.cusum_h = cusum_threshold(max(features, 1), self.window, self.alpha / 2, self.cusum_k)
+        self._windows = {
+            t.name: _TensorWindow(t, self.window, self.step, self.cusum_h, self.cusum_k) for t in monitored
+        }
+        clf = self.profile.classifier
+        self.classifier = clf.name if clf is not None and clf.classes is not None else None
+        self._store = PredictionStore(float(ttl or 3600.0), int(max_ids or 1))
+        self._quality: QualityTracker | None = None
+        if clf is not None and clf.classes is not None:
+            baseline = (self.profile.quality or {}).get("accuracy")
+            self._quality = QualityTracker(
+                clf.classes.classes, self.window, baseline=baseline, drop=self.accuracy_drop, alpha=self.alpha
+            )
+        self._samples: collections.deque[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = collections.deque()
+        self._labels: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
+        self._credit = 0.0
+        self.observed = 0
+        self.sampled = 0
+        self.dropped = 0
+        self.processed = 0
+        self.errors = 0
+        self.feedback_matched = 0
+        self.feedback_unknown = 0
+        self.labels_dropped = 0
+        self._labels_accepted = 0
+        self._labels_done = 0
+        self._busy = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"infercore-monitor{'-' + name if name else ''}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- the request path ------------------------------------------------------------------------
+    def observe(
+        self,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Offer one request's tensors (and keep its prediction under ``request_id`` for feedback).
+        Never blocks and never raises for a full queue: the sample is dropped and counted."""
+        self.observed += 1
+        if request_id and outputs is not None and self.classifier is not None:
+            out = outputs.get(self.classifier)
+            if out is not None:
+                self._store.put(request_id, out)
+        self._credit += self.sample_rate
+        if self._credit < 1.0:
+            return
+        self._credit -= 1.0
+        if len(self._samples) >= self.queue_size or self._stop.is_set():
+            self.dropped += 1
+            return
+        self._samples.append((inputs, outputs))
+        self.sampled += 1
+
+    def knows(self, request_id: str) -> bool:
+        """Whether a prediction is kept for ``request_id`` (it has not expired nor been labelled)."""
+        return request_id in self._store
+
+    def feedback(self, request_id: str, label: Any) -> bool:
+        """The true class (or one per row of the request) of a request observed with
+        ``request_id``; False when the id is unknown or expired (nothing is recorded)."""
+        if self._quality is None:
+            raise ArgumentError(
+                "label", "the profile has no classifier output, so there is no prediction to compare labels with"
+            )
+        if not isinstance(request_id, str) or not request_id:
+            raise ArgumentError("request_id", f"expected the request's id (a non-empty string), got {request_id!r}")
+        out = self._store.pop(request_id)
+        if out is None:
+            self.feedback_unknown += 1
+            return False
+        try:
+            labels = _labels(label, np.shape(out)[0] if np.ndim(out) >= 1 else 1, self._quality.classes)
+        except ArgumentError:
+            self._store.put(request_id, out)  # a malformed label does not use up the prediction
+            raise
+        self.feedback_matched += 1
+        if len(self._labels) >= 65_536:
+            self.labels_dropped += 1
+            return True
+        self._labels.append((np.asarray(out), labels))
+        self._labels_accepted += 1
+        return True
+
+    # -- the worker ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            if not self._samples and not self._labels:
+                if self._stop.is_set():
+                    return
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            self._busy = True
+            try:
+                labels = []
+                while self._labels:
+                    labels.append(self._labels.popleft())
+                samples: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = []
+                while self._samples and len(samples) < _BATCH:
+                    samples.append(self._samples.popleft())
+                try:
+                    if labels:
+                        self._process_labels(labels)
+                    if samples:
+                        self._process(samples)
+                except Exception:  # a bug must not end monitoring: count it, log it, go on
+                    self.errors += 1
+                    log.exception("monitor worker failed on a batch", extra={"model": self.name})
+                self.processed += len(samples)
+                self._labels_done += len(labels)
+            finally:
+                self._busy = False
+
+    def _process_labels(self, items: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        assert self._quality is not None and self.classifier is not None
+        clf = self.profile.tensors[self.classifier].classes
+        assert clf is not None
+        for out, labels in items:
+            self._quality.add(class_probabilities(out, clf.probabilities), labels)
+
+    def _process(self, samples: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]]) -> None:
+        for name, tw in self._windows.items():
+            arrays = []
+            for inputs, outputs in samples:
+                a = inputs.get(name)
+                if a is None and outputs is not None:
+                    a = outputs.get(name)
+                if a is not None:
+                    arrays.append(np.asarray(a))
+            if not arrays:
+                continue
+            fz = tw.t.featurizer
+            try:
+                parts = [fz.samples(a) for a in arrays]
+                if len({p.shape[1:] for p in parts}) == 1 and fz.batched:
+                    batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
+                    rows = fz(batch)
+                    probs = tw.t.classes.probs(batch) if tw.t.classes is not None else None
+                else:
+                    rows = np.concatenate([fz(a) for a in arrays])
+                    probs = (np.concatenate([tw.t.classes.probs(fz.samples(a)) for a in arrays])
+                             if tw.t.classes is not None else None)
+            except (InfercoreError, ValueError) as e:
+                tw.skipped += len(arrays)
+                tw.skip_reason = str(e)
+                continue
+            tw.add(rows, probs, self._evaluate)
+
+    def _evaluate(self, tw: _TensorWindow) -> None:
+        tests = tw.tests()
+        drift = decide(tests, self.tests_per_window, self.alpha / 2, self.psi_floor)
+        tw.conclude(tests, drift)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every sample and label accepted so far is processed (tests, benchmarks)."""
+        target_samples = self.sampled
+        target_labels = self._labels_accepted
+        deadline = time.monotonic() + timeout
+        while self.processed < target_samples or self._labels_done < target_labels or self._busy:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"monitor: {target_samples - self.processed} samples still queued after {timeout} s")
+            self._wake.set()
+            time.sleep(0.001)
+
+    @property
+    def drift(self) -> bool:
+        return any(tw.live()["drift"] for tw in self._windows.values())
+
+    def state(self) -> dict[str, Any]:
+        """Counters, drift per tensor and quality, as JSON-able values."""
+        tensors = {name: tw.live() for name, tw in self._windows.items()}
+        out: dict[str, Any] = {
+            "sample_rate": self.sample_rate,
+            "window": self.window,
+            "step": self.step,
+            "alpha": self.alpha,
+            "psi_floor": self.psi_floor,
+            "tests_per_window": self.tests_per_window,
+            "cusum": {"k": _r(self.cusum_k), "h": _r(self.cusum_h)},
+            "samples": {
+                "observed": self.observed,
+                "sampled": self.sampled,
+                "dropped": self.dropped,
+                "queued": len(self._samples),
+                "processed": self.processed,
+            },
+            "drift": any(t["drift"] for t in tensors.values()),
+            "tensors": tensors,
+            "quality": None,
+            "errors": self.errors,
+        }
+        if self._quality is not None:
+            out["quality"] = {
+                **self._quality.state(),
+                "output": self.classifier,
+                "feedback": {
+                    "matched": self.feedback_matched,
+                    "unknown": self.feedback_unknown,
+                    "dropped": self.labels_dropped,
+                    "pending_ids": len(self._store),
+                    "expired": self._store.expired,
+                    "evicted": self._store.evicted,
+                },
+            }
+        return out
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker after it processes what is queued."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _labels(label: Any, rows: int, classes: int) -> np.ndarray:
+    """``label`` as ``rows`` class indices in ``0..classes-1``, or ArgumentError saying why not."""
+    values = label if isinstance(label, list | tuple | np.ndarray) else [label]
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.shape[0] != rows:
+        raise ArgumentError(
+            "label", f"the request had {rows} sample(s): give {'one class index' if rows == 1 else f'{rows} class indices'}, "
+            f"got {label!r}"
+        )
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr))):
+        raise ArgumentError("label", f"class indices are integers, got {label!r}")
+    out = arr.astype(np.int64)
+    if out.size and (out.min() < 0 or out.max() >= classes):
+        raise ArgumentError("label", f"class indices run from 0 to {classes - 1}, got {label!r}")
+    return out
+
+
+def _r(v: float) -> float:
+    return float(f"{v:.4g}") if math.isfinite(v) else v
