@@ -1,0 +1,113 @@
+"""Profiles: features against numpy, what a real model's profile holds, the JSON round trip, and
+refusals that name the problem."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import infercore as ic
+from infercore.monitor import Featurizer, Profile
+from infercore.specs import TensorSpec
+from tests import onnx_models as m
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("scipy")
+
+
+def test_subpackage_is_reached_as_an_attribute_and_import_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, infercore as ic; ic.monitor.Profile; ic.monitor.Monitor; "
+            "print('scipy' in sys.modules, 'infercore.monitor' in sys.modules)")
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).split() == ["False", "True"]
+    code = "import sys, infercore; print('infercore.monitor' in sys.modules)"
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "False"
+
+
+def test_layouts_and_features_against_numpy():
+    rng = np.random.default_rng(0)
+    # tabular: every element
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    fz = Featurizer.for_tensor(TensorSpec("x", np.float32, (None, 4)), x)
+    assert fz.layout == "elements" and fz.names[1] == "x[1]"
+    np.testing.assert_array_equal(fz(x), x.astype(np.float64))
+    # NCHW image: mean, std, texture per channel (the texture along the width)
+    img = rng.random((3, 3, 40, 50), dtype=np.float32)
+    fz = Featurizer.for_tensor(TensorSpec("img", np.float32, (None, 3, 40, 50)), img)
+    assert fz.layout == "channels" and fz.channel_axis == 0 and len(fz.names) == 9
+    got = fz(img).reshape(3, 3, 3)
+    np.testing.assert_allclose(got[..., 0], img.mean(axis=(2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(got[..., 1], img.std(axis=(2, 3)), rtol=1e-4)
+    np.testing.assert_allclose(got[..., 2], np.abs(np.diff(img, axis=3)).mean(axis=(2, 3)), rtol=1e-5)
+    # NHWC: the channel axis is the last one
+    nhwc = rng.random((2, 30, 30, 3), dtype=np.float32)
+    fz = Featurizer.for_tensor(TensorSpec("im", np.float32, (1, 30, 30, 3)), nhwc[:1])
+    assert fz.layout == "channels" and fz.channel_axis == 2
+    np.testing.assert_allclose(fz(nhwc)[:, 0], nhwc[..., 0].mean(axis=(1, 2)), rtol=1e-5)
+    # token ids of a dynamic length: a summary
+    ids = rng.integers(0, 30000, (4, 17))
+    fz = Featurizer.for_tensor(TensorSpec("input_ids", np.int64, (None, None)), ids)
+    assert fz.layout == "summary" and fz.names[:4] == ("input_ids:mean", "input_ids:std", "input_ids:min", "input_ids:max")
+    np.testing.assert_allclose(fz(ids)[:, 0], ids.mean(axis=1))
+    # a 0-d input is one sample of one feature
+    fz = Featurizer.for_tensor(TensorSpec("sr", np.int64, ()), np.array(16000))
+    assert fz.layout == "scalar" and fz(np.array(16000)).tolist() == [[16000.0]]
+
+
+def test_profile_of_a_real_model_with_labels(tmp_path):
+    path, w = m.mlp(tmp_path / "mlp.onnx", d_in=4, d_out=3)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((600, 4)).astype(np.float32)
+    logits, probs = m.mlp_numpy(x, w)
+    labels = logits.argmax(1)
+    labels[:60] = (labels[:60] + 1) % 3  # 90% right
+    p = Profile.build(path, (x, labels), batch_size=64)
+    assert p.samples == 600 and set(p.tensors) == {"x", "logits", "probs"}
+    xs = p.tensors["x"].stats
+    np.testing.assert_allclose(xs.mean, x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(xs.quantiles[:, 100], np.median(x, axis=0), rtol=1e-5)
+    clf = p.tensors["probs"].classes
+    assert clf is not None and clf.probabilities and clf.classes == 3
+    np.testing.assert_array_equal(clf.counts, np.bincount(probs.argmax(1), minlength=3))
+    assert p.tensors["logits"].classes is not None and not p.tensors["logits"].classes.probabilities
+    assert p.quality["accuracy"] == pytest.approx(0.9)
+    assert p.classifier is not None and p.classifier.name == p.quality["output"]
+    assert p.tensors["x"].screen is not None and p.tensors["x"].screen.whiten is not None
+    # JSON round trip keeps everything the tests use
+    p.save(tmp_path / "p.json")
+    q = Profile.load(tmp_path / "p.json")
+    np.testing.assert_array_equal(q.tensors["x"].stats.quantiles, xs.quantiles)
+    assert q.tensors["x"].featurizer == p.tensors["x"].featurizer and q.quality == p.quality
+    raw = json.loads((tmp_path / "p.json").read_text())
+    assert raw["format"] == "infercore.profile" and raw["version"] == 1
+
+
+def test_profile_files_that_cannot_be_used(tmp_path):
+    with pytest.raises(ic.ProfileError, match="profile not found"):
+        Profile.load(tmp_path / "nope.json")
+    (tmp_path / "a.json").write_text("{not json")
+    with pytest.raises(ic.ProfileError, match="cannot read"):
+        Profile.load(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text(json.dumps({"format": "infercore.profile", "version": 99, "tensors": {}}))
+    with pytest.raises(ic.ProfileError, match="version 99; this infercore reads version 1"):
+        Profile.load(tmp_path / "b.json")
+    p = Profile.from_arrays({"z": np.zeros((50, 2), np.float32)})
+    with pytest.raises(ic.ProfileError, match="tensor 'z', which the model has not"):
+        p.check([TensorSpec("x", np.float32, (None, 2))], [])
+    with pytest.raises(ic.ProfileError, match="dtype is float32, the model's float64"):
+        p.check([TensorSpec("z", np.float64, (None, 2))], [])
+
+
+def test_bad_arguments_name_the_parameter(tmp_path):
+    path, _ = m.mlp(tmp_path / "mlp.onnx", d_in=4, d_out=3)
+    x = np.zeros((20, 4), np.float32)
+    with pytest.raises(ic.ArgumentError, match="classifier: the model has no output 'nope'"):
+        Profile.build(path, x, classifier="nope")
+    with pytest.raises(ic.ArgumentError, match="max_samples"):
+        Profile.build(path, x, max_samples=1)
+    with pytest.raises(ic.InputSpecError, match="input 'x'"):
+        Profile.build(path, np.zeros((20, 5), np.float32))
