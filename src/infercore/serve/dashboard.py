@@ -124,7 +124,7 @@ header { display:flex; align-items:baseline; gap:16px; padding:10px 18px; backgr
 header h1 { font-size:16px; margin:0; font-weight:600; }
 header .meta { color:#b8c0cc; font-size:12px; }
 main { padding:12px 18px; }
-.process { display:grid; grid-template-columns:repeat(2, minmax(260px, 1fr)); gap:10px; margin-bottom:14px; }
+.process { display:grid; grid-template-columns:repeat(auto-fill, minmax(260px, 1fr)); gap:10px; margin-bottom:14px; }
 .model { background:var(--card); border:1px solid var(--grid); border-radius:8px; padding:10px 12px; margin-bottom:14px; }
 .model h2 { font-size:14px; margin:0 0 8px; display:flex; gap:10px; align-items:center; }
 .badge { font-size:11px; padding:1px 7px; border-radius:9px; color:#fff; background:var(--ok); }
