@@ -226,3 +226,12 @@ def test_monitor_arguments_are_checked():
         with pytest.raises(ic.ArgumentError) as e:
             Monitor(profile, **kwargs)
         assert e.value.parameter == parameter
+
+
+def test_ks_p_value_is_close_to_scipys_exact_two_sample_one():
+    from infercore.monitor.drift import ks_p
+
+    for d, n, m in ((0.05, 1000, 20_000), (0.08, 500, 2000), (0.12, 1000, 1000), (0.2, 200, 5000)):
+        en = round(n * m / (n + m))
+        exact = stats.kstwo.sf(d, en)
+        assert ks_p(d, n, m) == pytest.approx(exact, rel=0.15, abs=1e-6)

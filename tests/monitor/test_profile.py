@@ -36,13 +36,21 @@ def test_layouts_and_features_against_numpy():
     assert fz.layout == "elements" and fz.names[1] == "x[1]"
     np.testing.assert_array_equal(fz(x), x.astype(np.float64))
     # NCHW image: mean, std, texture per channel (the texture along the width)
-    img = rng.random((3, 3, 40, 50), dtype=np.float32)
-    fz = Featurizer.for_tensor(TensorSpec("img", np.float32, (None, 3, 40, 50)), img)
+    img = rng.random((3, 3, 20, 50), dtype=np.float32)
+    fz = Featurizer.for_tensor(TensorSpec("img", np.float32, (None, 3, 20, 50)), img)
     assert fz.layout == "channels" and fz.channel_axis == 0 and len(fz.names) == 9
     got = fz(img).reshape(3, 3, 3)
     np.testing.assert_allclose(got[..., 0], img.mean(axis=(2, 3)), rtol=1e-5)
     np.testing.assert_allclose(got[..., 1], img.std(axis=(2, 3)), rtol=1e-4)
     np.testing.assert_allclose(got[..., 2], np.abs(np.diff(img, axis=3)).mean(axis=(2, 3)), rtol=1e-5)
+    # a large image is read from every k-th row: at most 1,024 values per channel (48 x 192: every 10th row)
+    big = rng.random((2, 3, 48, 192), dtype=np.float32)
+    fz = Featurizer.for_tensor(TensorSpec("x", np.float32, (None, 3, None, None)), big)
+    rows = big[:, :, ::10]
+    got = fz(big).reshape(2, 3, 3)
+    np.testing.assert_allclose(got[..., 0], rows.mean(axis=(2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(got[..., 2], np.abs(np.diff(rows, axis=3)).mean(axis=(2, 3)), rtol=1e-5)
+    np.testing.assert_array_equal(fz(np.concatenate([fz.thin(big[:1]), fz.thin(big[1:])])), fz(big))
     # NHWC: the channel axis is the last one
     nhwc = rng.random((2, 30, 30, 3), dtype=np.float32)
     fz = Featurizer.for_tensor(TensorSpec("im", np.float32, (1, 30, 30, 3)), nhwc[:1])

@@ -5,7 +5,7 @@ Per window, for every feature of a tensor:
 - **PSI** (population stability index) over the reference's decile bins, counts smoothed by half a
   sample per bin: ``sum((w - r) * ln(w / r))``;
 - **KS**: the largest gap between the window's empirical CDF and the reference CDF (from its 201
-  quantiles), with the two-sample p-value (scipy's ``kstwo`` at ``n * m / (n + m)``, ``m`` the
+  quantiles), with the two-sample p-value (:func:`ks_p`, at ``n * m / (n + m)``, ``m`` the
   reference rows), so a small reference is not mistaken for the truth;
 - for a classifier output, **chi-square** on the predicted-class counts against the reference's
   (a 2 x K contingency test; classes the reference saw rarely are pooled so no cell expects fewer
@@ -92,15 +92,23 @@ def ks_statistic(window_sorted: np.ndarray, quantiles: np.ndarray) -> float:
     return float(max(np.max(np.abs(right - ref_right)), np.max(np.abs(left - ref_left))))
 
 
+def ks_p(d: float, n: int, m: int) -> float:
+    """Two-sample KS p-value of ``d`` for samples of ``n`` and ``m``: Kolmogorov's limiting
+    distribution (scipy.special.kolmogorov) at ``(sqrt(en) + 0.12 + 0.11 / sqrt(en)) * d``,
+    ``en = n * m / (n + m)`` (Stephens' small-sample correction; exact enough for the windows here
+    and a thousand times cheaper than the exact distribution)."""
+    special = require("scipy.special", "monitor", package="scipy")
+    if n == 0 or d <= 0.0:
+        return 1.0
+    en = n * m / (n + m)
+    root = math.sqrt(en)
+    return float(min(1.0, special.kolmogorov((root + 0.12 + 0.11 / root) * d)))
+
+
 def ks_test(window_sorted: np.ndarray, quantiles: np.ndarray, reference_rows: int) -> tuple[float, float]:
-    """(D, p): the KS statistic and its two-sample asymptotic p-value."""
-    stats = require("scipy.stats", "monitor", package="scipy")
-    n, m = window_sorted.size, max(int(reference_rows), 1)
+    """(D, p): the KS statistic and its two-sample p-value (:func:`ks_p`)."""
     d = ks_statistic(window_sorted, quantiles)
-    if n == 0 or d == 0.0:
-        return d, 1.0
-    en = max(round(n * m / (n + m)), 1)
-    return d, float(stats.kstwo.sf(d, en))
+    return d, ks_p(d, window_sorted.size, max(int(reference_rows), 1))
 
 
 def class_test(window_counts: np.ndarray, reference_counts: np.ndarray) -> tuple[float, float, float]:
@@ -225,27 +233,44 @@ class Cusum:
 
     def update(self, rows: np.ndarray) -> tuple[np.ndarray, int | None]:
         """Feed feature rows in order: the indices of the features that alarmed, and the row of
-        the first alarm (None: no alarm). A feature's statistics restart after its alarm."""
+        the first alarm (None: no alarm). A feature's statistics restart after its alarm.
+
+        Vectorized over rows: the recursion ``S_t = max(0, S_{t-1} + y_t)`` is
+        ``D_t - min(0, min_{s<=t} D_s)`` with ``D`` the running sum from ``S_0`` (Lindley), so a
+        chunk costs a few numpy calls; only an alarm (rare) cuts the chunk there."""
         z = self.scores(rows)
         alarmed = np.zeros(z.shape[1], dtype=bool)
         first = None
-        up, low, k, h = self.upper, self.lower, self.k, self.h
-        for i, row in enumerate(z):
-            np.maximum(up + row - k, 0.0, out=up)
-            np.maximum(low - row - k, 0.0, out=low)
-            hit = (up >= h) | (low >= h)
-            if hit.any():
-                alarmed |= hit
-                up[hit] = 0.0
-                low[hit] = 0.0
-                if first is None:
-                    first = i
-        self.peak = np.maximum(self.peak, np.maximum(up, low))
+        start = 0
+        while start < z.shape[0]:
+            y = z[start:]
+            up = _lindley(self.upper, y - self.k)
+            low = _lindley(self.lower, -y - self.k)
+            hit = (up >= self.h) | (low >= self.h)
+            if not hit.any():
+                self.upper, self.lower = up[-1].copy(), low[-1].copy()
+                break
+            row = int(np.argmax(hit.any(axis=1)))
+            features = hit[row]
+            alarmed |= features
+            if first is None:
+                first = start + row
+            self.upper, self.lower = up[row].copy(), low[row].copy()
+            self.upper[features] = 0.0
+            self.lower[features] = 0.0
+            start += row + 1
+        self.peak = np.maximum(self.peak, np.maximum(self.upper, self.lower))
         return np.flatnonzero(alarmed), first
 
     def level(self) -> float:
         """The largest statistic now, as a fraction of ``h``."""
         return float(np.max(np.maximum(self.upper, self.lower), initial=0.0) / self.h)
+
+
+def _lindley(start: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Every ``S_t = max(0, S_{t-1} + steps_t)`` from ``S_0 = start`` (>= 0), rows of ``steps``."""
+    d = start + np.cumsum(steps, axis=0)
+    return d - np.minimum(np.minimum.accumulate(d, axis=0), 0.0)
 
 
 def _left_cdf(quantiles: np.ndarray, x: np.ndarray) -> np.ndarray:

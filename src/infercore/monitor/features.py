@@ -9,8 +9,8 @@ read the same way:
   ``[N, 16]``, 8x8 digits, a classifier's logits): every element is a feature;
 - ``channels``: a larger sample with a channel axis (``[N, 3, H, W]`` or ``[N, H, W, 3]``): per
   channel its mean, standard deviation and texture (mean absolute difference of neighbours along the
-  last spatial axis), read from at most ``_MAX_PER_CHANNEL`` values per channel (evenly strided
-  rows), so a large image costs what a small one does;
+  last spatial axis), read from at most ``_MAX_PER_CHANNEL`` (1,024) values per channel (evenly
+  strided rows), so a large image costs what a small one does;
 - ``summary``: anything else (token ids, variable-length sequences, embeddings beyond
   ``max_features``): mean, standard deviation, minimum, maximum, and texture for floats.
 
@@ -34,7 +34,7 @@ __all__ = ["LAYOUTS", "Featurizer"]
 
 LAYOUTS = ("scalar", "elements", "channels", "summary")
 _MAX_CHANNELS = 64
-_MAX_PER_CHANNEL = 4096
+_MAX_PER_CHANNEL = 1024
 
 
 @dataclass(frozen=True)
@@ -150,23 +150,44 @@ class Featurizer:
                 f"tensor {self.tensor!r}: a sample of rank {a.ndim - 1} has no channel axis {axis - 1}",
                 tensor=self.tensor,
             )
-        x = np.moveaxis(a, axis, 1)  # [n, C, ..., W]
+        x = np.moveaxis(self.thin(a), axis, 1)  # [n, C, ..., W]
         channels = x.shape[1]
-        per_channel = math.prod(x.shape[2:])
-        if per_channel > _MAX_PER_CHANNEL and x.ndim >= 4:  # every k-th row keeps neighbours in a row
-            k = math.ceil(per_channel / _MAX_PER_CHANNEL)
-            x = x[:, :, ::k] if x.shape[2] >= k else x
-        x = x.astype(np.float32, copy=False)
+        x = np.ascontiguousarray(x, dtype=np.float32)
         n = x.shape[0]
         flat = x.reshape(n, channels, -1)
-        mean = flat.mean(axis=2, dtype=np.float64)
-        sq = np.einsum("ncl,ncl->nc", flat, flat, dtype=np.float64) / max(flat.shape[2], 1)
-        std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+        size = max(flat.shape[2], 1)
+        mean = flat.sum(axis=2, dtype=np.float64) / size
+        centered = flat - mean[:, :, None].astype(np.float32)
+        std = np.sqrt(np.einsum("ncl,ncl->nc", centered, centered) / size).astype(np.float64)
         parts = [mean, std]
         if self.texture:
-            d = np.abs(np.diff(x, axis=-1))
-            parts.append(d.reshape(n, channels, -1).mean(axis=2, dtype=np.float64))
+            d = np.abs(np.diff(x, axis=-1)).reshape(n, channels, -1)
+            parts.append(d.sum(axis=2, dtype=np.float64) / max(d.shape[2], 1))
         return np.stack(parts, axis=2).reshape(n, -1)
+
+    def thin(self, arr: np.ndarray) -> np.ndarray:
+        """Samples of ``arr`` with at most ``_MAX_PER_CHANNEL`` values per channel (channels
+        layout): every k-th row of the first spatial axis, so neighbours along a row stay
+        neighbours. A view; thinning twice changes nothing."""
+        a = self.samples(arr)
+        if self.layout != "channels":
+            return a
+        axis = 1 + (self.channel_axis or 0)
+        if a.ndim <= axis or a.ndim < 4:
+            return a
+        per_channel = math.prod(a.shape[1:]) // max(a.shape[axis], 1)
+        if per_channel <= _MAX_PER_CHANNEL:
+            return a
+        spatial = [i for i in range(1, a.ndim) if i != axis]
+        row_axis = spatial[0]
+        rows = a.shape[row_axis]
+        keep = max(_MAX_PER_CHANNEL // max(per_channel // max(rows, 1), 1), 1)  # rows that fit
+        k = math.ceil(rows / keep)
+        if k <= 1:
+            return a
+        index = [slice(None)] * a.ndim
+        index[row_axis] = slice(None, None, k)
+        return a[tuple(index)]
 
     def _summary(self, a: np.ndarray) -> np.ndarray:
         n = a.shape[0]
