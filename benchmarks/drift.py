@@ -5,7 +5,7 @@
 Everything runs through the real :class:`infercore.monitor.Monitor` (queue, worker, windows,
 tests) and :class:`~infercore.monitor.quality.QualityTracker`; the reference profiles are built
 from 20,000 samples (and 2,000, to show the two-sample correction at work). Window 1,000 samples,
-tests every 250 (the defaults), alpha 0.01, PSI floor 0.05.
+tests every 500 (the defaults), alpha 0.01, PSI floor 0.05.
 
 1. False alarms: stationary streams, 200 test windows each; the share of windows that raised drift
    (window tests or the sequential CUSUM) for 1, 10 and 100 normal features and a mix of ten
@@ -37,7 +37,7 @@ from _common import machine, write_json
 from infercore.monitor import Monitor, Profile
 from infercore.monitor.quality import QualityTracker
 
-WINDOW, STEP = 1000, 250
+WINDOW, STEP = 1000, 500
 
 
 def mixed(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -207,6 +207,7 @@ class Cusum:
     lower: np.ndarray = field(init=False)
     peak: np.ndarray = field(init=False)
     usable: np.ndarray = field(init=False)
+    strict: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         width = self.stats.quantiles.shape[0]
@@ -217,6 +218,7 @@ class Cusum:
         # a feature the reference holds constant has no scale to score against: the window tests
         # catch it moving
         self.usable = np.isfinite(q).all(axis=1) & (q[:, -1] > q[:, 0])
+        self.strict = self.usable & np.all(np.diff(q, axis=1) > 0, axis=1)
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
         """Normal scores ``[rows, features]`` of feature rows (mid-rank CDF, clipped to +-3.7)."""
@@ -225,7 +227,10 @@ class Cusum:
         u = np.empty(rows.shape)
         for f in range(rows.shape[1]):
             col = rows[:, f]
-            u[:, f] = 0.5 * (_cdf(q[f], col) + _left_cdf(q[f], col))
+            if self.strict[f]:  # no ties: the CDF is the interpolation of the quantiles
+                u[:, f] = np.interp(col, q[f], QUANTILE_LEVELS)
+            else:
+                u[:, f] = 0.5 * (_cdf(q[f], col) + _left_cdf(q[f], col))
         u = np.clip(np.nan_to_num(u, nan=0.5), 1e-4, 1 - 1e-4)
         z: np.ndarray = special.ndtri(u)
         z[:, ~self.usable] = 0.0

@@ -11,7 +11,7 @@ background, with bounded memory.
 change them afterwards. A sample that finds the queue full is dropped and counted
 (``state()["samples"]["dropped"]``); nothing ever waits. One daemon thread reads the queue, turns
 tensors into features (:mod:`.features`), keeps the last ``window`` samples per tensor in a ring
-buffer, runs the window tests (:mod:`.drift`) every ``step`` samples (a quarter window by default)
+buffer, runs the window tests (:mod:`.drift`) every ``step`` samples (half a window by default)
 and the sequential CUSUM on every sample, and feeds labels to the quality tracker
 (:mod:`.quality`). Memory: the queue (``queue_size`` requests), ``window`` rows of features per
 tensor, the prediction store (``max_feedback_ids`` ids for ``feedback_ttl`` seconds).
@@ -217,7 +217,7 @@ class Monitor:
         self.profile = profile if isinstance(profile, Profile) else Profile.load(profile)
         self.sample_rate = float(check_number("sample_rate", sample_rate, minimum=0.0, maximum=1.0) or 0.0)
         self.window = int(check_int("window", window, minimum=20) or 20)
-        self.step = int(check_int("step", step, optional=True) or max(self.window // 4, 1))
+        self.step = int(check_int("step", step, optional=True) or max(self.window // 2, 1))
         if self.step > self.window:
             raise ArgumentError("step", f"a step of {self.step} samples is longer than the window ({self.window})")
         self.alpha = float(check_number("alpha", alpha, minimum=0.0, inclusive=False, maximum=0.5) or 0.01)
