@@ -187,3 +187,20 @@ def test_dashboard_page_and_data(srv):
     assert row(after, "plain")["latency"]["buckets"][-1][0] == "+Inf"
     assert "drift" in row(after, "clf") and "x" in row(after, "clf")["drift"]
     assert after["process"]["process_resident_memory_bytes"] > 0
+
+
+def test_grafana_and_alert_queries_name_metrics_the_server_exports(srv):
+    """Every metric a shipped Grafana panel or alert rule queries is one this server exposes."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    _infer(srv, "clf", np.zeros((1, 4), np.float32), "g-1")
+    httpx.post(_url(srv, "/v2/models/clf/feedback"), json={"id": "g-1", "label": 0})
+    _infer(srv, "clf", np.full((1, 4), 30.0, np.float32))  # a rejected request: a failure series
+    exposed = set(re.findall(r"^([a-z_]+)[{ ]", httpx.get(f"http://127.0.0.1:{srv.ports['metrics']}/metrics").text, re.M))
+    dashboard = json.loads((root / "deploy" / "grafana" / "infercore.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += re.findall(r"expr: \|?\s*([^\n]+(?:\n {12}[^\n]+)*)", (root / "deploy" / "prometheus" / "alerts.yml").read_text())
+    wanted = {name for e in exprs for name in re.findall(r"\b((?:infercore|process)_[a-z_]+)", e)}
+    assert wanted and not wanted - exposed, sorted(wanted - exposed)
