@@ -71,7 +71,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per load (default 5)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--json", default="results/monitor_overhead.json")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 2 s: indicative only")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.duration = 2, 2.0
     import httpx
 
     path = models.ppocr_cls()

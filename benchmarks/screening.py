@@ -109,6 +109,7 @@ def auc(clean: np.ndarray, other: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default="results/screening.json")
+    ap.add_argument("--quick", action="store_true", help="accepted for run_all.py; the run is already short")
     args = ap.parse_args()
     t0 = time.time()
     case = digits.digits_cnn()

@@ -19,7 +19,7 @@ effect-size floor keeps large windows from reporting shifts too small to matter.
 
 **Sequential** (:class:`Cusum`): a two-sided CUSUM per feature on normal scores
 (``Phi^-1`` of the reference CDF at each value, mid-rank for ties) with reference value
-``k = 0.15 + 2 / sqrt(m)`` sd (tuned to a 0.3 sd shift, widened by the reference's own uncertainty
+``k = 0.15 + 3 / sqrt(m)`` sd (tuned to a 0.3 sd shift, widened by the reference's own uncertainty
 for ``m`` reference rows). It runs on every sample, so it answers before the next window test: a
 2 sd shift in tens of samples, 0.3 sd in a few hundred. Its threshold ``h`` comes from Siegmund's
 approximation of the in-control run length, set so that all its one-sided statistics together
@@ -178,7 +178,7 @@ def siegmund_arl(k: float, h: float) -> float:
 
 def cusum_reference(reference_rows: int) -> float:
     """The CUSUM's reference value ``k`` (sd) for a profile of ``reference_rows`` samples."""
-    return 0.15 + 2.0 / math.sqrt(max(reference_rows, 1))
+    return 0.15 + 3.0 / math.sqrt(max(reference_rows, 1))
 
 
 def cusum_threshold(features: int, window: int, alpha: float, k: float = 0.2) -> float:

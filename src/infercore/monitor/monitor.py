@@ -69,10 +69,11 @@ class _TensorWindow:
         self.cusum = Cusum(t.stats, cusum_h, cusum_k)
         self.sequential_alarms = 0
         self.sequential_features: list[str] = []
-        self.sequential_pending = False
+        self.last_alarm: int | None = None  # the sample count at the last CUSUM alarm
         self.windows = 0
         self.drift_windows = 0
         self.drift_since: int | None = None  # the sample count at which the current drift was raised
+        self.first_drift: int | None = None  # ... and the first drift ever
         self.skipped = 0
         self.skip_reason = ""
         self.state: dict[str, Any] = {
@@ -112,10 +113,19 @@ class _TensorWindow:
         alarmed, first = self.cusum.update(rows)
         if alarmed.size:
             self.sequential_alarms += 1
-            self.sequential_pending = True
+            self.last_alarm = self.seen - k + 1 + (first or 0)
             if self.drift_since is None:
                 self.drift_since = self.seen - k + 1 + (first or 0)
+            if self.first_drift is None:
+                self.first_drift = self.drift_since
             self.sequential_features = [self.t.featurizer.names[i] for i in alarmed[:_TOP]]
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the CUSUM alarmed within the last ``step`` samples: it restarts after each
+        alarm, so a shift that lasts alarms again and again (a 0.3 sd shift every 250 samples or
+        so), and the state holds while it lasts."""
+        return self.last_alarm is not None and self.seen - self.last_alarm < self.step
 
     def due(self) -> bool:
         return self.filled >= self.window and self.since >= self.step
@@ -133,12 +143,13 @@ class _TensorWindow:
     def conclude(self, tests: list[FeatureTest], drift: bool) -> None:
         self.since = 0
         self.windows += 1
-        sequential = self.sequential_pending
-        self.sequential_pending = False
+        sequential = self.sequential
         drift_any = drift or sequential
         self.drift_windows += int(drift_any)
         if drift_any and self.drift_since is None:
             self.drift_since = self.seen
+        if drift_any and self.first_drift is None:
+            self.first_drift = self.drift_since
         elif not drift_any:
             self.drift_since = None
         ks = [x for x in tests if x.test == "ks"]
@@ -178,7 +189,7 @@ class _TensorWindow:
         """The verdict of the last window, with the sequential detector's news since then."""
         state = dict(self.state)
         state["samples"] = self.seen
-        if self.sequential_pending:
+        if self.sequential:
             state["drift"] = True
             state["sequential"] = {
                 "alarm": True,
