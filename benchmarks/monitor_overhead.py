@@ -32,10 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_json
-from serve import PY, free_port, load, stop, v2_binary_body, wait_http
-
 from infercore.monitor import Profile
 from infercore.testing import models
+from serve import PY, free_port, load, stop, v2_binary_body, wait_http
 
 MODEL = "cls"
 

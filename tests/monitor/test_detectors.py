@@ -11,9 +11,22 @@ import pytest
 
 import infercore as ic
 from infercore.monitor import Monitor, Profile, Screen
-from infercore.monitor.drift import class_test, cusum_threshold, decide, ks_statistic, ks_test, psi, siegmund_arl
+from infercore.monitor.drift import (
+    class_test,
+    cusum_threshold,
+    decide,
+    ks_statistic,
+    ks_test,
+    psi,
+    siegmund_arl,
+)
 from infercore.monitor.profile import QUANTILE_LEVELS
-from infercore.monitor.quality import PredictionStore, QualityTracker, bernoulli_cusum_threshold, cusum_run_length
+from infercore.monitor.quality import (
+    PredictionStore,
+    QualityTracker,
+    bernoulli_cusum_threshold,
+    cusum_run_length,
+)
 
 stats = pytest.importorskip("scipy.stats")
 

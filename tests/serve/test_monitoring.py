@@ -27,7 +27,7 @@ def mrepo(tmp_path_factory):
     x = rng.standard_normal((3000, 4)).astype(np.float32)
     for name in ("clf", "flagged", "plain"):
         (root / name / "1").mkdir(parents=True)
-        path, w = m.mlp(root / name / "1" / "model.onnx", d_in=4, d_out=3)
+        _, w = m.mlp(root / name / "1" / "model.onnx", d_in=4, d_out=3)
     logits, _ = m.mlp_numpy(x, w)
     Profile.build(root / "clf" / "1" / "model.onnx", (x, logits.argmax(1)), classifier="logits").save(
         root / "clf" / "profile.json")
@@ -145,13 +145,13 @@ def test_screening_rejects_and_flags(srv):
 def test_config_errors_name_the_key(tmp_path):
     from infercore.serve.repository import ModelConfig
 
-    with pytest.raises(ValueError, match="monitoring: unknown key.*sample_rat"):
+    with pytest.raises(ValueError, match=r"monitoring: unknown key.*sample_rat"):
         ModelConfig.from_dict({"monitoring": {"profile": "p.json", "sample_rat": 1}})
-    with pytest.raises(ValueError, match="monitoring.window must be an int"):
+    with pytest.raises(ValueError, match=r"monitoring\.window must be an int"):
         ModelConfig.from_dict({"monitoring": {"profile": "p.json", "window": "big"}})
     with pytest.raises(ValueError, match="needs profile"):
         ModelConfig.from_dict({"monitoring": {"window": 100}})
-    with pytest.raises(ValueError, match="screen.action must be flag or reject"):
+    with pytest.raises(ValueError, match=r"screen\.action must be flag or reject"):
         ModelConfig.from_dict({"screen": {"action": "drop"}})
     (tmp_path / "a" / "1").mkdir(parents=True)
     m.mlp(tmp_path / "a" / "1" / "model.onnx", d_in=4, d_out=3)
@@ -160,7 +160,7 @@ def test_config_errors_name_the_key(tmp_path):
     from infercore.serve.repository import ModelRepository
 
     repo = ModelRepository(tmp_path)
-    with pytest.raises(BadRequest, match="profile 'missing.json' not found"):
+    with pytest.raises(BadRequest, match=r"profile 'missing\.json' not found"):
         repo.load("a")
     Profile.from_arrays({"z": np.zeros((50, 4), np.float32)}).save(tmp_path / "a" / "other.json")
     (tmp_path / "a" / "config.yaml").write_text("monitoring: {profile: other.json}\n")

@@ -121,60 +121,61 @@ def test_alerts_fire_in_prometheus_end_to_end(tmp_path):
         "scrape_configs": [{"job_name": "infercore", "static_configs": [{"targets": [f"127.0.0.1:{metrics}"]}]}],
     }))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "infercore.cli", "serve", str(repo), "--host", "127.0.0.1", "--http-port", str(http),
-         "--grpc-port", "off", "--metrics-port", str(metrics)],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"), env=env)
-    prom = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"))
-    procs = (serve, prom)
-    api = f"http://127.0.0.1:{prom_port}"
-    url = f"http://127.0.0.1:{http}/v2/models/clf"
-    try:
-        _wait(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, "the server", 120, procs)
-        _wait(lambda: httpx.get(f"{api}/-/ready", timeout=2).status_code == 200, "Prometheus", 60, procs)
+    with open(tmp_path / "serve.log", "w") as serve_log, open(tmp_path / "prometheus.log", "w") as prom_log:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "infercore.cli", "serve", str(repo), "--host", "127.0.0.1", "--http-port", str(http),
+             "--grpc-port", "off", "--metrics-port", str(metrics)],
+            stdout=subprocess.DEVNULL, stderr=serve_log, env=env)
+        prom = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=prom_log)
+        procs = (serve, prom)
+        api = f"http://127.0.0.1:{prom_port}"
+        url = f"http://127.0.0.1:{http}/v2/models/clf"
+        try:
+            _wait(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, "the server", 120, procs)
+            _wait(lambda: httpx.get(f"{api}/-/ready", timeout=2).status_code == 200, "Prometheus", 60, procs)
 
-        def infer(batch: np.ndarray, rid: str | None = None) -> dict:
-            body = {"inputs": [{"name": "x", "shape": list(batch.shape), "datatype": "FP32",
-                                "data": batch.ravel().tolist()}], "outputs": [{"name": "logits"}]}
-            if rid:
-                body["id"] = rid
-            r = httpx.post(f"{url}/infer", json=body, timeout=10)
-            assert r.status_code == 200, r.text
-            return r.json()
+            def infer(batch: np.ndarray, rid: str | None = None) -> dict:
+                body = {"inputs": [{"name": "x", "shape": list(batch.shape), "datatype": "FP32",
+                                    "data": batch.ravel().tolist()}], "outputs": [{"name": "logits"}]}
+                if rid:
+                    body["id"] = rid
+                r = httpx.post(f"{url}/infer", json=body, timeout=10)
+                assert r.status_code == 200, r.text
+                return r.json()
 
-        def query(expr: str) -> list:
-            return httpx.get(f"{api}/api/v1/query", params={"query": expr}, timeout=5).json()["data"]["result"]
+            def query(expr: str) -> list:
+                return httpx.get(f"{api}/api/v1/query", params={"query": expr}, timeout=5).json()["data"]["result"]
 
-        _wait(lambda: query('up{job="infercore"} == 1'), "the scrape target to be up", 60, procs)
-        # stationary traffic: the monitor tests windows, Prometheus sees drift 0, no alert
-        for _ in range(16):
-            infer(rng.standard_normal((50, 4)).astype(np.float32))
-        _wait(lambda: [r for r in query('infercore_drift_windows_total{tensor="x"}') if r] and
-              int(httpx.get(f"{url}/monitor", timeout=5).json()["versions"]["1"]["monitor"]["tensors"]["x"]["windows"]) >= 3,
-              "stationary windows to be tested", 60, procs)
-        time.sleep(6)  # two scrapes and several rule evaluations past the `for:` of 3 s
-        assert [r["value"][1] for r in query('infercore_drift{tensor="x"}')] == ["0"]
-        assert "InfercoreDataDrift" not in _alerts(api) and "InfercoreAccuracyDrop" not in _alerts(api)
-        # shifted traffic: feature 0 moves by one standard deviation
-        for _ in range(16):
-            batch = rng.standard_normal((50, 4)).astype(np.float32)
-            batch[:, 0] += 1.0
-            infer(batch)
-        _wait(lambda: _alerts(api).get("InfercoreDataDrift") == "firing", "the drift alert to fire", 90, procs)
-        # wrong labels: every prediction is labelled with another class
-        assert "InfercoreAccuracyDrop" not in _alerts(api)
-        for i in range(40):
-            batch = rng.standard_normal((1, 4)).astype(np.float32)
-            out = infer(batch, f"req-{i}")
-            wrong = (int(np.argmax(out["outputs"][0]["data"])) + 1) % 3
-            r = httpx.post(f"{url}/feedback", json={"id": f"req-{i}", "label": wrong}, timeout=10)
-            assert r.status_code == 200 and r.json()["matched"] == 1, r.text
-        _wait(lambda: _alerts(api).get("InfercoreAccuracyDrop") == "firing", "the accuracy alert to fire", 90, procs)
-        acc = query('infercore_quality{metric="accuracy"}')
-        assert acc and float(acc[0]["value"][1]) == 0.0
-    finally:
-        for p in procs:
-            _stop(p)
+            _wait(lambda: query('up{job="infercore"} == 1'), "the scrape target to be up", 60, procs)
+            # stationary traffic: the monitor tests windows, Prometheus sees drift 0, no alert
+            for _ in range(16):
+                infer(rng.standard_normal((50, 4)).astype(np.float32))
+            _wait(lambda: [r for r in query('infercore_drift_windows_total{tensor="x"}') if r] and
+                  int(httpx.get(f"{url}/monitor", timeout=5).json()["versions"]["1"]["monitor"]["tensors"]["x"]["windows"]) >= 3,
+                  "stationary windows to be tested", 60, procs)
+            time.sleep(6)  # two scrapes and several rule evaluations past the `for:` of 3 s
+            assert [r["value"][1] for r in query('infercore_drift{tensor="x"}')] == ["0"]
+            assert "InfercoreDataDrift" not in _alerts(api) and "InfercoreAccuracyDrop" not in _alerts(api)
+            # shifted traffic: feature 0 moves by one standard deviation
+            for _ in range(16):
+                batch = rng.standard_normal((50, 4)).astype(np.float32)
+                batch[:, 0] += 1.0
+                infer(batch)
+            _wait(lambda: _alerts(api).get("InfercoreDataDrift") == "firing", "the drift alert to fire", 90, procs)
+            # wrong labels: every prediction is labelled with another class
+            assert "InfercoreAccuracyDrop" not in _alerts(api)
+            for i in range(40):
+                batch = rng.standard_normal((1, 4)).astype(np.float32)
+                out = infer(batch, f"req-{i}")
+                wrong = (int(np.argmax(out["outputs"][0]["data"])) + 1) % 3
+                r = httpx.post(f"{url}/feedback", json={"id": f"req-{i}", "label": wrong}, timeout=10)
+                assert r.status_code == 200 and r.json()["matched"] == 1, r.text
+            _wait(lambda: _alerts(api).get("InfercoreAccuracyDrop") == "firing", "the accuracy alert to fire", 90, procs)
+            acc = query('infercore_quality{metric="accuracy"}')
+            assert acc and float(acc[0]["value"][1]) == 0.0
+        finally:
+            for p in procs:
+                _stop(p)
