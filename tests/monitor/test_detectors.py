@@ -137,6 +137,15 @@ def test_quality_metrics_agree_with_scikit_learn_and_the_drop_is_detected():
     probs, labels = _predictions(rng, 3000, 0.75)
     q.add(probs, labels)
     assert q.degraded and q.degraded_at is not None and q.degraded_at < 700 + 1000
+    # the alarm holds while the accuracy stays down, though the window still holds older labels
+    for _ in range(20):
+        probs, labels = _predictions(rng, 10, 0.75)
+        q.add(probs, labels)
+        assert q.degraded
+    # and clears once the accuracy is back at the baseline
+    probs, labels = _predictions(rng, 3000, 0.9)
+    q.add(probs, labels)
+    assert not q.degraded
 
 
 def test_screening_flags_at_about_its_documented_rate():

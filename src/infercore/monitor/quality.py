@@ -6,7 +6,8 @@ classification metrics, and a detector of an accuracy drop.
 - :class:`QualityTracker`: the last ``window`` labelled predictions; accuracy, macro precision,
   recall, F1 and ROC AUC over them (:func:`infercore.metrics.classification`, binary and
   multiclass); and a Bernoulli CUSUM on "was the prediction right" that tests the baseline accuracy
-  ``p0`` against ``p0 - drop``. ``p0`` is the profile's reference accuracy (a profile built from
+  ``p0`` against ``p0 - drop`` (and, once it alarmed, the mirror test that clears the alarm when
+  the accuracy is back). ``p0`` is the profile's reference accuracy (a profile built from
   labelled data) or else the accuracy of the first ``window`` labels less one standard error (an
   estimate that came out high would otherwise raise false alarms). The threshold makes the
   in-control average run length ``2 * window / alpha`` labels (:func:`cusum_run_length`): a false
@@ -128,6 +129,7 @@ class QualityTracker:
         self.h = math.inf
         self.p1 = 0.0
         self.stat = 0.0
+        self.recovery = 0.0
         self.degraded = False
         self.alarms = 0
         self.degraded_at: int | None = None
@@ -168,15 +170,14 @@ class QualityTracker:
                     self.degraded_at = self.total
                 self.degraded = True
                 self.stat = 0.0
-            elif self.degraded and self.stat == 0.0 and self._recent_accuracy() >= self.baseline - self.drop / 2:
-                self.degraded = False  # back near the baseline: the alarm clears
+                self.recovery = 0.0
+            elif self.degraded:
+                # the mirror CUSUM (p0 - drop against p0) clears the alarm once the accuracy is back
+                self.recovery = max(0.0, self.recovery - (self._down if ok else self._up))
+                if self.recovery >= self.h:
+                    self.degraded = False
+                    self.recovery = 0.0
         self._cache = None
-
-    def _recent_accuracy(self) -> float:
-        n = self.filled
-        if n == 0:
-            return math.nan
-        return float((self.scores[:n].argmax(axis=1) == self.labels[:n]).mean())
 
     def metrics(self) -> dict[str, float | None]:
         """accuracy, precision, recall, f1, roc_auc over the window (None before any label)."""
