@@ -1,9 +1,5 @@
 """``infercore profile MODEL --data DATA -o profile.json``: the reference profile that
-``infercore serve`` monitors a model against (``monitoring: {profile: profile.json}``).
-
-Exit status: 0 the profile was written; 1 an error (a model or data file that cannot be read or
-does not fit the model); 2 a usage error.
-"""
+``infercore serve`` monitors a model against (``monitoring: {profile: profile.json}``)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from .common import Need, Preflight, add_backends_flag, add_output_flag, check_output, open_output, wrote
+
+VERDICT = None  # no verdict: 0 written, 2 an error
 
 
 def add_parser(subparsers: Any) -> None:
@@ -21,46 +19,44 @@ def add_parser(subparsers: Any) -> None:
         "profile",
         help="build a model's reference profile for monitoring (drift, quality, screening)",
         description=(
-            "Run DATA through MODEL and write what its inputs and outputs look like: per-feature "
-            "quantiles, histograms and moments, class frequencies and scores of a classifier output, "
-            "reference accuracy when the data has labels, and the statistics input screening needs. "
-            "Exit status: 0 written, 1 error, 2 usage error."
+            "Run DATA through MODEL and write what its inputs and outputs look like: per-feature quantiles, "
+            "histograms and moments, class frequencies and scores of a classifier output, the reference "
+            "accuracy when the data has labels (use held-out data), and what input screening needs."
         ),
-        epilog="exit status: 0 the profile was written; 1 error; 2 usage error",
     )
     p.add_argument("model", type=Path, help="model file (.onnx, .xml, .tflite, ...)")
     p.add_argument(
-        "--data",
-        "-d",
-        required=True,
+        "--data", "-d", required=True,
         help="reference data: a .npz (keys are input names; a 'labels' key gives labels) or a directory of "
-        ".npy/.npz batches (labels in labels.npy), e.g. the calibration data",
-    )
-    p.add_argument("--output", "-o", required=True, help="the profile (.json); '-' prints it")
-    p.add_argument("--backend", "-b", default=None, help="backend that runs the model (default: by suffix)")
+        ".npy/.npz batches (labels in labels.npy), e.g. the calibration or validation data",
+    )  # fmt: skip
+    add_output_flag(p, "the profile (JSON)")
+    add_backends_flag(p, "backend that runs the model (default: by file suffix)", one=True)
     p.add_argument("--batch-size", type=int, default=None, help="rows per batch when the data is one .npz")
     p.add_argument(
-        "--classifier",
-        default=None,
-        metavar="OUTPUT",
-        help="the output holding class scores (default: outputs named like logits/probs/scores; 'none': no classifier)",
-    )
-    p.add_argument("--inputs-only", action="store_true", help="profile the inputs only (the model still loads)")
+        "--classifier", default=None, metavar="OUTPUT",
+        help="the output holding class scores (default: outputs named like logits/probs/scores; none: no classifier)",
+    )  # fmt: skip
+    p.add_argument("--inputs-only", action="store_true", help="profile the inputs only")
     p.add_argument("--max-samples", type=int, default=20_000, help="reservoir rows per tensor (default 20000)")
-    p.add_argument("--json", action="store_true", help="print the profile's summary as JSON")
-    p.set_defaults(func=run, param_flags={"classifier": "--classifier", "max_samples": "--max-samples"})
+    p.add_argument("--json", action="store_true", help="print the profile's summary as JSON to stdout")
+    p.set_defaults(func=run, preflight=preflight)
+
+
+def preflight(args: argparse.Namespace) -> Preflight:
+    if args.output is None:
+        from ..errors import UsageError
+
+        raise UsageError("-o/--output FILE is required: where to write the profile (-: stdout)")
+    check_output("--output", args.output)
+    backends = [("--backend", [args.backend])] if args.backend else []
+    return Preflight(outputs=[("--output", args.output)], needs=[Need("monitor", ("scipy",), "profile")],
+                     backends=backends)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..monitor import Profile
 
-    out = str(args.output)
-    if out != "-":
-        target = Path(out)
-        if target.exists() and target.is_dir():
-            raise UsageError(f"--output {out} is a directory; give a file name such as profile.json")
-        if not target.parent.exists():
-            raise UsageError(f"--output {out}: directory {target.parent} does not exist")
     classifier: str | bool | None = args.classifier
     if isinstance(classifier, str) and classifier.lower() == "none":
         classifier = False
@@ -73,22 +69,24 @@ def run(args: argparse.Namespace) -> int:
         classifier=classifier,
         max_samples=args.max_samples,
     )
-    if out == "-":
-        json.dump(profile.to_dict(), sys.stdout, separators=(",", ":"))
-        print()
-        return 0
-    profile.save(out)
+    with open_output(args.output) as f:
+        json.dump(profile.to_dict(), f, separators=(",", ":"), allow_nan=False)
+        if str(args.output) == "-":
+            f.write("\n")
     summary = profile.summary()
     if args.json:
-        print(json.dumps({"output": out, **summary}, indent=2))
-    else:
-        print(f"wrote {out}: {summary['samples']} samples")
-        for name, t in summary["tensors"].items():
-            extra = f", {t['classes']} classes" if "classes" in t else ""
-            print(f"  {t['kind']:6s} {name}: {t['features']} features ({t['layout']}){extra}")
-        if "quality" in summary:
-            q = summary["quality"]
-            print(f"  reference accuracy {q['accuracy']:.4f} on {q['labels']} labels (output {q['output']})")
-        for name, why in summary.get("skipped", {}).items():
-            print(f"  skipped {name}: {why}")
+        if str(args.output) != "-":
+            print(json.dumps({"output": str(args.output), **summary}, indent=2))
+        return 0
+    out = sys.stderr if str(args.output) == "-" else sys.stdout
+    print(f"{summary['samples']} samples profiled", file=out)
+    for name, t in summary["tensors"].items():
+        extra = f", {t['classes']} classes" if "classes" in t else ""
+        print(f"  {t['kind']:6s} {name}: {t['features']} features ({t['layout']}){extra}", file=out)
+    if "quality" in summary:
+        q = summary["quality"]
+        print(f"  reference accuracy {q['accuracy']:.4f} on {q['labels']} labels (output {q['output']})", file=out)
+    for name, why in summary.get("skipped", {}).items():
+        print(f"  skipped {name}: {why}", file=out)
+    wrote(args.output)
     return 0
