@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def preflight(args: argparse.Namespace) -> Preflight:
 
         raise UsageError("-o/--output FILE is required: where to write the profile (-: stdout)")
     check_output("--output", args.output)
-    backends = [("--backend", [args.backend])] if args.backend else []
+    backends: list[tuple[str, Sequence[str]]] = [("--backend", [args.backend])] if args.backend else []
     return Preflight(outputs=[("--output", args.output)], needs=[Need("monitor", ("scipy",), "profile")],
                      backends=backends)
 
