@@ -50,7 +50,7 @@ def test_layouts_and_features_against_numpy():
     got = fz(big).reshape(2, 3, 3)
     np.testing.assert_allclose(got[..., 0], rows.mean(axis=(2, 3)), rtol=1e-5)
     np.testing.assert_allclose(got[..., 2], np.abs(np.diff(rows, axis=3)).mean(axis=(2, 3)), rtol=1e-5)
-    np.testing.assert_array_equal(fz(np.concatenate([fz.thin(big[:1]), fz.thin(big[1:])])), fz(big))
+    np.testing.assert_array_equal(fz.of_samples(np.concatenate([fz.thin(big[:1]), fz.thin(big[1:])])), fz(big))
     # NHWC: the channel axis is the last one
     nhwc = rng.random((2, 30, 30, 3), dtype=np.float32)
     fz = Featurizer.for_tensor(TensorSpec("im", np.float32, (1, 30, 30, 3)), nhwc[:1])
@@ -61,6 +61,12 @@ def test_layouts_and_features_against_numpy():
     fz = Featurizer.for_tensor(TensorSpec("input_ids", np.int64, (None, None)), ids)
     assert fz.layout == "summary" and fz.names[:4] == ("input_ids:mean", "input_ids:std", "input_ids:min", "input_ids:max")
     np.testing.assert_allclose(fz(ids)[:, 0], ids.mean(axis=1))
+    # a state tensor whose batch axis is not the first ([2, batch, 128]) is one sample
+    state = rng.random((2, 1, 128), dtype=np.float32)
+    fz = Featurizer.for_tensor(TensorSpec("state", np.float32, (2, None, 128), ("n", "batch", None)), state)
+    assert not fz.batched and fz.layout == "channels" and fz.size == 6
+    np.testing.assert_allclose(fz(state)[0, 0::3], state.mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_array_equal(fz.of_samples(fz.thin(fz.samples(state))), fz(state))
     # a 0-d input is one sample of one feature
     fz = Featurizer.for_tensor(TensorSpec("sr", np.int64, ()), np.array(16000))
     assert fz.layout == "scalar" and fz(np.array(16000)).tolist() == [[16000.0]]

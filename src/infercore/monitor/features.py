@@ -121,7 +121,11 @@ class Featurizer:
 
     def __call__(self, arr: np.ndarray) -> np.ndarray:
         """Feature rows ``[samples, features]`` (float64) of one batch of the tensor."""
-        a = self.samples(arr)
+        return self.of_samples(self.samples(arr))
+
+    def of_samples(self, a: np.ndarray) -> np.ndarray:
+        """Feature rows of samples already along axis 0 (what :meth:`samples` or :meth:`thin`
+        returns, or several of those concatenated)."""
         n = a.shape[0]
         if a.dtype.kind == "b":
             a = a.astype(np.float32)
@@ -150,7 +154,7 @@ class Featurizer:
                 f"tensor {self.tensor!r}: a sample of rank {a.ndim - 1} has no channel axis {axis - 1}",
                 tensor=self.tensor,
             )
-        x = np.moveaxis(self.thin(a), axis, 1)  # [n, C, ..., W]
+        x = np.moveaxis(self.thin(a), axis, 1)  # [n, C, ..., W]; thinning twice changes nothing
         channels = x.shape[1]
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = x.shape[0]
@@ -165,11 +169,10 @@ class Featurizer:
             parts.append(d.sum(axis=2, dtype=np.float64) / max(d.shape[2], 1))
         return np.stack(parts, axis=2).reshape(n, -1)
 
-    def thin(self, arr: np.ndarray) -> np.ndarray:
-        """Samples of ``arr`` with at most ``_MAX_PER_CHANNEL`` values per channel (channels
+    def thin(self, a: np.ndarray) -> np.ndarray:
+        """Samples (along axis 0) with at most ``_MAX_PER_CHANNEL`` values per channel (channels
         layout): every k-th row of the first spatial axis, so neighbours along a row stay
         neighbours. A view; thinning twice changes nothing."""
-        a = self.samples(arr)
         if self.layout != "channels":
             return a
         axis = 1 + (self.channel_axis or 0)

@@ -404,10 +404,10 @@ class Monitor:
                 continue
             fz = tw.t.featurizer
             try:
-                parts = [fz.thin(a) for a in arrays]  # a view of what the features read: less to copy
-                if len({p.shape[1:] for p in parts}) == 1 and fz.batched:
+                parts = [fz.thin(fz.samples(a)) for a in arrays]  # a view of what the features read
+                if len({p.shape[1:] for p in parts}) == 1:
                     batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
-                    rows = fz(batch)
+                    rows = fz.of_samples(batch)
                     probs = tw.t.classes.probs(batch) if tw.t.classes is not None else None
                 else:
                     rows = np.concatenate([fz(a) for a in arrays])
