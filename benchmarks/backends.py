@@ -1,6 +1,7 @@
 """Each backend against its own raw runtime, on real models, in one run.
 
-    python benchmarks/backends.py [--quick] [--threads N] [--models a,b] [--json results/backends.json]
+    python benchmarks/backends.py [--quick] [--threads N] [--models a,b] [--rounds N] [--round-s S]
+                                  [--json results/backends.json]
 
 For every model and every backend that reads it, four paths are timed in interleaved rounds
 (medians of per-round means, so machine noise hits all of them alike):
@@ -242,12 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="few short rounds (for a smoke run, not for figures)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=None)
+    p.add_argument(
+        "--round-s",
+        type=float,
+        default=None,
+        help="seconds of calls per path per round (default 0.3, 0.05 with --quick); on a busy machine, "
+        "short rounds and many of them (--round-s 0.02 --rounds 61) interleave finer for µs-scale models",
+    )
     p.add_argument("--models", default=None, help=f"comma-separated subset of {', '.join(MODELS)}")
     p.add_argument("--backends", default=None, help="comma-separated subset of backends")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/backends.json"))
     args = p.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 9)
-    budget = 0.05 if args.quick else 0.3
+    budget = args.round_s or (0.05 if args.quick else 0.3)
     names = args.models.split(",") if args.models else list(MODELS)
     only = set(args.backends.split(",")) if args.backends else None
     available = {n for n, info in ic.available_backends().items() if info.available}
@@ -286,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "threads": args.threads,
         "quick": args.quick,
+        "round_s": budget,
         "versions": {n: ic.available_backends()[n].version for n in sorted(available)},
         "results": results,
         "summary": summary,

@@ -26,6 +26,7 @@ from infercore.errors import (
 )
 from infercore.specs import Quantization
 from infercore.testing import models
+from infercore.testing.conformance import build_tflite, mlp_case
 
 N = 16
 C = np.arange(N, dtype=np.float32)  # the constant the Add models add
@@ -200,6 +201,106 @@ def test_dynamic_batch_resizes_per_shape(tiny):
             io.run()
             assert io.outputs["y"].shape == (4, N)
             np.testing.assert_array_equal(io.outputs["y"], np.ones((4, N), np.float32) + C)
+
+
+def where_model(path):
+    """idx = WHERE(x): the coordinates of x's nonzero elements, x float32 [1, 8] -> int64 [n, 2],
+    n decided by the data."""
+    tensors = [_tensor("x", [1, 8]), _tensor("idx", [1, 2], fb.TensorType.INT64, signature=[-1, 2])]
+    return _write(path, tensors, [_op(0, [0], [1])], [fb.BuiltinOperator.WHERE], [0], [1], [None])
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    """Two inputs, two outputs, dynamic batch (shape signature -1): the bound path's checked outputs."""
+    case = mlp_case()
+    return case, build_tflite(case, tmp_path_factory.mktemp("mlp"))
+
+
+def test_bound_outputs_are_this_runs_values(mlp):
+    """Inputs written through io.inputs reach the model, and every output read after io.run() is
+    that run's, in the same reused arrays; checked against numpy and the raw interpreter."""
+    case, path = mlp
+    raw = Interpreter(str(path))
+    raw.resize_tensor_input(raw.get_input_details()[0]["index"], [3, 8])
+    raw.resize_tensor_input(raw.get_input_details()[1]["index"], [3, 4])
+    raw.allocate_tensors()
+    with ic.load(path) as eng, eng.bind({"x": (3, 8), "s": (3, 4)}) as io:
+        kept = dict(io.outputs)
+        for seed in range(5):
+            feeds = case.feeds(3, seed=seed)
+            for name, value in feeds.items():
+                io.inputs[name][...] = value
+            io.run()
+            want = case.reference(feeds)
+            for d in raw.get_input_details():
+                raw.set_tensor(d["index"], feeds[d["name"]])
+            raw.invoke()
+            for d in raw.get_output_details():
+                name = d["name"]
+                assert io.outputs[name] is kept[name]
+                np.testing.assert_allclose(io.outputs[name], want[name], rtol=1e-5, atol=1e-6)
+                np.testing.assert_array_equal(io.outputs[name], raw.get_tensor(d["index"]))
+
+
+def test_bound_multi_output_into_caller_arrays(mlp):
+    case, path = mlp
+    feeds = case.feeds(2, seed=7)
+    y, p = np.full((2, 4), np.nan, np.float32), np.full((2, 4), np.nan, np.float32)
+    with ic.load(path) as eng, eng.bind(feeds, outputs={"y": y, "p": p}) as io:
+        io.run()
+        assert io.outputs["y"] is y and io.outputs["p"] is p
+    want = case.reference(feeds)
+    np.testing.assert_allclose(y, want["y"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p, want["p"], rtol=1e-5, atol=1e-6)
+
+
+def test_bound_data_dependent_output_follows_the_data(tmp_path):
+    """WHERE's output shape changes with the data: io.outputs gets a new array when it does (and
+    keeps its array when it does not), always holding this run's values."""
+    with ic.load(where_model(tmp_path / "where.tflite")) as eng, eng.bind({"x": (1, 8)}) as io:
+        previous = None
+        for row in ([1, 0, 0, 2, 0, 0, 0, 3], [0, 5, 0, 0, 6, 0, 7, 0], [1] * 8, [0, 1] + [0] * 6, [1] * 8):
+            x = np.array([row], np.float32)
+            io.inputs["x"][...] = x
+            io.run()
+            got = io.outputs["idx"]
+            np.testing.assert_array_equal(got, np.argwhere(x))
+            np.testing.assert_array_equal(got, eng.run(x)["idx"])
+            if previous is not None and previous.shape == got.shape:
+                assert got is previous  # same shape: written in place
+            previous = got
+
+
+def test_bindings_on_threads_each_run_their_own_inputs(mlp):
+    """One binding per thread, each writing new inputs before every run: no thread sees another's
+    inputs or outputs."""
+    case, path = mlp
+    errors: list[BaseException] = []
+    with ic.load(path) as eng:
+
+        def worker(seed):
+            batch = 1 + seed % 3
+            try:
+                with eng.bind({"x": (batch, 8), "s": (batch, 4)}) as io:
+                    for i in range(100):
+                        feeds = case.feeds(batch, seed=1000 * seed + i)
+                        for name, value in feeds.items():
+                            io.inputs[name][...] = value
+                        io.run()
+                        want = case.reference(feeds)
+                        for name in ("y", "p"):
+                            np.testing.assert_allclose(io.outputs[name], want[name], rtol=1e-5, atol=1e-6)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert eng.stats.bound_runs == 400
+    assert not errors, errors[0]
 
 
 def test_dynamic_model_matches_openvino(tiny):
