@@ -58,6 +58,21 @@ def sentences(n: int) -> list[str]:
     return [" ".join(words[i * 60 : (i + 1) * 60]) for i in range(n)]  # ~60 words: fills 128 tokens
 
 
+def model_requests(model: str, seq: int) -> tuple[Path, list[Any]]:
+    """The model and 256 one-item requests, made before timing (preprocessing is not measured).
+
+    ``minilm``: MiniLM at sequence ``seq``, real sentences; ``cls``: PP-OCR's text direction
+    classifier (x [1, 3, 48, 192], well under 1 ms per item on one core: the light model, where the
+    batcher's own per-request work decides), random crops."""
+    if model == "minilm":
+        pipe = TextPipeline(models.minilm_tokenizer(), buckets=(seq,))
+        return models.minilm(), [pipe(s) for s in sentences(256)]
+    if model == "cls":
+        rng = np.random.default_rng(0)
+        return models.ppocr_cls(), [{"x": rng.random((1, 3, 48, 192), dtype=np.float32)} for _ in range(256)]
+    raise SystemExit(f"unknown --model {model!r} (minilm, cls)")
+
+
 def summarize(lat: list[float], items: int, seconds: float) -> dict[str, Any]:
     if not lat:  # nothing finished inside the window: --duration is shorter than a batch here
         return {"items_per_s": 0.0, "requests": 0, "p50_ms": None, "p99_ms": None, "mean_ms": None}
@@ -224,7 +239,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per run (>= 15 batch times)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds per run not counted")
     ap.add_argument("--callers", default="1,4,16,64,128")
-    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--model", default="minilm", choices=("minilm", "cls"), help="minilm (default) or cls (light)")
+    ap.add_argument("--seq", type=int, default=128, help="MiniLM's sequence length")
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--max-queue-delay", type=float, default=0.05, help="seconds")
     ap.add_argument("--quiet", type=float, default=0.004, help="seconds without arrivals that send a batch early")
@@ -247,9 +263,7 @@ def main() -> int:
     args = ap.parse_args()
     callers = [int(c) for c in args.callers.split(",")]
 
-    path = models.minilm()
-    pipe = TextPipeline(models.minilm_tokenizer(), buckets=(args.seq,))
-    requests = [pipe(s) for s in sentences(256)]  # tokenized before timing: preprocessing is not measured
+    path, requests = model_requests(args.model, args.seq)
     eng = open_engine(path, args)
     eng.run(requests[0])
 

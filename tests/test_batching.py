@@ -355,7 +355,7 @@ def test_a_failing_scheduler_ends_every_request_and_close_returns(gated, monkeyp
     held = _hold(backend, b)
     queued = b.submit(np.ones((1, 4), np.float32))
 
-    def broken(now):
+    def broken(*args):
         raise RuntimeError("scheduler bug")
 
     monkeypatch.setattr(b, "_form", broken)

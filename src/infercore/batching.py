@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import itertools
 import logging
 import queue
@@ -46,18 +47,26 @@ import numpy as np
 
 from .engine import BoundIO, Engine
 from .errors import BatcherClosedError, BatchingError, DeadlineExceededError, InputSpecError, QueueFullError
+from .layout import Layout, available_cores, probe_layout
 from .specs import TensorSpec, format_shape, is_symbol
 
 if TYPE_CHECKING:
     from .preprocess import Pipeline, Prepared
 
-__all__ = ["Batcher", "BatcherClosedError", "BatcherMetrics", "LatencySummary"]
+__all__ = ["AUTO_QUEUE_DELAY", "AUTO_QUIET", "Batcher", "BatcherClosedError", "BatcherMetrics", "LatencySummary", "Layout"]
 
 log = logging.getLogger(__name__)
 
 _RING = 4096  # latencies kept per recorder for percentiles (the most recent ones)
 _BIND_CACHE = 128  # bound I/O kept per instance, least recently used dropped first
 _now = time.perf_counter
+AUTO_QUEUE_DELAY = 0.0
+"""``max_queue_delay`` with a chosen layout: a batch goes as soon as an engine is free for it;
+under load, batches grow on their own while every engine is busy."""
+AUTO_QUIET: float | None = None
+"""``quiet`` with a chosen layout."""
+_EXPLORE = 200  # a lone request in this many may run on the engine not preferred, to time it again
+_STALE = 5.0
 _MAX_WAIT = 3600.0  # the scheduler re-checks at least hourly: Condition.wait overflows past ~2**63 ns
 
 
@@ -109,7 +118,10 @@ class BatcherMetrics:
     ``timed_out``, ``cancelled``, ``aborted`` (ended by ``close(drain=False)`` or a close timeout),
     ``queue_depth`` (waiting) or ``in_flight`` (in a batch that is running). ``batch_sizes`` maps
     items per batch to how many batches ran with that many; ``queue_ms`` is submit to dispatch per
-    request, ``exec_ms`` copy-in + run + copy-out per batch.
+    request, ``exec_ms`` copy-in + run + copy-out per batch. ``engines``: per engine, its role
+    (``"lone"``: runs a request that is alone; ``"load"``), threads (None where the batcher did not
+    choose them), batches and items run; ``layout``: the chosen layout and what the probe measured
+    (``Layout.as_dict``), or None.
     """
 
     name: str
@@ -127,6 +139,8 @@ class BatcherMetrics:
     batch_sizes: Mapping[int, int]
     queue_ms: LatencySummary
     exec_ms: LatencySummary
+    engines: tuple[Mapping[str, Any], ...] = ()
+    layout: Mapping[str, Any] | None = None
 
     @property
     def mean_batch_size(self) -> float | None:
@@ -171,6 +185,7 @@ class _Request:
         "n",
         "prepared",
         "priority",
+        "seen",
         "shapes",
         "state",
         "t_submit",
@@ -184,6 +199,7 @@ class _Request:
     key: tuple[Any, ...]
     n: int
     priority: int
+    seen: int  # requests in the batcher (queued or running) when it arrived, itself included
     shapes: Mapping[str, tuple[int, ...]]
     state: int
     t_submit: float
@@ -233,12 +249,45 @@ class _KeyQueue:
         return None
 
 
-class _Instance:
-    """One worker thread with its engine and its own cache of bound I/O."""
+class _Solo:
+    """Per shape key: seconds per item of a request that came alone, run on the lone engine and
+    on a load engine (moving averages, written by the instance threads), and when each last ran
+    one. A lone request goes to whichever is faster now (the host's other work slows a wide engine
+    more than a narrow one); once every _EXPLORE lone requests, the other one runs it if its figure
+    is older than _STALE seconds, so that the choice follows the host."""
 
-    def __init__(self, batcher: Batcher, index: int, engine: Engine) -> None:
+    __slots__ = ("count", "load", "load_at", "lone", "lone_at")
+
+    def __init__(self) -> None:
+        self.lone: float | None = None
+        self.load: float | None = None
+        self.lone_at = self.load_at = 0.0
+        self.count = 0
+
+    def prefers_lone(self, now: float) -> bool:
+        self.count += 1
+        lone, load = self.lone, self.load
+        choice = True if lone is None or load is None else lone <= load  # None: the probe's pick
+        if self.count % _EXPLORE == 0 and now - (self.load_at if choice else self.lone_at) > _STALE:
+            return not choice
+        return choice
+
+
+def _ema(old: float | None, new: float) -> float:
+    return new if old is None else old + 0.2 * (new - old)
+
+
+class _Instance:
+    """One worker thread with its engine and its own cache of bound I/O.
+
+    ``cores``: the cores its engine uses while it runs (0: not counted, as in a layout the batcher
+    did not choose); ``lone``: it runs only a request that is alone (see ``Layout``)."""
+
+    def __init__(self, batcher: Batcher, index: int, engine: Engine, cores: int = 0, lone: bool = False) -> None:
         self.index = index
         self.engine = engine
+        self.cores = cores
+        self.lone = lone
         self.inbox: queue.SimpleQueue[list[_Request] | None] = queue.SimpleQueue()
         self.bound: OrderedDict[tuple[Any, ...], BoundIO] = OrderedDict()
         self.succeeded = 0
@@ -248,21 +297,55 @@ class _Instance:
         self.sizes: dict[int, int] = {}
         self.exec = _Ring()
         self.busy = False
+        # (start, end) of the latest batches, for checks that engines never overlap past the cores
+        self.spans: deque[tuple[float, float]] = deque(maxlen=_RING)
         self.thread = threading.Thread(
             target=batcher._instance_loop, args=(self,), name=f"{batcher.name}-instance-{index}", daemon=True
         )
 
 
+def _takes_no_args(factory: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
+def _takes_threads(factory: Callable[..., Any]) -> bool:
+    """Whether an engine factory accepts ``threads=`` (then the batcher may choose its layout)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD or (p.name == "threads" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        for p in params
+    )
+
+
 class Batcher:
     """Dynamic batching over an Engine (see the module docstring).
 
-    ``engine``: an Engine (all instances share it; ORT sessions are thread-safe) or a zero-argument
-    callable that makes one Engine per instance, e.g. ``lambda: ic.load(path, threads=1)`` (the
-    batcher closes engines it made). ``pad``: ``False`` groups requests by exact non-batch shape;
-    ``True`` lets requests that differ in any dynamic non-batch dimension share a batch, padded with
-    zeros at the end of those dimensions; a list of dimension names (``["sequence"]``) allows only
-    those. Outputs whose dimension has the same name as a padded input dimension are cut back to each
+    ``engine``: an Engine (all instances share it; ORT sessions are thread-safe), a zero-argument
+    callable that makes one Engine per instance, e.g. ``lambda: ic.load(path, threads=1)``, or a
+    callable taking ``threads``, e.g. ``lambda threads: ic.load(path, threads=threads)``: then,
+    unless ``instances`` is given, the batcher picks its own ``layout`` (below). The batcher
+    closes engines it made. ``pad``: ``False`` groups requests by exact non-batch shape; ``True``
+    lets requests that differ in any dynamic non-batch dimension share a batch, padded with zeros at
+    the end of those dimensions; a list of dimension names (``["sequence"]``) allows only those.
+    Outputs whose dimension has the same name as a padded input dimension are cut back to each
     request's own length.
+
+    ``layout``: ``"auto"`` (the default; it applies to a factory taking ``threads`` when
+    ``instances`` is not given) probes the model for a few seconds at construction and picks how
+    its ``cores`` (default: all this process may use) are split (see ``infercore.layout``): a
+    request that is alone runs on an engine with all the cores, concurrent requests on narrower
+    engines side by side, batched up to the size where items/s peaked (the preferred batch size),
+    never more threads running than cores. ``probe_feeds``: one request to probe with (default:
+    generated from the model's specs). A ``Layout`` gives the split without probing; ``None``
+    turns it off (``instances`` engines, default 1). Arguments given explicitly always win over
+    what the probe picks. ``layout`` (the attribute) says what was chosen and measured.
 
     ``max_queue_delay`` (seconds) is the longest a batch that is not full waits for more requests,
     counted from its head's arrival (Triton's rule: a head that waited for a free instance goes at
@@ -270,61 +353,110 @@ class Batcher:
     instance gets a window from when one frees, and a batch goes once no request has arrived for
     ``quiet`` seconds, so a burst of arrivals keeps it open and a lull sends it.
     ``max_queue_delay=0.05, quiet=0.004`` lets callers whose results just came back rejoin the next
-    batch without making a lone caller wait 50 ms.
+    batch without making a lone caller wait 50 ms. Defaults: 2 ms and off; with a chosen layout,
+    see ``AUTO_QUEUE_DELAY`` and ``AUTO_QUIET``.
     """
 
     def __init__(
         self,
-        engine: Engine | Callable[[], Engine],
+        engine: Engine | Callable[..., Engine],
         *,
-        max_batch_size: int = 32,
-        preferred_batch_sizes: Sequence[int] = (),
-        max_queue_delay: float = 0.002,
+        max_batch_size: int | None = None,
+        preferred_batch_sizes: Sequence[int] | None = None,
+        max_queue_delay: float | None = None,
         quiet: float | None = None,
         max_queue_size: int = 1024,
         timeout: float | None = None,
-        instances: int = 1,
+        instances: int | None = None,
         pad: bool | Iterable[str] = False,
         preprocess: Pipeline | None = None,
         name: str | None = None,
+        layout: Layout | str | None = "auto",
+        cores: int | None = None,
+        probe_feeds: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(max_batch_size, int) or max_batch_size < 1:
+        if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
             raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
-        preferred = sorted({int(p) for p in preferred_batch_sizes})
-        if any(p < 1 or p > max_batch_size for p in preferred):
-            raise ValueError(
-                f"preferred_batch_sizes {preferred} must lie in 1..max_batch_size={max_batch_size}"
-            )
-        if not max_queue_delay >= 0:  # also NaN
+        if max_queue_delay is not None and not max_queue_delay >= 0:  # also NaN
             raise ValueError(f"max_queue_delay is in seconds and must be >= 0, got {max_queue_delay!r}")
         if quiet is not None and not quiet >= 0:
             raise ValueError(f"quiet is in seconds and must be >= 0 (or None), got {quiet!r}")
         if not isinstance(max_queue_size, int) or max_queue_size < 1:
             raise ValueError(f"max_queue_size must be a positive int, got {max_queue_size!r}")
         timeout = _timeout(timeout)
-        if not isinstance(instances, int) or instances < 1:
+        if instances is not None and (not isinstance(instances, int) or instances < 1):
             raise ValueError(f"instances must be a positive int, got {instances!r}")
+        if not (layout is None or layout == "auto" or isinstance(layout, Layout)):
+            raise ValueError(f"layout must be 'auto', a Layout or None, got {layout!r}")
+        if cores is not None and (not isinstance(cores, int) or isinstance(cores, bool) or cores < 1):
+            raise ValueError(f"cores must be a positive int, got {cores!r}")
         self.name = name or f"batcher-{id(self):x}"
-        self.max_batch_size = max_batch_size
-        self.preferred_batch_sizes = tuple(preferred)
-        self.max_queue_delay = float(max_queue_delay)
-        self.quiet = None if quiet is None else float(quiet)
         self.max_queue_size = max_queue_size
         self.timeout = timeout
         self.preprocess = preprocess
 
-        engines, self._owned = self._make_engines(engine, instances)
+        # which engines: a layout the batcher chooses (or is given), or ``instances`` alike
+        threads_factory = not isinstance(engine, Engine) and callable(engine) and _takes_threads(engine)
+        if isinstance(layout, Layout) and not threads_factory:
+            raise TypeError(
+                "a Layout needs engine to be a factory taking threads=, e.g. lambda threads: "
+                "ic.load(path, threads=threads)"
+            )
+        choose = threads_factory and layout is not None and (isinstance(layout, Layout) or instances is None)
+        self.layout: Layout | None = None
+        lone_engine: Engine | None = None
+        if choose:
+            engines, lone_engine = self._layout_engines(
+                engine, layout, cores, probe_feeds, max_batch_size or 32  # type: ignore[arg-type]
+            )
+            self._owned = True
+            lay = self.layout
+            assert lay is not None
+            if max_batch_size is None:
+                max_batch_size = max(32, lay.batch_size or 1)
+                if any(s.shape[0] is not None for s in engines[0].inputs):
+                    max_batch_size = 1  # a fixed batch dimension of 1
+            if preferred_batch_sizes is None:
+                preferred_batch_sizes = (lay.batch_size,) if lay.batch_size and lay.batch_size < max_batch_size else ()
+            if max_queue_delay is None:
+                max_queue_delay = AUTO_QUEUE_DELAY
+                if quiet is None:
+                    quiet = AUTO_QUIET
+        else:
+            source: Engine | Callable[[], Engine] = engine
+            if threads_factory and not _takes_no_args(engine):
+                factory: Callable[..., Engine] = engine  # type: ignore[assignment]
+
+                def source() -> Engine:
+                    return factory(threads=None)
+
+            engines, self._owned = self._make_engines(source, instances or 1)
+        self.max_batch_size = 32 if max_batch_size is None else max_batch_size
+        preferred = sorted({int(p) for p in preferred_batch_sizes or ()})
+        if any(p < 1 or p > self.max_batch_size for p in preferred):
+            for e in (*engines, lone_engine) if self._owned else ():
+                if e is not None:
+                    e.close()
+            raise ValueError(
+                f"preferred_batch_sizes {preferred} must lie in 1..max_batch_size={self.max_batch_size}"
+            )
+        self.preferred_batch_sizes = tuple(preferred)
+        self.max_queue_delay = 0.002 if max_queue_delay is None else float(max_queue_delay)
+        self.quiet = None if quiet is None else float(quiet)
+        instances = len(engines)
+
         self.engine = engines[0]
         self.inputs: tuple[TensorSpec, ...] = self.engine.inputs
         self.outputs: tuple[TensorSpec, ...] = self.engine.outputs
         try:
-            self._check_model(engines)
+            self._check_model(engines if lone_engine is None else [*engines, lone_engine])
             self._pad_dims = self._pad_plan(pad)
             if preprocess is not None:
                 self._check_pipeline(preprocess)
         except BaseException:
-            for e in engines if self._owned else ():
-                e.close()
+            for e in (*engines, lone_engine) if self._owned else ():
+                if e is not None:
+                    e.close()
             raise
         self._input_names = tuple(s.name for s in self.inputs)
         self._crop = self._crop_plan()
@@ -348,7 +480,14 @@ class Batcher:
         self._deadlines: list[tuple[float, int, weakref.ref[_Request]]] = []
         self._seq = itertools.count()
         self._depth = 0
-        self._idle = instances
+        self._running = 0  # requests in batches that run now
+        # cores: with a layout, engines start only while their threads fit in the free cores
+        lay = self.layout
+        width = lay.threads if lay is not None else 0
+        self._cores = lay.cores if lay is not None else 0
+        self._free = self._cores
+        self._load_cores = width
+        self._idle = instances  # idle instances that run batches under load (not the lone one)
         # since when some instance has been free without a break: with ``quiet``, a batch's fill
         # window opens at max(head's arrival, this), so a head that waited for capacity gets one
         self._free_since = 0.0
@@ -360,7 +499,13 @@ class Batcher:
         self._cancelled = 0
         self._aborted = 0
         self._queue_ring = _Ring()  # written by the scheduler thread only
-        self._instances = [_Instance(self, i, e) for i, e in enumerate(engines)]
+        self._instances = [_Instance(self, i, e, width) for i, e in enumerate(engines)]
+        self._lone: _Instance | None = None
+        self._solo: dict[tuple[Any, ...], _Solo] = {}  # per shape key, for the lone engine's routing
+        if lone_engine is not None:
+            assert lay is not None and lay.lone_threads is not None
+            self._lone = _Instance(self, len(engines), lone_engine, lay.lone_threads, lone=True)
+            self._instances.append(self._lone)
         self._scheduler = threading.Thread(
             target=self._schedule_loop, name=f"{self.name}-scheduler", daemon=True
         )
@@ -369,6 +514,53 @@ class Batcher:
         self._scheduler.start()
 
     # -- construction checks ---------------------------------------------------------------------
+    def _layout_engines(
+        self,
+        factory: Callable[..., Engine],
+        layout: Layout | str,
+        cores: int | None,
+        probe_feeds: Mapping[str, Any] | None,
+        max_batch_size: int,
+    ) -> tuple[list[Engine], Engine | None]:
+        """The engines of a given layout, or of the one the probe picks (``self.layout``)."""
+
+        def open_engine(threads: int) -> Engine:
+            e = factory(threads=threads)
+            if not isinstance(e, Engine):
+                raise TypeError(f"the engine factory returned {type(e).__name__}, not an infercore Engine")
+            if e.closed:
+                raise BatchingError("the engine factory returned a closed engine")
+            return e
+
+        if isinstance(layout, Layout):
+            made: list[Engine] = []
+            try:
+                if layout.lone_threads is not None:
+                    made.append(open_engine(layout.lone_threads))
+                for _ in range(layout.instances):
+                    made.append(open_engine(layout.threads))
+            except BaseException:
+                for e in made:
+                    e.close()
+                raise
+            self.layout = layout
+            if layout.lone_threads is not None:
+                return made[1:], made[0]
+            return made, None
+        cores = available_cores() if cores is None else cores
+        try:
+            chosen, load, lone = probe_layout(
+                open_engine, cores=cores, feeds=probe_feeds, max_batch_size=max_batch_size
+            )
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}"
+            log.warning("batcher %r: the layout probe failed (%s); running one engine of %d threads", self.name, why, cores)
+            self.layout = Layout(cores, 1, cores, source="fallback", probe={"error": why})
+            return [open_engine(cores)], None
+        self.layout = chosen
+        log.info("batcher %r: %s", self.name, chosen.describe())
+        return load, lone
+
     @staticmethod
     def _make_engines(engine: Engine | Callable[[], Engine], instances: int) -> tuple[list[Engine], bool]:
         if isinstance(engine, Engine):
@@ -530,13 +722,24 @@ class Batcher:
             dict(sorted(sizes.items())),
             _summary(self._queue_ring.values()),
             _summary(exec_values),
+            tuple(
+                {
+                    "role": "lone" if i.lone else "load",
+                    "threads": (self.layout.lone_threads if i.lone else self.layout.threads) if self.layout else None,
+                    "batches": i.batches,
+                    "items": i.items,
+                }
+                for i in insts
+            ),
+            None if self.layout is None else self.layout.as_dict(),
         )
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
+        layout = f" layout={self.layout.describe()!r}" if self.layout is not None else ""
         return (
             f"<Batcher {self.name} {state} instances={len(self._instances)} max_batch_size={self.max_batch_size} "
-            f"max_queue_delay={self.max_queue_delay * 1e3:g}ms engine={self.engine.path}>"
+            f"max_queue_delay={self.max_queue_delay * 1e3:g}ms engine={self.engine.path}{layout}>"
         )
 
     # -- submit ------------------------------------------------------------------------------
@@ -577,6 +780,7 @@ class Batcher:
                 )
             now = _now()
             req.t_submit = now
+            req.seen = self._depth + self._running + 1
             req.deadline = None if timeout is None else now + timeout
             kq = self._queues.get(req.key)
             if kq is None:
@@ -710,6 +914,7 @@ class Batcher:
             pending: list[tuple[Future[Any], Exception]] = []
             batch: list[_Request] | None = None
             target: _Instance | None = None
+            alone = False
             stop = False
             with cv:
                 while True:
@@ -721,18 +926,27 @@ class Batcher:
                         stop = True
                         break
                     wait: float | None = None
-                    if self._idle > 0 and self._depth > 0:
-                        batch, wait = self._form(now)
-                        if batch is not None:
-                            break
+                    if self._depth > 0:
+                        avail = self._available()
+                        lone = self._lone_free()
+                        if avail > 0 or lone:
+                            batch, wait, alone = self._form(now, avail, lone)
+                            if batch is not None:
+                                break
                     if self._deadlines:
                         until = self._deadlines[0][0] - now
                         wait = until if wait is None else min(wait, until)
                     cv.wait(None if wait is None else min(max(wait, 0.0), _MAX_WAIT))
                 if batch:  # may be empty when every request taken was cancelled meanwhile
-                    self._idle -= 1
-                    target = next(i for i in self._instances if not i.busy)
+                    if alone:
+                        target = self._lone
+                    else:
+                        self._idle -= 1
+                        target = next(i for i in self._instances if not i.busy and not i.lone)
+                    assert target is not None
                     target.busy = True
+                    self._free -= target.cores
+                    self._running += len(batch)
             for fut, err in pending:
                 fut.set_exception(err)
             if target is not None:
@@ -741,6 +955,25 @@ class Batcher:
                 for inst in self._instances:
                     inst.inbox.put(None)
                 return
+
+    def _solo_for(self, key: tuple[Any, ...]) -> _Solo:
+        solo = self._solo.get(key)
+        if solo is None:
+            if len(self._solo) >= _BIND_CACHE:  # bounded like the bound I/O: the oldest key goes
+                del self._solo[next(iter(self._solo))]
+            solo = self._solo[key] = _Solo()
+        return solo
+
+    def _available(self) -> int:
+        """Under the lock: how many load instances may start a batch now (idle, and with a layout,
+        their threads fit in the free cores)."""
+        if not self._load_cores:
+            return self._idle
+        return min(self._idle, self._free // self._load_cores)
+
+    def _lone_free(self) -> bool:
+        """Under the lock: whether the lone engine may take the one queued request (nothing runs)."""
+        return self._lone is not None and self._depth == 1 and self._free == self._cores and not self._lone.busy
 
     def _expire(self, now: float, pending: list[tuple[Future[Any], Exception]]) -> None:
         heap = self._deadlines
@@ -755,8 +988,13 @@ class Batcher:
             if self._end_early(req, err, pending):
                 self._timed_out += 1
 
-    def _form(self, now: float) -> tuple[list[_Request] | None, float | None]:
-        """Under the lock, with an instance idle: a batch to dispatch now, or how long to wait."""
+    def _form(self, now: float, avail: int, lone: bool) -> tuple[list[_Request] | None, float | None, bool]:
+        """Under the lock, with ``avail`` load instances free or the lone one (``lone``): a batch
+        to dispatch now and whether it goes to the lone engine, or how long to wait.
+
+        The lone engine takes the one queued request when it arrived with nothing else queued or
+        running (``seen == 1``): a request that came while others were in flight is part of a
+        load and goes to the load engines (waiting for them if the lone one is running)."""
         best: tuple[Any, ...] | None = None
         best_head: _Request | None = None
         for key, kq in list(self._queues.items()):
@@ -770,17 +1008,23 @@ class Batcher:
             ):
                 best, best_head = key, head
         if best_head is None:
-            return None, None
+            return None, None, False
         kq = self._queues[best]  # type: ignore[index]
         take: list[_Request] = []
+        if lone and best_head.seen == 1 and self._solo_for(best_head.key).prefers_lone(now):
+            take.append(best_head)
+            self._pop(kq, take)
+            return take, None, True
+        if avail == 0:
+            return None, None, False  # the load engines are busy: wait for one
         total = 0
         cap = self.max_batch_size
-        if self._idle > 1:
+        if avail > 1:
             # several instances idle and at least one request for each: share the queue among them
             # at once rather than give it all to one instance while the others wait
             queued = sum(r.n for dq in (kq.high, kq.normal) for r in dq if r.state == _QUEUED)
-            if queued >= self._idle:  # never below the head's own items: it must fit
-                cap = min(cap, max(-(-queued // self._idle), best_head.n))
+            if queued >= avail:  # never below the head's own items: it must fit
+                cap = min(cap, max(-(-queued // avail), best_head.n))
         full = False
         for dq in (kq.high, kq.normal):
             for req in dq:
@@ -809,9 +1053,9 @@ class Batcher:
                 take = take[: hits[-1] + 1]
                 due = True
         if not due:
-            return None, go - now
+            return None, go - now, False
         self._pop(kq, take)
-        return take, None
+        return take, None, False
 
     def _pop(self, kq: _KeyQueue, take: list[_Request]) -> None:
         remaining = len(take)
@@ -843,9 +1087,13 @@ class Batcher:
             finally:  # the instance is free again whatever happened to its batch
                 with self._cv:
                     inst.busy = False
-                    if self._idle == 0:
+                    was = self._available()
+                    self._free += inst.cores
+                    self._running -= len(batch)
+                    if not inst.lone:
+                        self._idle += 1
+                    if was == 0 and self._available() > 0:
                         self._free_since = _now()
-                    self._idle += 1
                     self._cv.notify()
         for io in inst.bound.values():
             io.close()
@@ -883,10 +1131,22 @@ class Batcher:
                 self._fail(inst, req, e)
             return
         finally:
-            inst.exec.add(_now() - t0)
+            t1 = _now()
+            inst.exec.add(t1 - t0)
+            inst.spans.append((t0, t1))
             inst.batches += 1
             inst.items += total
             inst.sizes[total] = inst.sizes.get(total, 0) + 1
+        if len(batch) == 1 and self._lone is not None:
+            solo = self._solo.get(batch[0].key)
+            if solo is not None:  # a request alone (or one that came alone to a load engine)
+                per_item = (_now() - t0) / total
+                if inst.lone:
+                    solo.lone = _ema(solo.lone, per_item)
+                    solo.lone_at = t0
+                elif batch[0].seen == 1:
+                    solo.load = _ema(solo.load, per_item)
+                    solo.load_at = t0
         for req, out in zip(batch, results, strict=True):
             req.future.set_result(out)
         inst.succeeded += len(batch)

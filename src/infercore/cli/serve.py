@@ -99,6 +99,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="seconds to finish accepted requests after SIGTERM (default 30)",
     )
     p.add_argument("--access-log", action="store_true", help="log every inference request (JSON lines)")
+    p.add_argument(
+        "--no-autotune",
+        dest="autotune",
+        action="store_false",
+        help="do not probe a model's layout at load: a config without threads/instances runs one engine "
+        "with the runtime's default threads (as `auto: false` in its config.yaml)",
+    )
     p.set_defaults(func=run, preflight=preflight)
 
 
@@ -131,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         models=args.models,
         drain_timeout=args.drain_timeout,
+        autotune=args.autotune,
     )
     from ..errors import ServeError
 

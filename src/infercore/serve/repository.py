@@ -13,6 +13,8 @@ A model's optional ``REPO/<model>/config.yaml``::
     threads: 1                # per instance
     options: {}               # passed to the runtime
     instances: 2              # engine instances behind the batcher
+    auto: true                # without threads/instances: probe the layout at load (infercore.layout)
+    cores: 4                  # the cores the model is given (default: all this process may use)
     batching:                 # the Batcher's settings; `batching: false` runs each request alone
       max_batch_size: 32
       preferred_batch_sizes: [8, 16]
@@ -51,6 +53,7 @@ import numpy as np
 from ..engine import Engine, load
 from ..errors import BadRequest, InfercoreError, NotFound, QueueFullError, Unavailable
 from ..specs import TensorSpec, format_shape
+from . import autotune
 from .monitoring import MonitoringConfig, ScreenConfig, open_watch
 from .tensors import datatype_of, dtype_of
 
@@ -79,6 +82,7 @@ class BatchingConfig:
     max_queue_size: int = 1024
     timeout_ms: float | None = None
     pad: bool = False
+    given: frozenset[str] = frozenset()  # the keys the config wrote (the others may be probed)
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,11 @@ class ModelConfig:
     threads: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     instances: int = 1
+    auto: bool = True
+    cores: int | None = None
     batching: BatchingConfig | None = field(default_factory=BatchingConfig)
     batching_explicit: bool = False
+    given: frozenset[str] = frozenset()  # the top-level keys the config wrote
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     inputs: tuple[TensorOverride, ...] = ()
     outputs: tuple[TensorOverride, ...] = ()
@@ -145,7 +152,7 @@ class ModelConfig:
     def from_dict(cls, raw: Mapping[str, Any] | None, source: str = "config") -> ModelConfig:
         """Validate a config mapping; unknown keys and wrong types are errors that name the key."""
         raw = dict(raw or {})
-        known = {f for f in cls.__dataclass_fields__ if f != "batching_explicit"}
+        known = {f for f in cls.__dataclass_fields__ if f not in ("batching_explicit", "given")}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(
@@ -162,6 +169,10 @@ class ModelConfig:
                 kw["options"] = dict(_typed(raw["options"], Mapping, "options"))
             if raw.get("instances") is not None:
                 kw["instances"] = _positive(raw["instances"], "instances")
+            if raw.get("auto") is not None:
+                kw["auto"] = _typed(raw["auto"], bool, "auto")
+            if raw.get("cores") is not None:
+                kw["cores"] = _positive(raw["cores"], "cores")
             if "batching" in raw:
                 kw["batching"] = _batching(raw["batching"])
                 kw["batching_explicit"] = kw["batching"] is not None
@@ -176,13 +187,12 @@ class ModelConfig:
                 kw["screen"] = ScreenConfig.parse(raw["screen"])
         except ValueError as e:
             raise ValueError(f"{source}: {e}") from None
-        return cls(**kw)
+        return cls(**kw, given=frozenset(k for k, v in raw.items() if v is not None))
 
     def merged(self, override: Mapping[str, Any], source: str) -> ModelConfig:
         """This config with the keys of ``override`` (a load request's ``config``) replaced."""
-        return replace(
-            self, **{k: getattr(ModelConfig.from_dict(override, source), k) for k in _keys(override)}
-        )
+        new = ModelConfig.from_dict(override, source)
+        return replace(self, **{k: getattr(new, k) for k in _keys(override)}, given=self.given | new.given)
 
 
 def _keys(override: Mapping[str, Any]) -> list[str]:
@@ -214,7 +224,7 @@ def _batching(value: Any) -> BatchingConfig | None:
     if value is True:
         return BatchingConfig()
     value = dict(_typed(value, Mapping, "batching"))
-    known = set(BatchingConfig.__dataclass_fields__)
+    known = set(BatchingConfig.__dataclass_fields__) - {"given"}
     unknown = sorted(set(value) - known)
     if unknown:
         raise ValueError(
@@ -240,7 +250,7 @@ def _batching(value: Any) -> BatchingConfig | None:
             kw[key] = float(v)
     if "pad" in value:
         kw["pad"] = bool(_typed(value["pad"], bool, "batching.pad"))
-    return BatchingConfig(**kw)
+    return BatchingConfig(**kw, given=frozenset(k for k, v in value.items() if v is not None))
 
 
 def _override(raw: Any, key: str) -> TensorOverride:
@@ -399,9 +409,14 @@ class ModelRepository:
     """Models on disk and the versions loaded from them; load, unload and reload at run time."""
 
     def __init__(
-        self, root: str | os.PathLike[str], *, batcher_factory: Callable[..., Any] | None = None
+        self,
+        root: str | os.PathLike[str],
+        *,
+        batcher_factory: Callable[..., Any] | None = None,
+        autotune: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.autotune = autotune  # False: a model without threads/instances runs as before the probe
         if not self.root.is_dir():
             raise FileNotFoundError(f"model repository {self.root} is not a directory")
         self._models: dict[str, ModelEntry] = {}
@@ -582,7 +597,12 @@ class ModelRepository:
                     _close_quietly(mv)
             log.info(
                 "model loaded",
-                extra={"model": name, "versions": selected, "backend": entry.latest and entry.latest.backend},
+                extra={
+                    "model": name,
+                    "versions": selected,
+                    "backend": entry.latest and entry.latest.backend,
+                    **autotune.log_fields(built.values()),
+                },
             )
             if self.on_change is not None:
                 self.on_change()
@@ -625,17 +645,18 @@ class ModelRepository:
                 entry.state, entry.reason = state, reason
 
     def _open(self, name: str, version: int, path: Path, cfg: ModelConfig) -> ModelVersion:
-        def open_engine() -> Engine:
+        def open_engine(threads: int | None = cfg.threads) -> Engine:
             return load(
                 path,
                 cfg.backend,
                 device=cfg.device,
                 precision=cfg.precision,
-                threads=cfg.threads,
+                threads=threads,
                 options=cfg.options,
             )
 
-        engine = open_engine()
+        cores = autotune.cores(cfg, self.autotune)  # None: the config (or --no-autotune) decides
+        engine = open_engine(cores or cfg.threads)
         watch = None
         try:
             inputs = apply_overrides(engine.inputs, cfg.inputs, "inputs")
@@ -645,6 +666,13 @@ class ModelRepository:
             batchable = all(
                 s.rank >= 1 and s.shape[0] is None and not s.dtype.hasobject for s in engine.inputs
             )
+            if cores is not None and batching is not None and autotune.runs(engine):
+                tuned = autotune.batcher(
+                    engine, open_engine, cores, batching, inputs, f"{name}/{version}", self._batcher_factory
+                )
+                return ModelVersion(
+                    name, version, path, engine.backend_name, inputs, outputs, tuned, batching, tuned.engine, watch
+                )
             if batching is not None and not batchable:
                 if cfg.batching_explicit:
                     raise ValueError(

@@ -38,6 +38,7 @@ class ServeOptions:
     max_body: int = 64 << 20
     models: Sequence[str] | None = None  # loaded at start; None: every model in the repository
     drain_timeout: float = 30.0
+    autotune: bool = True  # False: models without threads/instances in their config are not probed
     ports: dict[str, int] = field(default_factory=dict)  # filled in by start(): the bound ports
 
 
@@ -51,7 +52,11 @@ class InferenceServer:
         drain = self.options.drain_timeout
         if not (isinstance(drain, int | float) and math.isfinite(drain) and drain >= 0):
             raise ValueError(f"drain_timeout must be a number of seconds >= 0, got {drain!r}")
-        self.repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+        self.repo = (
+            repository
+            if isinstance(repository, ModelRepository)
+            else ModelRepository(repository, autotune=self.options.autotune)
+        )
         self.metrics = ServeMetrics(self.repo)
         self.service = InferenceService(self.repo, self.metrics, token=self.options.token)
         self.ports = self.options.ports
