@@ -195,7 +195,7 @@ class _Request:
     prepared: Prepared | None
     deadline: float | None
     dims: dict[str, int] | None  # with padding: the request's own length per padded dimension name
-    future: Future[dict[str, np.ndarray]]
+    future: _Answer
     key: tuple[Any, ...]
     n: int
     priority: int
@@ -220,6 +220,97 @@ class _RequestFuture(Future[dict[str, np.ndarray]]):
         if self._request is not None:
             self._batcher._on_cancel(self._request)
         return True
+
+
+class _Waiter:
+    """``run``'s answer: one lock, released when the answer is in. A Future's Condition costs a
+    Python-level wait and notify per request, which 64 threads calling ``run`` pay in GIL time."""
+
+    __slots__ = ("_error", "_lock", "_result")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._result: dict[str, np.ndarray] | None = None
+        self._error: BaseException | None = None
+
+    @staticmethod
+    def set_running_or_notify_cancel() -> bool:
+        return True  # a caller blocked in run() cannot cancel
+
+    def set_result(self, result: dict[str, np.ndarray]) -> None:
+        self._result = result
+        self._lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._lock.release()
+
+    def wait(self) -> dict[str, np.ndarray]:
+        self._lock.acquire()
+        if self._error is not None:
+            try:
+                raise self._error
+            finally:
+                self._error = None
+        assert self._result is not None
+        return self._result
+
+
+class _AsyncSlot:
+    """``infer``'s answer: an asyncio future of the caller's loop. Results of one batch reach each
+    loop in one ``call_soon_threadsafe`` (one wake-up of the loop per batch, not per request)."""
+
+    __slots__ = ("fut", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.fut: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return not self.fut.cancelled()  # read from another thread: a cancel after it is caught later
+
+    def set_result(self, result: dict[str, np.ndarray]) -> None:
+        _call_in(self.loop, _settle_all, [(self.fut, result, None)])
+
+    def set_exception(self, error: BaseException) -> None:
+        _call_in(self.loop, _settle_all, [(self.fut, None, error)])
+
+
+def _call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], arg: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, arg)
+    except RuntimeError:  # the loop is closed: nobody is left awaiting
+        pass
+
+
+def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, error in items:
+        if fut.done():  # cancelled meanwhile
+            continue
+        if error is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(error)
+
+
+def _deliver(batch: Sequence[_Request], results: Sequence[dict[str, np.ndarray]]) -> None:
+    """Each request's result to its caller; asyncio callers get theirs per loop, in one go."""
+    loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, None]]] | None = None
+    for req, out in zip(batch, results, strict=True):
+        fut = req.future
+        if type(fut) is _AsyncSlot:
+            if loops is None:
+                loops = {}
+            loops.setdefault(fut.loop, []).append((fut.fut, out, None))
+        else:
+            fut.set_result(out)
+    if loops:
+        for loop, items in loops.items():
+            _call_in(loop, _settle_all, items)
+
+
+_Answer = Future[dict[str, np.ndarray]] | _Waiter | _AsyncSlot  # how a request's answer reaches its caller
 
 
 def _settled(req: _Request) -> None:
@@ -758,6 +849,36 @@ class Batcher:
         Raises at once, queueing nothing: ``InputSpecError`` for a bad request, ``QueueFullError``
         when ``max_queue_size`` requests are waiting, ``BatcherClosedError`` after ``close()``.
         """
+        fut: _RequestFuture = _RequestFuture()
+        fut._batcher = self
+        fut._request = self._enqueue(feeds, fut, timeout, priority)
+        return fut
+
+    async def infer(
+        self, feeds: Any, *, timeout: float | None = None, priority: int = 0
+    ) -> dict[str, np.ndarray]:
+        """``submit`` for asyncio: cancelling the awaiting task takes the request out of the queue."""
+        slot = _AsyncSlot(asyncio.get_running_loop())
+        req = self._enqueue(feeds, slot, timeout, priority)
+        try:
+            return await slot.fut
+        except asyncio.CancelledError:
+            self._on_cancel(req)
+            raise
+
+    def run(self, feeds: Any, *, timeout: float | None = None, priority: int = 0) -> dict[str, np.ndarray]:
+        """``submit`` and wait for the result (the batcher itself enforces ``timeout``)."""
+        waiter = _Waiter()
+        self._enqueue(feeds, waiter, timeout, priority)
+        return waiter.wait()
+
+    def _enqueue(
+        self,
+        feeds: Any,
+        answer: _Answer,
+        timeout: float | None,
+        priority: int,
+    ) -> _Request:
         if self._closing:
             raise BatcherClosedError(f"batcher {self.name!r} is closed; no new requests are accepted")
         if priority not in (0, 1):
@@ -765,10 +886,7 @@ class Batcher:
         timeout = self.timeout if timeout is None else _timeout(timeout)
         req = self._make_request(feeds)
         req.priority = priority
-        fut: _RequestFuture = _RequestFuture()
-        fut._batcher = self
-        fut._request = req
-        req.future = fut
+        req.future = answer
         with self._cv:
             if self._closing:
                 raise BatcherClosedError(f"batcher {self.name!r} is closed; no new requests are accepted")
@@ -787,26 +905,22 @@ class Batcher:
                 kq = self._queues[req.key] = _KeyQueue()
             (kq.high if priority else kq.normal).append(req)
             kq.last = req.t_submit
+            wake = False
             if req.deadline is not None:
                 heap = self._deadlines
                 if len(heap) > 2 * self._depth + 64:  # mostly finished requests: keep the queued ones
                     heap[:] = [e for e in heap if (r := e[2]()) is not None and r.state == _QUEUED]
                     heapq.heapify(heap)
-                heapq.heappush(heap, (req.deadline, next(self._seq), weakref.ref(req)))
+                seq = next(self._seq)
+                heapq.heappush(heap, (req.deadline, seq, weakref.ref(req)))
+                wake = heap[0][1] == seq  # the earliest deadline: the scheduler must wake for it
             self._depth += 1
             self._submitted += 1
-            self._cv.notify()
-        return fut
-
-    async def infer(
-        self, feeds: Any, *, timeout: float | None = None, priority: int = 0
-    ) -> dict[str, np.ndarray]:
-        """``submit`` for asyncio: cancelling the awaiting task takes the request out of the queue."""
-        return await asyncio.wrap_future(self.submit(feeds, timeout=timeout, priority=priority))
-
-    def run(self, feeds: Any, *, timeout: float | None = None, priority: int = 0) -> dict[str, np.ndarray]:
-        """``submit`` and wait for the result (the batcher itself enforces ``timeout``)."""
-        return self.submit(feeds, timeout=timeout, priority=priority).result()
+            # the scheduler only acts when an engine can take a batch: while all are busy (a full
+            # queue under load), waking it for every request costs a thread switch each
+            if wake or self._available() > 0 or self._lone_free():
+                self._cv.notify()
+        return req
 
     def _make_request(self, feeds: Any) -> _Request:
         req = _Request()
@@ -885,7 +999,7 @@ class Batcher:
         _settled(req)
 
     def _end_early(
-        self, req: _Request, error: Exception, pending: list[tuple[Future[Any], Exception]]
+        self, req: _Request, error: Exception, pending: list[tuple[_Answer, Exception]]
     ) -> bool:
         """Under the lock: take a queued request out with an error; False if it was cancelled meanwhile."""
         req.state = _DONE_EARLY
@@ -911,7 +1025,7 @@ class Batcher:
     def _schedule(self) -> None:
         cv = self._cv
         while True:
-            pending: list[tuple[Future[Any], Exception]] = []
+            pending: list[tuple[_Answer, Exception]] = []
             batch: list[_Request] | None = None
             target: _Instance | None = None
             alone = False
@@ -975,7 +1089,7 @@ class Batcher:
         """Under the lock: whether the lone engine may take the one queued request (nothing runs)."""
         return self._lone is not None and self._depth == 1 and self._free == self._cores and not self._lone.busy
 
-    def _expire(self, now: float, pending: list[tuple[Future[Any], Exception]]) -> None:
+    def _expire(self, now: float, pending: list[tuple[_Answer, Exception]]) -> None:
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             req = heapq.heappop(heap)[2]()
@@ -1147,8 +1261,7 @@ class Batcher:
                 elif batch[0].seen == 1:
                     solo.load = _ema(solo.load, per_item)
                     solo.load_at = t0
-        for req, out in zip(batch, results, strict=True):
-            req.future.set_result(out)
+        _deliver(batch, results)
         inst.succeeded += len(batch)
         for req in batch:  # a future the caller keeps holds its result, not the request's inputs
             _settled(req)
@@ -1284,7 +1397,7 @@ class Batcher:
                 join(inst.thread)
 
     def _abort_queued(self, why: str) -> None:
-        pending: list[tuple[Future[Any], Exception]] = []
+        pending: list[tuple[_Answer, Exception]] = []
         with self._cv:
             self._drain = False
             for kq in self._queues.values():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import re
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,9 @@ _OPTIONS = {
     "free_dimension_overrides": "dict symbolic dim name -> int",
     "providers": "list of execution provider names (overrides device)",
     "provider_options": "dict of options for the device's execution provider",
+    "share_weights": "bool: sessions of the same file opened with it share one copy of its initializers",
 }
+_SHARE_MIN_BYTES = 1024  # smaller initializers stay the session's own (constants the optimizer folds)
 
 
 def _ort() -> Any:
@@ -248,18 +252,81 @@ class OrtFactory:
                 "model: ic.calibrate(...) for int8, ic.convert_fp16(...) for fp16"
             )
         options = dict(options)
+        share = options.pop("share_weights", False)
+        if not isinstance(share, bool):
+            raise BackendError(f"ort: option share_weights={share!r} is invalid; expected {_OPTIONS['share_weights']}")
         providers_override = options.pop("providers", None)
         provider_options = options.pop("provider_options", {}) or {}
         dev, providers = _device(device, ort, provider_options)
         if providers_override is not None:
             providers = _providers(ort, providers_override)
         so = _session_options(ort, threads, options)
+        shared = _shared_weights(ort, path) if share else None
+        if shared is not None:
+            for name, value in shared.values.items():
+                so.add_initializer(name, value)
         try:
             sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"onnxruntime could not load {path}: {msg}", path=str(path)) from e
+        # the session reads these arrays in place: they live as long as the session object does
+        sess._infercore_shared_weights = shared
         return OrtBackend(sess, ort, dev, path)
+
+
+class _SharedWeights:
+    """A model file's initializers, read once, as OrtValues over numpy arrays that every session
+    given them reads in place (``SessionOptions.add_initializer``) instead of its own copy."""
+
+    __slots__ = ("__weakref__", "arrays", "values")
+
+    def __init__(self, arrays: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        self.arrays = arrays
+        self.values = values
+
+
+_shared: weakref.WeakValueDictionary[tuple[str, int, int], _SharedWeights] = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
+def _shared_weights(ort: Any, path: Path) -> _SharedWeights | None:
+    """The shared initializers of ``path`` (read with onnx while no open session holds them), or
+    None where onnx cannot read them (the session then reads its own, as without the option)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # the load reports the missing file
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is not None:
+            return found
+        try:
+            onnx = require("onnx", EXTRA)
+            from onnx import numpy_helper
+
+            model = onnx.load(str(path), load_external_data=True)
+        except Exception as e:  # not readable by onnx: ORT may still read it, or say why
+            log.debug("ort: share_weights: onnx could not read %s (%s); the session reads its own", path, e)
+            return None
+        arrays: dict[str, np.ndarray] = {}
+        values: dict[str, Any] = {}
+        for init in model.graph.initializer:
+            try:
+                arr = numpy_helper.to_array(init)
+                if arr.nbytes < _SHARE_MIN_BYTES or arr.dtype.hasobject:
+                    continue
+                arr = np.ascontiguousarray(arr)
+                values[init.name] = ort.OrtValue.ortvalue_from_numpy(arr)
+            except Exception as e:  # a dtype numpy or ORT cannot hold: the session reads it itself
+                log.debug("ort: share_weights: initializer %r not shared (%s)", init.name, e)
+                continue
+            arrays[init.name] = arr
+        del model
+        found = _SharedWeights(arrays, values)
+        _shared[key] = found
+        return found
 
 
 class OrtBackend:

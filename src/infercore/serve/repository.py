@@ -645,14 +645,14 @@ class ModelRepository:
                 entry.state, entry.reason = state, reason
 
     def _open(self, name: str, version: int, path: Path, cfg: ModelConfig) -> ModelVersion:
-        def open_engine(threads: int | None = cfg.threads) -> Engine:
+        def open_engine(threads: int | None = cfg.threads, options: Mapping[str, Any] | None = None) -> Engine:
             return load(
                 path,
                 cfg.backend,
                 device=cfg.device,
                 precision=cfg.precision,
                 threads=threads,
-                options=cfg.options,
+                options=cfg.options if options is None else options,
             )
 
         cores = autotune.cores(cfg, self.autotune)  # None: the config (or --no-autotune) decides
@@ -668,7 +668,8 @@ class ModelRepository:
             )
             if cores is not None and batching is not None and autotune.runs(engine):
                 tuned = autotune.batcher(
-                    engine, open_engine, cores, batching, inputs, f"{name}/{version}", self._batcher_factory
+                    engine, open_engine, cores, batching, inputs, f"{name}/{version}", self._batcher_factory,
+                    cfg.options,
                 )
                 return ModelVersion(
                     name, version, path, engine.backend_name, inputs, outputs, tuned, batching, tuned.engine, watch
