@@ -1196,9 +1196,13 @@ class Batcher:
             batch = inst.inbox.get()
             if batch is None:
                 break
+            answers: list[tuple[_Request, dict[str, np.ndarray] | None, BaseException | None]] = []
             try:
-                self._execute(inst, batch)
-            finally:  # the instance is free again whatever happened to its batch
+                self._execute(inst, batch, answers)
+            finally:
+                # the engine is free again whatever happened to its batch, and is counted free
+                # before the callers hear back: a caller that sends its next request at once
+                # must find the batcher idle (to go alone) and the cores free
                 with self._cv:
                     inst.busy = False
                     was = self._available()
@@ -1209,20 +1213,27 @@ class Batcher:
                     if was == 0 and self._available() > 0:
                         self._free_since = _now()
                     self._cv.notify()
+                self._answer(inst, answers)
         for io in inst.bound.values():
             io.close()
         inst.bound.clear()
         if self._owned:  # the batcher is closing: an engine it made goes with its thread
             inst.engine.close()
 
-    def _execute(self, inst: _Instance, batch: list[_Request]) -> None:
+    def _execute(
+        self,
+        inst: _Instance,
+        batch: list[_Request],
+        answers: list[tuple[_Request, dict[str, np.ndarray] | None, BaseException | None]],
+    ) -> None:
+        """Run a batch; each request's result or error goes to ``answers``, in batch order."""
         t0 = _now()
         total = sum(req.n for req in batch)
         try:
             results = self._run_batch(inst, batch, total)
         except Exception as e:
             if len(batch) == 1:
-                self._fail(inst, batch[0], e)
+                answers.append((batch[0], None, e))
             else:
                 # one bad request must not fail the others: run each alone, so the error reaches
                 # only the request that causes it (and each future gets its own exception)
@@ -1232,17 +1243,14 @@ class Batcher:
                     try:
                         (out,) = self._run_batch(inst, [req], req.n)
                     except Exception as e1:
-                        self._fail(inst, req, e1)
+                        answers.append((req, None, e1))
                     else:
-                        req.future.set_result(out)
-                        inst.succeeded += 1
-                        _settled(req)
+                        answers.append((req, out, None))
             return
         except BaseException as e:  # SystemExit or a framework's cancellation raised by a backend
             log.error("batcher %s: a batch raised %s; its requests get it, the instance goes on",
                       self.name, type(e).__name__)
-            for req in batch:
-                self._fail(inst, req, e)
+            answers.extend((req, None, e) for req in batch)
             return
         finally:
             t1 = _now()
@@ -1254,16 +1262,34 @@ class Batcher:
         if len(batch) == 1 and self._lone is not None:
             solo = self._solo.get(batch[0].key)
             if solo is not None:  # a request alone (or one that came alone to a load engine)
-                per_item = (_now() - t0) / total
+                per_item = (t1 - t0) / total
                 if inst.lone:
                     solo.lone = _ema(solo.lone, per_item)
                     solo.lone_at = t0
                 elif batch[0].seen == 1:
                     solo.load = _ema(solo.load, per_item)
                     solo.load_at = t0
-        _deliver(batch, results)
-        inst.succeeded += len(batch)
-        for req in batch:  # a future the caller keeps holds its result, not the request's inputs
+        answers.extend((req, out, None) for req, out in zip(batch, results, strict=True))
+
+    @staticmethod
+    def _answer(
+        inst: _Instance, answers: list[tuple[_Request, dict[str, np.ndarray] | None, BaseException | None]]
+    ) -> None:
+        """Hand each caller its answer; a future the caller keeps holds its result, not the
+        request's inputs."""
+        done = [(req, out) for req, out, err in answers if err is None]
+        if len(done) == len(answers):
+            _deliver([req for req, _ in done], [out for _, out in done])  # type: ignore[misc]
+        else:
+            for req, out, err in answers:
+                if err is None:
+                    req.future.set_result(out)  # type: ignore[arg-type]
+                else:
+                    log.debug("batcher request failed: %s", err)
+                    req.future.set_exception(err)
+        inst.succeeded += len(done)
+        inst.failed += len(answers) - len(done)
+        for req, _, _ in answers:
             _settled(req)
 
     def _run_batch(self, inst: _Instance, batch: list[_Request], total: int) -> list[dict[str, np.ndarray]]:
@@ -1271,13 +1297,6 @@ class Batcher:
         padded = self._fill(io, batch, shapes)
         io.run()
         return self._split(io, batch, total, padded)
-
-    @staticmethod
-    def _fail(inst: _Instance, req: _Request, error: BaseException) -> None:
-        log.debug("batcher request failed: %s", error)
-        req.future.set_exception(error)
-        inst.failed += 1
-        _settled(req)
 
     def _bound_io(
         self, inst: _Instance, batch: list[_Request], total: int

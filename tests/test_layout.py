@@ -1,0 +1,361 @@
+"""Load-adaptive layouts: the probe, the Batcher's choice of engine, and the cores it may use.
+
+The dispatcher tests run a numpy backend that sleeps for its "compute" (GIL released), so that
+the order of dispatch and the overlap of engines are read from the backend's own record; the
+CPU test runs real ONNX Runtime sessions and reads each thread's CPU time from /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import infercore as ic
+from infercore.batching import Batcher
+from infercore.engine import Engine
+from infercore.errors import ArgumentError
+from infercore.layout import Layout, available_cores, probe_layout
+from infercore.specs import TensorSpec
+from tests import onnx_models as m
+
+pytest.importorskip("onnxruntime")
+
+
+# -- a backend that takes time and records what ran where ------------------------------------------
+class _Clock:
+    """What every engine of one test ran: (start, end, threads, the x[:, 0] values), in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: list[tuple[float, float, int, tuple[float, ...]]] = []
+
+
+class _SlowBinding:
+    def __init__(self, backend: SlowBackend, inputs: dict[str, np.ndarray]) -> None:
+        self.backend = backend
+        self.inputs = inputs
+        self.outputs: dict[str, np.ndarray] = {}
+
+    def run(self) -> None:
+        b = self.backend
+        x = self.inputs["x"]
+        t0 = time.perf_counter()
+        # "compute": per item, less with more threads (as a compute-bound model on more cores)
+        time.sleep(b.item_s * len(x) / b.threads)
+        t1 = time.perf_counter()
+        with b.clock.lock:
+            b.clock.runs.append((t0, t1, b.threads, tuple(float(v) for v in x[:, 0])))
+        self.outputs.update(y=x * 2)
+
+    def close(self) -> None:
+        pass
+
+
+class SlowBackend:
+    name = "slow"
+    device = "cpu"
+    metadata: dict[str, str] = {}
+
+    def __init__(self, clock: _Clock, threads: int, item_s: float = 0.004) -> None:
+        self.clock = clock
+        self.threads = threads
+        self.item_s = item_s
+        self.inputs = (TensorSpec("x", np.float32, (None, 2), ("batch", None)),)
+        self.outputs = (TensorSpec("y", np.float32, (None, 2), ("batch", None)),)
+
+    def run(self, feeds, outputs):
+        return {"y": feeds["x"] * 2}
+
+    def bind(self, inputs, outputs):
+        return _SlowBinding(self, inputs)
+
+    def close(self) -> None:
+        pass
+
+
+def _slow_factory(clock: _Clock, item_s: float = 0.004):
+    def open_engine(threads: int) -> Engine:
+        return Engine(SlowBackend(clock, threads, item_s))
+
+    return open_engine
+
+
+TWO = Layout(cores=2, instances=2, threads=1, lone_threads=2)
+
+
+def _max_cores_in_use(runs: list[tuple[float, float, int, tuple[float, ...]]]) -> int:
+    events = sorted([(t0, w) for t0, _, w, _ in runs] + [(t1, -w) for _, t1, w, _ in runs], key=lambda e: (e[0], e[1]))
+    used = peak = 0
+    for _, w in events:  # ends sort before starts at the same instant
+        used += w
+        peak = max(peak, used)
+    return peak
+
+
+# -- Layout -----------------------------------------------------------------------------------------
+def test_layout_refuses_more_threads_than_cores() -> None:
+    with pytest.raises(ArgumentError, match=r"instances.*need 4 cores, more than cores=2"):
+        Layout(cores=2, instances=2, threads=2)
+    with pytest.raises(ArgumentError, match=r"lone_threads.*3 is more than cores=2"):
+        Layout(cores=2, instances=2, threads=1, lone_threads=3)
+
+
+def test_layout_describes_itself() -> None:
+    assert TWO.describe() == "lone request: 1 x 2 threads; under load: 2 x 1 thread (given)"
+    assert TWO.as_dict()["summary"] == TWO.describe()
+    assert TWO.engines == 3
+
+
+def test_available_cores_is_the_affinity() -> None:
+    assert available_cores() == len(os.sched_getaffinity(0))
+
+
+# -- the dispatcher ---------------------------------------------------------------------------------
+def test_a_lone_request_runs_on_the_wide_engine_and_a_load_on_the_narrow_ones() -> None:
+    clock = _Clock()
+    with Batcher(_slow_factory(clock), layout=TWO, max_batch_size=4) as b:
+        for i in range(5):  # one at a time: each is alone
+            np.testing.assert_array_equal(b.run(np.full((1, 2), i, np.float32))["y"], np.full((1, 2), 2 * i))
+        lone_runs = [r for r in clock.runs if r[2] == 2]
+        assert len(lone_runs) == 5
+        clock.runs.clear()
+        futs = [b.submit(np.full((1, 2), i, np.float32)) for i in range(16)]
+        for i, f in enumerate(futs):
+            np.testing.assert_array_equal(f.result(10)["y"], np.full((1, 2), 2 * i))
+        widths = [r[2] for r in clock.runs]
+        # the first of the burst may find the batcher empty and go alone; the rest are a load
+        assert widths[1:] == [1] * (len(widths) - 1)
+        engines = b.metrics.engines
+    assert [e["role"] for e in engines] == ["load", "load", "lone"]
+    assert [e["threads"] for e in engines] == [1, 1, 2]
+    assert engines[2]["batches"] >= 5
+
+
+def test_switching_loses_nothing_keeps_fifo_and_never_oversubscribes() -> None:
+    """Bursts, lulls with lone requests and bursts again, from threads and asyncio: every request
+    answered exactly once with its own result, dispatched in arrival order within its priority,
+    and the engines running at any instant never hold more threads than the 2 cores."""
+    clock = _Clock()
+    answers: dict[int, list[float]] = {}
+    lock = threading.Lock()
+
+    def record(seq: int, out: dict[str, np.ndarray]) -> None:
+        with lock:
+            answers.setdefault(seq, []).append(float(out["y"][0, 0]))
+
+    priority_of: dict[int, int] = {}
+    with Batcher(_slow_factory(clock, 0.002), layout=TWO, max_batch_size=4) as b:
+        seq = 0
+        for phase in range(3):
+            futs = []
+            for _ in range(40):  # a burst: submitted back to back, some high priority
+                p = int(seq % 7 == 3)
+                priority_of[seq] = p
+                futs.append((seq, b.submit(np.full((1, 2), seq, np.float32), priority=p)))
+                seq += 1
+            for s, f in futs:
+                record(s, f.result(10))
+            for _ in range(5):  # a lull: lone requests
+                priority_of[seq] = 0
+                record(seq, b.run(np.full((1, 2), seq, np.float32)))
+                seq += 1
+                time.sleep(0.005)
+            if phase == 1:  # and a burst from asyncio callers
+
+                async def burst(first: int) -> None:
+                    outs = await asyncio.gather(
+                        *(b.infer(np.full((1, 2), first + k, np.float32)) for k in range(20))
+                    )
+                    for k, out in enumerate(outs):
+                        record(first + k, out)
+
+                for k in range(20):
+                    priority_of[seq + k] = 0
+                asyncio.run(burst(seq))
+                seq += 20
+        metrics = b.metrics
+    assert sorted(answers) == list(range(seq))
+    assert all(v == [2.0 * s] for s, v in answers.items()), "each request answered once, with its own result"
+    assert metrics.submitted == metrics.succeeded == seq
+    ran = sorted(v for *_, xs in clock.runs for v in xs)
+    assert ran == [float(s) for s in range(seq)], "each request ran once"
+    # FIFO within a priority: each batch takes the oldest queued requests of a priority, in order,
+    # so per priority the batches hold runs of consecutive arrivals that never interleave (two
+    # engines may start batches in the other order than they were dispatched: no start order here)
+    for p in (0, 1):
+        blocks = [[v for v in xs if priority_of[int(v)] == p] for *_, xs in clock.runs]
+        blocks = sorted((b for b in blocks if b), key=min)
+        assert all(b == sorted(b) for b in blocks), f"priority {p}: a batch out of arrival order"
+        flat = [v for b in blocks for v in b]
+        assert flat == sorted(flat), f"priority {p}: batches interleave, so one took a younger request first"
+    assert any(w == 2 for _, _, w, _ in clock.runs) and any(w == 1 for _, _, w, _ in clock.runs)
+    assert _max_cores_in_use(clock.runs) <= 2
+
+
+def test_a_request_that_comes_during_a_lone_run_waits_for_it_then_runs_narrow() -> None:
+    clock = _Clock()
+    with Batcher(_slow_factory(clock, 0.05), layout=TWO, max_batch_size=4) as b:
+        first = b.submit(np.zeros((1, 2), np.float32))
+        time.sleep(0.01)  # the first runs alone on the wide engine (25 ms)
+        second = b.submit(np.ones((1, 2), np.float32))
+        first.result(5)
+        second.result(5)
+    (a, b_) = sorted(clock.runs)
+    assert (a[2], b_[2]) == (2, 1)
+    assert b_[0] >= a[1]  # the narrow run started only after the wide one ended
+
+
+def test_the_lone_request_goes_where_it_runs_faster() -> None:
+    """A wide engine slower than a narrow one (a host busy with other work): once both were timed,
+    lone requests go to the narrow engine."""
+
+    class Slower(SlowBackend):
+        def __init__(self, clock: _Clock, threads: int) -> None:
+            super().__init__(clock, threads, 0.004)
+            if threads == 2:
+                self.threads = 1  # takes as long as a narrow engine...
+                self.item_s = 0.012  # ...three times over
+
+    clock = _Clock()
+
+    def factory(threads: int) -> Engine:
+        return Engine(Slower(clock, threads))
+
+    with Batcher(factory, layout=TWO) as b:
+        for i in range(450):  # every 200th lone request tries the other engine, then the faster wins
+            b.run(np.full((1, 2), i, np.float32))
+        engines = b.metrics.engines
+    load = engines[0]["batches"] + engines[1]["batches"]
+    assert load > 200, engines  # after the first try at request 200, the narrow engine runs them
+
+
+def test_explicit_instances_or_layout_none_turn_the_probe_off(tmp_path: Path) -> None:
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    with Batcher(lambda threads: ic.load(path, threads=threads), instances=2) as b:
+        assert b.layout is None and len(b.metrics.engines) == 2
+        assert b.max_queue_delay == 0.002 and b.max_batch_size == 32
+    with Batcher(functools.partial(ic.load, path, threads=1), layout=None) as b:
+        assert b.layout is None and len(b.metrics.engines) == 1
+    with Batcher(lambda: ic.load(path, threads=1)) as b:  # no threads=: nothing to choose
+        assert b.layout is None
+
+
+def test_a_layout_needs_a_factory_taking_threads(tmp_path: Path) -> None:
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    with pytest.raises(TypeError, match="factory taking threads="):
+        Batcher(lambda: ic.load(path), layout=TWO)
+
+
+# -- the probe, on a real runtime --------------------------------------------------------------------
+def test_the_probe_picks_a_valid_layout_within_its_budget_and_answers_right(tmp_path: Path) -> None:
+    path, w = m.mlp(tmp_path / "mlp.onnx", d_in=64, d_hidden=256)
+    t0 = time.perf_counter()
+    with Batcher(lambda threads: ic.load(path, threads=threads), cores=2) as b:
+        took = time.perf_counter() - t0
+        lay = b.layout
+        assert lay is not None and lay.source == "probe"
+        assert lay.instances * lay.threads <= 2 and (lay.lone_threads or 0) <= 2
+        assert len(b.metrics.engines) == lay.engines
+        assert set(lay.probe) >= {"shapes", "items_per_s", "seconds", "rss_mb", "engines_opened"}
+        assert lay.probe["seconds"] <= 3.5  # the budget, and one point past it at most
+        if lay.batch_size and lay.batch_size < b.max_batch_size:
+            assert b.preferred_batch_sizes == (lay.batch_size,)
+        assert b.max_queue_delay == 0.0
+        x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+        logits, _ = m.mlp_numpy(x, w)
+        np.testing.assert_allclose(b.run(x)["logits"], logits, rtol=1e-4, atol=1e-5)
+    assert took < 10
+
+
+def test_probe_closes_the_engines_the_layout_does_not_use(tmp_path: Path) -> None:
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    opened: list[Engine] = []
+
+    def factory(threads: int) -> Engine:
+        e = ic.load(path, threads=threads)
+        opened.append(e)
+        return e
+
+    lay, load, lone = probe_layout(factory, cores=2, seconds=0.5)
+    kept = [*load, *([lone] if lone is not None else [])]
+    assert len(kept) == lay.engines
+    assert all(e.closed for e in opened if e not in kept)
+    assert not any(e.closed for e in kept)
+    for e in kept:
+        e.close()
+
+
+def test_a_failing_probe_falls_back_to_one_engine(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = m.add_bias(tmp_path / "bias.onnx", n=4)[0]
+    with Batcher(lambda threads: ic.load(path, threads=threads), probe_feeds={"nope": np.zeros((1, 4))}, cores=2) as b:
+        assert b.layout is not None and b.layout.source == "fallback"
+        assert "nope" in b.layout.probe["error"] or "x" in b.layout.probe["error"]
+        assert len(b.metrics.engines) == 1
+        np.testing.assert_allclose(b.run(np.ones((1, 4), np.float32))["y"].shape, (1, 4))
+    assert "probe failed" in caplog.text
+
+
+# -- cores, measured in /proc ------------------------------------------------------------------------
+def _thread_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of this process, from /proc/self/task."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_proc_cpu_the_wide_engine_idles_under_load_and_the_narrow_ones_idle_alone() -> None:
+    from infercore.testing import models
+
+    path = models.ppocr_det()
+    x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+    before = set(_thread_cpu())
+    with Batcher(lambda threads: ic.load(path, threads=threads), layout=TWO, max_batch_size=2) as b:
+        python = {t.native_id for t in threading.enumerate()}
+        insts = {i.index: i.thread.native_id for i in b._instances}
+        lone_tid = insts[2]
+        narrow_tids = {insts[0], insts[1]}
+        # ONNX Runtime's own pool threads: only the 2-thread (wide) session has any
+        pool = set(_thread_cpu()) - before - python - {t for t in insts.values()}
+        b.run(x)
+
+        def phase(work) -> dict[int, float]:
+            c0 = _thread_cpu()
+            work()
+            c1 = _thread_cpu()
+            return {t: c1.get(t, 0.0) - c0.get(t, 0.0) for t in c1}
+
+        def alone() -> None:
+            for _ in range(40):
+                b.run(x)
+
+        def loaded() -> None:
+            futs = [b.submit(x) for _ in range(120)]
+            for f in futs:
+                f.result(60)
+
+        quiet = phase(alone)
+        busy = phase(loaded)
+        engines = b.metrics.engines
+    wide_alone = quiet[lone_tid] + sum(quiet.get(t, 0) for t in pool)
+    narrow_alone = sum(quiet[t] for t in narrow_tids)
+    wide_busy = busy[lone_tid] + sum(busy.get(t, 0) for t in pool)
+    narrow_busy = sum(busy[t] for t in narrow_tids)
+    assert engines[2]["batches"] >= 41
+    assert narrow_alone <= 0.05 * wide_alone + 0.02, (narrow_alone, wide_alone)
+    # under load the wide engine (and its pool) at most finishes the run that was going on
+    assert wide_busy <= 0.05 * narrow_busy + 0.03, (wide_busy, narrow_busy)
