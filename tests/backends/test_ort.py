@@ -242,3 +242,31 @@ def test_runtime_failure_keeps_cause(tmp_path):
 def test_metadata_and_probe():
     info = ic.available_backends()["ort"]
     assert info.available and info.version == ort.__version__ and "cpu" in info.devices
+
+
+def test_share_weights_sessions_read_one_copy_and_answer_as_raw_onnxruntime(tmp_path):
+    path, w = m.mlp(tmp_path / "mlp.onnx", d_in=64, d_hidden=256)
+    x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
+    raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    a = ic.load(path, threads=2, options={"share_weights": True})
+    b = ic.load(path, threads=1, options={"share_weights": True})
+    plain = ic.load(path, threads=1)
+    try:
+        shared_a = a._backend._sess._infercore_shared_weights
+        assert shared_a is b._backend._sess._infercore_shared_weights  # one copy for both sessions
+        assert {arr.nbytes >= 1024 for arr in shared_a.arrays.values()} == {True}
+        assert shared_a.arrays  # the weight matrices are among them
+        assert getattr(plain._backend._sess, "_infercore_shared_weights", None) is None
+        for eng in (a, b):
+            out = eng.run(x)
+            np.testing.assert_array_equal(out["logits"], raw[0])
+            np.testing.assert_array_equal(out["probs"], raw[1])
+    finally:
+        for eng in (a, b, plain):
+            eng.close()
+
+
+def test_share_weights_must_be_a_bool(tmp_path):
+    path, _ = m.mlp(tmp_path / "mlp.onnx")
+    with pytest.raises(ic.BackendError, match="share_weights=1 is invalid"):
+        ic.load(path, options={"share_weights": 1})

@@ -1,0 +1,94 @@
+"""A model without threads/instances in its config gets a probed layout; the config still wins."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infercore.serve.logs import JsonFormatter
+from infercore.serve.repository import ModelConfig, ModelRepository
+
+from .conftest import affine, affine_model, running
+
+httpx = pytest.importorskip("httpx")
+
+
+def _repo(tmp_path: Path, config: str | None) -> Path:
+    affine_model(tmp_path / "affine" / "1" / "model.onnx", 2.0)
+    if config is not None:
+        (tmp_path / "affine" / "config.yaml").write_text(config)
+    return tmp_path
+
+
+def test_no_config_probes_the_layout_and_stats_and_log_say_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = _repo(tmp_path, None)
+    caplog.set_level(logging.INFO, logger="infercore.serve")
+    with running(repo, grpc_port=None, metrics_port=None) as server:
+        base = f"http://127.0.0.1:{server.ports['http']}/v2/models/affine"
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
+        r = httpx.post(f"{base}/infer", json=body)
+        assert r.status_code == 200, r.text
+        y = next(o for o in r.json()["outputs"] if o["name"] == "y")
+        np.testing.assert_allclose(np.array(y["data"], np.float32).reshape(2, 4), affine(x, 2.0)["y"])
+        stats = httpx.get(f"{base}/stats").json()["model_stats"][0]["batcher"]
+    layout = stats["layout"]
+    assert layout["source"] == "probe" and layout["cores"] >= 1
+    assert layout["instances"] * layout["threads"] <= layout["cores"]
+    assert layout["probe"]["shapes"] == {"x": [4]}
+    assert [e["role"] for e in stats["engines"]].count("load") == layout["instances"]
+    (loaded,) = [r for r in caplog.records if r.getMessage() == "model loaded"]
+    assert loaded.layout == {"1": layout["summary"]}  # type: ignore[attr-defined]
+    line = json.loads(JsonFormatter().format(loaded))  # the JSON line the server writes
+    assert line["layout"] == {"1": layout["summary"]}
+
+
+@pytest.mark.parametrize(
+    ("config", "options"),
+    [
+        ("auto: false\n", {}),
+        ("threads: 1\n", {}),
+        ("instances: 2\n", {}),
+        (None, {"autotune": False}),
+    ],
+)
+def test_config_or_flag_turns_the_probe_off(tmp_path: Path, config: str | None, options: dict) -> None:
+    repo = ModelRepository(_repo(tmp_path, config), **options)
+    try:
+        b = repo.load("affine").versions[1].runner
+        assert b.layout is None
+        assert len(b.metrics.engines) == (2 if config == "instances: 2\n" else 1)
+        assert (b.max_batch_size, b.max_queue_delay) == (32, 0.002)  # the documented defaults
+        np.testing.assert_allclose(b.run(np.ones((1, 4), np.float32))["y"], [[3, 3, 3, 3]])
+    finally:
+        repo.close()
+
+
+def test_batching_keys_the_config_writes_win_over_the_probe(tmp_path: Path) -> None:
+    repo = ModelRepository(_repo(tmp_path, "cores: 2\nbatching: {max_batch_size: 4, max_queue_delay_ms: 3}\n"))
+    try:
+        b = repo.load("affine").versions[1].runner
+        assert b.layout is not None and b.layout.cores == 2
+        assert (b.max_batch_size, b.max_queue_delay) == (4, 0.003)
+        assert all(p <= 4 for p in b.preferred_batch_sizes)
+    finally:
+        repo.close()
+
+
+@pytest.mark.parametrize(("raw", "match"), [({"auto": "yes"}, "auto must be a bool"), ({"cores": 0}, "cores must be")])
+def test_bad_auto_keys_are_refused_naming_the_key(raw: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ModelConfig.from_dict(raw)
+
+
+def test_given_keys_are_tracked_through_a_load_override() -> None:
+    cfg = ModelConfig.from_dict({"threads": 2})
+    assert cfg.given == {"threads"}
+    assert cfg.merged({"instances": 2}, "load").given == {"threads", "instances"}
+    assert ModelConfig.from_dict({"batching": {"max_batch_size": 4}}).batching.given == {"max_batch_size"}  # type: ignore[union-attr]
