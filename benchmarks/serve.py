@@ -76,7 +76,10 @@ def model_inputs(name: str) -> tuple[Path, dict[str, np.ndarray]]:
             "attention_mask": np.array([enc.attention_mask], np.int64),
             "token_type_ids": np.zeros_like(ids),
         }
-    raise ValueError(f"unknown model {name!r} (cls, minilm)")
+    if name == "det":
+        x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+        return models.ppocr_det(), {"x": x}
+    raise ValueError(f"unknown model {name!r} (cls, minilm, det)")
 
 
 _V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
@@ -194,11 +197,19 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def start_infercore(model: str, path: Path, work: Path) -> tuple[subprocess.Popen, int]:
-    repo = work / "repo"
+def start_infercore(
+    model: str, path: Path, work: Path, config: str | None = "tuned", tag: str = "repo"
+) -> tuple[subprocess.Popen, int]:
+    """``infercore serve`` on a one-model repository. ``config``: ``"tuned"`` (the hand-tuned
+    config below), a config.yaml's text, or None (no config: the server probes the layout)."""
+    repo = work / tag
     shutil.rmtree(repo, ignore_errors=True)
     (repo / model / "1").mkdir(parents=True)
     (repo / model / "1" / "model.onnx").symlink_to(path)
+    if config != "tuned":
+        if config is not None:
+            (repo / model / "config.yaml").write_text(config)
+        return _serve(repo, model)
     cores = os.cpu_count() or 2
     if model == "minilm":
         # compute-bound: one 1-thread instance per core (DESIGN.md: 91 vs 70 items/s), small batches:
@@ -211,6 +222,10 @@ def start_infercore(model: str, path: Path, work: Path) -> tuple[subprocess.Pope
         # answers went out and the next requests came in (597 req/s at 64 clients against 823 at 32)
         config = f"threads: 1\ninstances: {cores}\nbatching: {{max_batch_size: 32, max_queue_delay_ms: 2}}\n"
     (repo / model / "config.yaml").write_text(config)
+    return _serve(repo, model)
+
+
+def _serve(repo: Path, model: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cmd = [
         PY,
@@ -452,6 +467,169 @@ def paired(
     }
 
 
+# -- the sweep: the default (no config) against hand-tuned layouts, at every load ----------------------
+SWEEP_CLIENTS = (1, 2, 4, 8, 16, 32, 64)
+# the hand-tuned batching per model (issue 8's MiniLM figures: max_batch_size 4; the light model 32)
+HAND_BATCHING = {"minilm": "{max_batch_size: 4, max_queue_delay_ms: 2}",
+                 "cls": "{max_batch_size: 32, max_queue_delay_ms: 2}",
+                 "det": "{max_batch_size: 4, max_queue_delay_ms: 2}"}
+
+
+def hand_layouts(model: str) -> dict[str, str]:
+    """The two hand-tuned configs: one engine with every core, one 1-thread engine per core."""
+    cores = os.cpu_count() or 2
+    batching = HAND_BATCHING[model]
+    return {
+        f"1x{cores}": f"threads: {cores}\ninstances: 1\nbatching: {batching}\n",
+        f"{cores}x1": f"threads: 1\ninstances: {cores}\nbatching: {batching}\n",
+    }
+
+
+def bare_call_ms(path: Path, feeds: dict[str, np.ndarray], calls: int = 30) -> float:
+    """The median of ``calls`` plain ``sess.run`` calls of a raw onnxruntime session with every core."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = os.cpu_count() or 2
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
+
+
+def ceiling(path: Path, feeds: dict[str, np.ndarray], seconds: float) -> dict[str, Any]:
+    """The offline ceiling: the best items/s of any split of the cores (one engine per core with
+    1 thread, in parallel; or one engine with every core) at any batch of 1..64, in-process."""
+    cores = os.cpu_count() or 2
+    best: dict[str, Any] = {"items_per_s": 0.0}
+    for streams, threads in ((cores, 1), (1, cores)):
+        engines = [ic.load(path, threads=threads) for _ in range(streams)]
+        try:
+            falls = 0
+            for b in (1, 2, 4, 8, 16, 32, 64):
+                rate = offline_rate(engines, feeds, b, seconds)
+                if rate > best["items_per_s"]:
+                    best, falls = {"items_per_s": rate, "batch": b, "streams": streams, "threads": threads}, 0
+                else:
+                    falls += 1
+                if falls >= 2:
+                    break
+        finally:
+            for e in engines:
+                e.close()
+    return best
+
+
+def sweep(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> None:
+    """At each load, paired rounds of: the offline ceiling at its best split and batch, the bare
+    all-cores call (1 client), and the server with no config and with each hand-tuned config,
+    the servers' order rotating per round. Ratios are taken within a round, then their median."""
+    clients = [int(c) for c in args.clients.split(",")] if args.clients_given else list(SWEEP_CLIENTS)
+    body_of = v2_binary_body if args.protocol == "binary" else v2_json_body
+    for model in args.models.split(","):
+        path, feeds = model_inputs(model)
+        best = ceiling(path, feeds, 1.0)
+        print(f"\n{model}: offline ceiling {best['items_per_s']:.1f} items/s at batch {best['batch']}, "
+              f"{best['streams']} x {best['threads']} thread(s)")
+        configs: dict[str, str | None] = {"default": None, **hand_layouts(model)}
+        servers: dict[str, tuple[subprocess.Popen, int]] = {}
+        layouts: dict[str, Any] = {}
+        engines = [ic.load(path, threads=best["threads"]) for _ in range(best["streams"])]
+        try:
+            for name, config in configs.items():
+                servers[name] = start_infercore(model, path, work, config, tag=f"repo-{name}")
+                import httpx
+
+                stats = httpx.get(f"http://127.0.0.1:{servers[name][1]}/v2/models/{model}/stats").json()
+                layouts[name] = stats["model_stats"][0]["batcher"].get("layout")
+                if layouts[name]:
+                    print(f"  {name}: {layouts[name]['summary']}")
+            body, headers = body_of(feeds)
+            points: dict[str, Any] = {}
+            for c in clients:
+                for _, port in servers.values():  # warm each server at this load
+                    load(f"http://127.0.0.1:{port}/v2/models/{model}/infer", body, headers, c, 1.0, work)
+                rounds = []
+                for r in range(args.rounds):
+                    row: dict[str, Any] = {
+                        "offline_items_per_s": offline_rate(engines, feeds, best["batch"], max(1.0, args.duration / 2)),
+                    }
+                    if c == 1:
+                        row["bare_ms"] = bare_call_ms(path, feeds)
+                    names = list(servers)
+                    names = names[r % len(names):] + names[: r % len(names)]
+                    for name in names:
+                        time.sleep(0.5)  # the previous server finishes what wrk left in flight
+                        url = f"http://127.0.0.1:{servers[name][1]}/v2/models/{model}/infer"
+                        row[name] = load(url, body, headers, c, args.duration, work)
+                    rounds.append(row)
+                points[str(c)] = summarize_point(c, rounds, list(hand_layouts(model)))
+                p = points[str(c)]
+                print(
+                    f"  c={c:3d}  default {p['default_rps']:7.1f} req/s p50 {p['default_p50_ms']:7.1f} p99 "
+                    f"{p['default_p99_ms']:7.1f} ms | best hand {p['hand_rps']:7.1f} req/s p99 {p['hand_p99_ms']:7.1f} | "
+                    f"rps ratio {p['rps_vs_hand']:.3f} p99 ratio {p['p99_vs_hand']:.3f} | ceiling {p['vs_ceiling']:.3f}"
+                    + (f" | bare {p['bare_ms']:.2f} ms, p50 bound {p['p50_bound_ms']:.2f}" if c == 1 else "")
+                )
+        finally:
+            for proc, _ in servers.values():
+                stop(proc)
+            for e in engines:
+                e.close()
+        report["models"][model] = {"offline_best": best, "layouts": layouts, "points": points,
+                                   "checks": sweep_checks(points)}
+        for k, v in report["models"][model]["checks"].items():
+            print(f"  {k}: {v}")
+
+
+def summarize_point(c: int, rounds: list[dict[str, Any]], hands: list[str]) -> dict[str, Any]:
+    """Medians over the rounds of each figure and of each per-round ratio."""
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    out: dict[str, Any] = {"clients": c, "rounds": rounds}
+    for name in ("default", *hands):
+        out[f"{name}_rps"] = med([r[name]["rps"] for r in rounds])
+        out[f"{name}_p50_ms"] = med([r[name]["p50_ms"] or 0 for r in rounds])
+        out[f"{name}_p99_ms"] = med([r[name]["p99_ms"] or 0 for r in rounds])
+        out[f"{name}_errors"] = sum(r[name]["errors"] for r in rounds)
+    best_hand = [max(hands, key=lambda h: r[h]["rps"]) for r in rounds]
+    out["hand_rps"] = med([r[h]["rps"] for r, h in zip(rounds, best_hand, strict=True)])
+    out["hand_p99_ms"] = med([min(r[h]["p99_ms"] or 0 for h in hands) for r in rounds])
+    out["rps_vs_hand"] = med([r["default"]["rps"] / max(r[h]["rps"] for h in hands) for r in rounds])
+    out["p99_vs_hand"] = med([(r["default"]["p99_ms"] or 0) / min(r[h]["p99_ms"] or 1e-9 for h in hands) for r in rounds])
+    out["vs_ceiling"] = med([r["default"]["rps"] / r["offline_items_per_s"] for r in rounds])
+    out["offline_items_per_s"] = med([r["offline_items_per_s"] for r in rounds])
+    out["p99_vs_little"] = med([(r["default"]["p99_ms"] or 0) / (1e3 * c / r["default"]["rps"]) for r in rounds])
+    if c == 1:
+        out["bare_ms"] = med([r["bare_ms"] for r in rounds])
+        out["p50_bound_ms"] = 1.1 * out["bare_ms"] + 1.0
+        out["p50_vs_bound"] = med([(r["default"]["p50_ms"] or 0) / (1.1 * r["bare_ms"] + 1.0) for r in rounds])
+    return out
+
+
+def sweep_checks(points: dict[str, Any]) -> dict[str, Any]:
+    """The issue's done-when, from the medians of paired ratios."""
+    out: dict[str, Any] = {}
+    one = points.get("1")
+    if one:
+        out["1_client_p50_ms_vs_1.1x_bare_plus_1ms"] = [round(one["default_p50_ms"], 2), round(one["p50_bound_ms"], 2),
+                                                        one["p50_vs_bound"] <= 1.0]
+    p32 = points.get("32")
+    if p32:
+        out["32_clients_vs_ceiling"] = [round(p32["vs_ceiling"], 3), p32["vs_ceiling"] >= 0.95]
+        out["32_clients_p99_vs_1.2x_clients_over_throughput"] = [round(p32["p99_vs_little"], 3),
+                                                                  p32["p99_vs_little"] <= 1.2]
+    out["within_5pct_of_best_hand"] = {
+        c: [round(p["rps_vs_hand"], 3), round(p["p99_vs_hand"], 3), p["rps_vs_hand"] >= 0.95 and p["p99_vs_hand"] <= 1.05]
+        for c, p in points.items()
+    }
+    return out
+
+
 # -- main ------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -466,7 +644,25 @@ def main() -> None:
         help="rounds of offline-then-server at 32 clients for the ceiling ratio (0: skip)",
     )
     ap.add_argument("--json", default="results/serve.json")
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="the default (no config) against the hand-tuned layouts and the offline ceiling at 1, 2, 4, "
+        "8, 16, 32, 64 clients, in paired rounds (models: minilm, cls, det)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="--sweep: paired rounds per point (default 3)")
+    ap.add_argument("--protocol", default="binary", choices=("binary", "json"), help="--sweep: V2 binary or JSON")
     args = ap.parse_args()
+    args.clients_given = any(a.startswith("--clients") for a in sys.argv[1:])
+    if args.sweep:
+        if not any(a.startswith("--models") for a in sys.argv[1:]):
+            args.models = "minilm,cls,det"
+        report = {"machine": machine(), "duration_s": args.duration, "rounds": args.rounds,
+                  "protocol": args.protocol, "loadgen": "wrk" if shutil.which("wrk") else "httpx", "models": {}}
+        with tempfile.TemporaryDirectory(prefix="infercore-bench-sweep-") as tmp:
+            sweep(args, Path(tmp), report)
+        print(f"\nwrote {write_json(args.json, report)}")
+        return
     clients = [int(c) for c in args.clients.split(",")]
     servers = args.servers.split(",")
     loadgen = (

@@ -65,8 +65,9 @@ AUTO_QUEUE_DELAY = 0.0
 under load, batches grow on their own while every engine is busy."""
 AUTO_QUIET: float | None = None
 """``quiet`` with a chosen layout."""
-_EXPLORE = 200  # a lone request in this many may run on the engine not preferred, to time it again
-_STALE = 5.0
+_EXPLORE = 128  # a lone request in this many may run on the engine not preferred, to time it again
+_SAMPLES = 3
+_STALE = 10.0
 _MAX_WAIT = 3600.0  # the scheduler re-checks at least hourly: Condition.wait overflows past ~2**63 ns
 
 
@@ -341,31 +342,30 @@ class _KeyQueue:
 
 
 class _Solo:
-    """Per shape key: seconds per item of a request that came alone, run on the lone engine and
-    on a load engine (moving averages, written by the instance threads), and when each last ran
-    one. A lone request goes to whichever is faster now (the host's other work slows a wide engine
-    more than a narrow one); once every _EXPLORE lone requests, the other one runs it if its figure
-    is older than _STALE seconds, so that the choice follows the host."""
+    """Per shape key: seconds per item of a request that came alone, on the lone engine and on a
+    load engine (the last _SAMPLES of each, written by the instance threads), and when each last
+    ran one. A lone request goes to whichever runs it faster now (the host's other work slows a
+    wide engine more than a narrow one). The other one runs it once every _EXPLORE lone requests
+    while it has fewer than _SAMPLES figures or its figures are older than _STALE seconds, so the
+    choice follows the host; one in _EXPLORE is too few to move a p99."""
 
     __slots__ = ("count", "load", "load_at", "lone", "lone_at")
 
     def __init__(self) -> None:
-        self.lone: float | None = None
-        self.load: float | None = None
+        self.lone: deque[float] = deque(maxlen=_SAMPLES)
+        self.load: deque[float] = deque(maxlen=_SAMPLES)
         self.lone_at = self.load_at = 0.0
         self.count = 0
 
     def prefers_lone(self, now: float) -> bool:
         self.count += 1
         lone, load = self.lone, self.load
-        choice = True if lone is None or load is None else lone <= load  # None: the probe's pick
-        if self.count % _EXPLORE == 0 and now - (self.load_at if choice else self.lone_at) > _STALE:
+        # until both were timed, the probe's pick (it kept the lone engine for being faster)
+        choice = not (lone and load) or sorted(lone)[len(lone) // 2] <= sorted(load)[len(load) // 2]
+        other, at = (load, self.load_at) if choice else (lone, self.lone_at)
+        if self.count % _EXPLORE == 0 and (len(other) < _SAMPLES or now - at > _STALE):
             return not choice
         return choice
-
-
-def _ema(old: float | None, new: float) -> float:
-    return new if old is None else old + 0.2 * (new - old)
 
 
 class _Instance:
@@ -916,10 +916,22 @@ class Batcher:
                 wake = heap[0][1] == seq  # the earliest deadline: the scheduler must wake for it
             self._depth += 1
             self._submitted += 1
-            # the scheduler only acts when an engine can take a batch: while all are busy (a full
-            # queue under load), waking it for every request costs a thread switch each
-            if wake or self._available() > 0 or self._lone_free():
+            avail, lone = self._available(), self._lone_free()
+            batch: list[_Request] | None = None
+            if not wake and (lone or (avail and not self.max_queue_delay)):
+                # an engine can take it now and nothing is worth waiting for: dispatch from here,
+                # one thread hop fewer than through the scheduler (the same rules, under the same lock)
+                batch, _, alone = self._form(now, avail, lone)
+                target = self._claim(batch, alone) if batch else None
+                if batch is None:
+                    self._cv.notify()  # not due yet: the scheduler keeps the time
+            elif wake or avail or lone:
+                # the scheduler only acts when an engine can take a batch: while all are busy (a
+                # full queue under load), waking it for every request costs a thread switch each
                 self._cv.notify()
+        if batch:
+            assert target is not None
+            target.inbox.put(batch)
         return req
 
     def _make_request(self, feeds: Any) -> _Request:
@@ -1052,15 +1064,7 @@ class Batcher:
                         wait = until if wait is None else min(wait, until)
                     cv.wait(None if wait is None else min(max(wait, 0.0), _MAX_WAIT))
                 if batch:  # may be empty when every request taken was cancelled meanwhile
-                    if alone:
-                        target = self._lone
-                    else:
-                        self._idle -= 1
-                        target = next(i for i in self._instances if not i.busy and not i.lone)
-                    assert target is not None
-                    target.busy = True
-                    self._free -= target.cores
-                    self._running += len(batch)
+                    target = self._claim(batch, alone)
             for fut, err in pending:
                 fut.set_exception(err)
             if target is not None:
@@ -1069,6 +1073,19 @@ class Batcher:
                 for inst in self._instances:
                     inst.inbox.put(None)
                 return
+
+    def _claim(self, batch: list[_Request], alone: bool) -> _Instance:
+        """Under the lock: the instance that runs ``batch``, marked busy, its cores taken."""
+        if alone:
+            assert self._lone is not None
+            target = self._lone
+        else:
+            self._idle -= 1
+            target = next(i for i in self._instances if not i.busy and not i.lone)
+        target.busy = True
+        self._free -= target.cores
+        self._running += len(batch)
+        return target
 
     def _solo_for(self, key: tuple[Any, ...]) -> _Solo:
         solo = self._solo.get(key)
@@ -1264,10 +1281,10 @@ class Batcher:
             if solo is not None:  # a request alone (or one that came alone to a load engine)
                 per_item = (t1 - t0) / total
                 if inst.lone:
-                    solo.lone = _ema(solo.lone, per_item)
+                    solo.lone.append(per_item)
                     solo.lone_at = t0
                 elif batch[0].seen == 1:
-                    solo.load = _ema(solo.load, per_item)
+                    solo.load.append(per_item)
                     solo.load_at = t0
         answers.extend((req, out, None) for req, out in zip(batch, results, strict=True))
 
