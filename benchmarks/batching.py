@@ -258,6 +258,12 @@ def main() -> int:
         help="openvino (default: f32, one stream per instance) or ort (one session, instances run at once)",
     )
     ap.add_argument("--precision", default=None, help="openvino only: bf16 opts in (default f32)")
+    ap.add_argument(
+        "--auto",
+        action="store_true",
+        help="the batcher with no settings: it probes the model and picks its engines and batch size "
+        "(max_queue_delay is then 0 and the p99 bound 2 x the batch time)",
+    )
     ap.add_argument("--json", default="results/batching.json")
     ap.add_argument("--plot", default="results/batching.png")
     args = ap.parse_args()
@@ -283,6 +289,15 @@ def main() -> int:
     }
 
     def batcher() -> Batcher:
+        if args.auto:  # no settings: the batcher probes the model and picks its layout and batch size
+            b = Batcher(
+                lambda threads: ic.load(path, backend=args.backend, threads=threads, precision=args.precision),
+                max_queue_size=4096,
+                name="bench",
+            )
+            print(f"  auto: {b.layout.describe() if b.layout else None}, max_batch_size {b.max_batch_size}, "
+                  f"preferred {b.preferred_batch_sizes}, max_queue_delay {b.max_queue_delay}")
+            return b
         return Batcher(
             eng,
             instances=args.instances,
@@ -291,6 +306,7 @@ def main() -> int:
             quiet=args.quiet,
             max_queue_size=4096,
             name="bench",
+            layout=None,
         )
 
     print(
@@ -328,7 +344,8 @@ def main() -> int:
             continue
         if row["p99_ms"] is None:
             continue
-        bound_ms = args.max_queue_delay * 1e3 + 2 * (row["exec_p50_ms"] or 0)
+        delay = 0.0 if args.auto else args.max_queue_delay
+        bound_ms = delay * 1e3 + 2 * (row["exec_p50_ms"] or 0)
         target[mode] = {
             "throughput_ratio": row["vs_offline_best"],
             "throughput_ok": row["vs_offline_best"] >= 0.9,

@@ -245,7 +245,7 @@ def test_metadata_and_probe():
 
 
 def test_share_weights_sessions_read_one_copy_and_answer_as_raw_onnxruntime(tmp_path):
-    path, w = m.mlp(tmp_path / "mlp.onnx", d_in=64, d_hidden=256)
+    path, _ = m.mlp(tmp_path / "mlp.onnx", d_in=64, d_hidden=256)
     x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
     raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     a = ic.load(path, threads=2, options={"share_weights": True})
