@@ -151,6 +151,7 @@ def test_switching_loses_nothing_keeps_fifo_and_never_oversubscribes() -> None:
             answers.setdefault(seq, []).append(float(out["y"][0, 0]))
 
     priority_of: dict[int, int] = {}
+    lone_seqs: list[int] = []
     with Batcher(_slow_factory(clock, 0.002), layout=TWO, max_batch_size=4) as b:
         seq = 0
         for phase in range(3):
@@ -162,8 +163,10 @@ def test_switching_loses_nothing_keeps_fifo_and_never_oversubscribes() -> None:
                 seq += 1
             for s, f in futs:
                 record(s, f.result(10))
-            for _ in range(5):  # a lull: lone requests
+            time.sleep(0.1)  # a lull, longer than _LONE_AFTER and 4 batch times: the load is over
+            for _ in range(5):  # lone requests
                 priority_of[seq] = 0
+                lone_seqs.append(seq)
                 record(seq, b.run(np.full((1, 2), seq, np.float32)))
                 seq += 1
                 time.sleep(0.005)
@@ -195,8 +198,30 @@ def test_switching_loses_nothing_keeps_fifo_and_never_oversubscribes() -> None:
         assert all(b == sorted(b) for b in blocks), f"priority {p}: a batch out of arrival order"
         flat = [v for b in blocks for v in b]
         assert flat == sorted(flat), f"priority {p}: batches interleave, so one took a younger request first"
-    assert any(w == 2 for _, _, w, _ in clock.runs) and any(w == 1 for _, _, w, _ in clock.runs)
+    width_of = {int(v): w for _, _, w, xs in clock.runs for v in xs}
+    assert [width_of[s] for s in lone_seqs] == [2] * len(lone_seqs), "after a lull, lone requests run wide"
+    assert sum(w == 1 for w in width_of.values()) >= 100, "bursts run on the narrow engines"
     assert _max_cores_in_use(clock.runs) <= 2
+
+
+def test_two_callers_stay_on_the_narrow_engines() -> None:
+    """Two callers whose requests were batched together come back one after the other, each to an
+    empty batcher: they are still a load of two, and must not take turns on the wide engine."""
+    clock = _Clock()
+    with Batcher(_slow_factory(clock), layout=TWO, max_batch_size=4) as b:
+
+        def caller(k: int) -> None:
+            for i in range(30):
+                x = np.full((1, 2), 100 * k + i, np.float32)
+                np.testing.assert_array_equal(b.run(x)["y"], 2 * x)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    wide = sum(len(xs) for *_, w, xs in clock.runs if w == 2)
+    assert wide <= 2, f"{wide} of 60 requests ran on the wide engine"
 
 
 def test_a_request_that_comes_during_a_lone_run_waits_for_it_then_runs_narrow() -> None:

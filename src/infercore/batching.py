@@ -65,6 +65,7 @@ AUTO_QUEUE_DELAY = 0.0
 under load, batches grow on their own while every engine is busy."""
 AUTO_QUIET: float | None = None
 """``quiet`` with a chosen layout."""
+_LONE_AFTER = 0.05  # seconds (or 4 batch times) without two requests at once before one is alone
 _EXPLORE = 128  # a lone request in this many may run on the engine not preferred, to time it again
 _SAMPLES = 3
 _STALE = 10.0
@@ -200,7 +201,8 @@ class _Request:
     key: tuple[Any, ...]
     n: int
     priority: int
-    seen: int  # requests in the batcher (queued or running) when it arrived, itself included
+    seen: int  # requests in the batcher (queued or running) when it arrived, itself included; 2
+    #            for a request that found it empty while a load was still going on
     shapes: Mapping[str, tuple[int, ...]]
     state: int
     t_submit: float
@@ -572,6 +574,11 @@ class Batcher:
         self._seq = itertools.count()
         self._depth = 0
         self._running = 0  # requests in batches that run now
+        # when a request last arrived with another in the batcher, and how long batches take: a
+        # request is alone only when no two were in the batcher for a few batch times (two callers
+        # whose requests were batched together come back one after the other to an empty batcher)
+        self._concurrent_at = -1e9
+        self._batch_s = 0.0
         # cores: with a layout, engines start only while their threads fit in the free cores
         lay = self.layout
         width = lay.threads if lay is not None else 0
@@ -899,6 +906,10 @@ class Batcher:
             now = _now()
             req.t_submit = now
             req.seen = self._depth + self._running + 1
+            if req.seen > 1:
+                self._concurrent_at = now
+            elif now - self._concurrent_at < max(_LONE_AFTER, 4 * self._batch_s):
+                req.seen = 2  # the batcher is empty, but the load that just filled it may go on
             req.deadline = None if timeout is None else now + timeout
             kq = self._queues.get(req.key)
             if kq is None:
@@ -1272,6 +1283,7 @@ class Batcher:
         finally:
             t1 = _now()
             inst.exec.add(t1 - t0)
+            self._batch_s += 0.1 * (t1 - t0 - self._batch_s)  # racy between instances: a rough average
             inst.spans.append((t0, t1))
             inst.batches += 1
             inst.items += total
