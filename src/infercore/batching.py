@@ -66,7 +66,8 @@ under load, batches grow on their own while every engine is busy."""
 AUTO_QUIET: float | None = None
 """``quiet`` with a chosen layout."""
 _LONE_AFTER = 0.05  # seconds (or 4 batch times) without two requests at once before one is alone
-_EXPLORE = 128  # a lone request in this many may run on the engine not preferred, to time it again
+_EXPLORE = 128  # a lone request in this many (or one a second) may run on the other engine, to time it
+_EXPLORE_S = 1.0
 _SAMPLES = 3
 _STALE = 10.0
 _MAX_WAIT = 3600.0  # the scheduler re-checks at least hourly: Condition.wait overflows past ~2**63 ns
@@ -347,16 +348,18 @@ class _Solo:
     """Per shape key: seconds per item of a request that came alone, on the lone engine and on a
     load engine (the last _SAMPLES of each, written by the instance threads), and when each last
     ran one. A lone request goes to whichever runs it faster now (the host's other work slows a
-    wide engine more than a narrow one). The other one runs it once every _EXPLORE lone requests
-    while it has fewer than _SAMPLES figures or its figures are older than _STALE seconds, so the
-    choice follows the host; one in _EXPLORE is too few to move a p99."""
+    wide engine more than a narrow one). While the other one has fewer than _SAMPLES figures, or
+    its figures are older than _STALE seconds, it runs the lone request that comes after a gap of
+    _EXPLORE requests or _EXPLORE_S seconds since it last did, so the choice follows the host; one
+    request in _EXPLORE (or one a second) is too few to move a p99."""
 
-    __slots__ = ("count", "load", "load_at", "lone", "lone_at")
+    __slots__ = ("count", "explored_at", "load", "load_at", "lone", "lone_at")
 
     def __init__(self) -> None:
         self.lone: deque[float] = deque(maxlen=_SAMPLES)
         self.load: deque[float] = deque(maxlen=_SAMPLES)
         self.lone_at = self.load_at = 0.0
+        self.explored_at = _now()
         self.count = 0
 
     def prefers_lone(self, now: float) -> bool:
@@ -365,7 +368,11 @@ class _Solo:
         # until both were timed, the probe's pick (it kept the lone engine for being faster)
         choice = not (lone and load) or sorted(lone)[len(lone) // 2] <= sorted(load)[len(load) // 2]
         other, at = (load, self.load_at) if choice else (lone, self.lone_at)
-        if self.count % _EXPLORE == 0 and (len(other) < _SAMPLES or now - at > _STALE):
+        if (len(other) < _SAMPLES or now - at > _STALE) and (
+            self.count >= _EXPLORE or now - self.explored_at > _EXPLORE_S
+        ):
+            self.count = 0
+            self.explored_at = now
             return not choice
         return choice
 
