@@ -92,3 +92,21 @@ def test_given_keys_are_tracked_through_a_load_override() -> None:
     assert cfg.given == {"threads"}
     assert cfg.merged({"instances": 2}, "load").given == {"threads", "instances"}
     assert ModelConfig.from_dict({"batching": {"max_batch_size": 4}}).batching.given == {"max_batch_size"}  # type: ignore[union-attr]
+
+
+def test_a_reload_of_the_same_file_reuses_the_probed_layout(tmp_path: Path) -> None:
+    root = _repo(tmp_path, None)
+    repo = ModelRepository(root)
+    try:
+        first = repo.load("affine").versions[1].runner.layout
+        again = repo.load("affine").versions[1].runner.layout
+        assert first.source == "probe" and again.source == "probe, reused"
+        assert (again.instances, again.threads, again.lone_threads, again.batch_size) == (
+            first.instances, first.threads, first.lone_threads, first.batch_size
+        )
+        affine_model(root / "affine" / "1" / "model.onnx", 5.0)  # a new file: probed again
+        changed = repo.load("affine").versions[1]
+        assert changed.runner.layout.source == "probe"
+        np.testing.assert_allclose(changed.runner.run(np.ones((1, 4), np.float32))["y"], [[6, 6, 6, 6]])
+    finally:
+        repo.close()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..engine import Engine
 from ..layout import available_cores
 from ..specs import TensorSpec
 
-__all__ = ["batcher", "cores", "log_fields", "runs"]
+__all__ = ["batcher", "cores", "layout_key", "log_fields", "runs"]
 
 log = logging.getLogger("infercore.serve")
 
@@ -46,10 +47,15 @@ def batcher(
     name: str,
     make: Callable[..., Any] | None = None,
     options: Mapping[str, Any] | None = None,
+    known: dict[Any, Any] | None = None,
+    key: Any = None,
 ) -> Any:
     """A Batcher over engines of the probed layout. ``first``: the engine opened with ``cores``
     threads to read the model's specs, reused as the wide one, or closed when the engines open
-    with other options (``open_engine(threads, options)``; ``options``: the config's)."""
+    with other options (``open_engine(threads, options)``; ``options``: the config's).
+
+    ``known``: layouts probed before, by ``key`` (the model file and its config): a reload or a
+    rollback of the same file reuses its layout instead of probing again under live traffic."""
     extra = _sharing(first.backend_name, options or {})
     pending = [first] if extra is None else []
     if extra is not None:
@@ -79,11 +85,29 @@ def batcher(
         from ..batching import Batcher
 
         make = Batcher
+    layout = known.get(key) if known is not None else None
     try:
-        return make(factory, layout="auto", cores=cores, probe_feeds=_feeds(first, inputs), **kwargs)
+        if layout is not None:
+            return make(factory, layout=layout, **kwargs)
+        batcher = make(factory, layout="auto", cores=cores, probe_feeds=_feeds(first, inputs), **kwargs)
+        chosen = getattr(batcher, "layout", None)
+        if known is not None and chosen is not None and chosen.source == "probe":
+            known[key] = replace(chosen, source="probe, reused", probe={**chosen.probe})
+        return batcher
     finally:
         for e in pending:  # the probe failed before it took the first engine
             e.close()
+
+
+def layout_key(path: Any, cfg: Any, cores: int) -> Any:
+    """What a probed layout depends on: the model file as it is on disk and the config's engine
+    and batching settings (a changed file or config probes again)."""
+    try:
+        st = path.stat()
+        where = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        where = (str(path), 0, 0)
+    return (*where, cores, repr(cfg))
 
 
 def _sharing(backend: str, options: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -417,6 +417,7 @@ class ModelRepository:
     ) -> None:
         self.root = Path(root)
         self.autotune = autotune  # False: a model without threads/instances runs as before the probe
+        self._layouts: dict[Any, Any] = {}  # probed layouts, reused by a reload of the same file
         if not self.root.is_dir():
             raise FileNotFoundError(f"model repository {self.root} is not a directory")
         self._models: dict[str, ModelEntry] = {}
@@ -669,7 +670,7 @@ class ModelRepository:
             if cores is not None and batching is not None and autotune.runs(engine):
                 tuned = autotune.batcher(
                     engine, open_engine, cores, batching, inputs, f"{name}/{version}", self._batcher_factory,
-                    cfg.options,
+                    cfg.options, self._layouts, autotune.layout_key(path, cfg, cores),
                 )
                 return ModelVersion(
                     name, version, path, engine.backend_name, inputs, outputs, tuned, batching, tuned.engine, watch
