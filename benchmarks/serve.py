@@ -557,6 +557,7 @@ def sweep(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> None:
                 rounds = []
                 for r in range(args.rounds):
                     row: dict[str, Any] = {
+                        "loadavg_1min": os.getloadavg()[0],  # other work on this shared host
                         "offline_items_per_s": offline_rate(engines, feeds, best["batch"], max(1.0, args.duration / 2)),
                     }
                     if c == 1:
@@ -575,6 +576,7 @@ def sweep(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> None:
                     f"{p['default_p99_ms']:7.1f} ms | best hand {p['hand_rps']:7.1f} req/s p99 {p['hand_p99_ms']:7.1f} | "
                     f"rps ratio {p['rps_vs_hand']:.3f} p99 ratio {p['p99_vs_hand']:.3f} | ceiling {p['vs_ceiling']:.3f}"
                     + (f" | bare {p['bare_ms']:.2f} ms, p50 bound {p['p50_bound_ms']:.2f}" if c == 1 else "")
+                    + f" | load avg {p['loadavg_1min']:.1f}"
                 )
         finally:
             for proc, _ in servers.values():
@@ -603,6 +605,7 @@ def summarize_point(c: int, rounds: list[dict[str, Any]], hands: list[str]) -> d
     out["p99_vs_hand"] = med([(r["default"]["p99_ms"] or 0) / min(r[h]["p99_ms"] or 1e-9 for h in hands) for r in rounds])
     out["vs_ceiling"] = med([r["default"]["rps"] / r["offline_items_per_s"] for r in rounds])
     out["offline_items_per_s"] = med([r["offline_items_per_s"] for r in rounds])
+    out["loadavg_1min"] = med([r["loadavg_1min"] for r in rounds])
     out["p99_vs_little"] = med([(r["default"]["p99_ms"] or 0) / (1e3 * c / r["default"]["rps"]) for r in rounds])
     if c == 1:
         out["bare_ms"] = med([r["bare_ms"] for r in rounds])
