@@ -11,6 +11,10 @@ thread copies its requests once, straight into the bound input buffers of that b
 (``Engine.bind``, cached per size and shape), runs, and hands each caller its own slice of the
 outputs as arrays the caller owns.
 
+Given an engine factory that takes ``threads``, the batcher picks its engines itself
+(``infercore.layout``): one with every core for a request that comes alone, narrower ones side by
+side under load, never more threads running than cores.
+
 Nothing is lost: every accepted request ends in exactly one result or one error.
 
 - a full queue refuses at submit (``QueueFullError``), nothing is queued;
@@ -20,7 +24,7 @@ Nothing is lost: every accepted request ends in exactly one result or one error.
 - ``close(drain=True)`` finishes everything accepted, ``close(drain=False)`` ends what is still
   queued with ``BatcherClosedError``; a submit after close raises ``BatcherClosedError``.
 
-    b = Batcher(lambda: ic.load("minilm.onnx", threads=1), instances=2, max_batch_size=32)
+    b = Batcher(lambda threads: ic.load("minilm.onnx", threads=threads))   # probes its layout
     fut = b.submit({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
     emb = fut.result()["embedding"]          # or: await b.infer(feeds); or: b.run(feeds)
     b.close()

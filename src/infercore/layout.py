@@ -16,7 +16,10 @@ engine runs only while the others are idle, and they wait for it to finish.
 ``probe_layout`` measures the real model on this machine, within a few seconds: batch 1 on the
 wide engine against a narrow one (alternating runs), then items/s at batch 1, 2, 4, ... for the
 narrow engines side by side and the wide engine alone (paired per size, so that drift on a shared
-host hits both alike), and picks the layout and the batch size where items/s peaks.
+host hits both alike), and picks the layout and the batch size where items/s peaks. Runs are timed
+by their fastest fifth (other processes only ever add time), and /proc/stat says how much of the
+cores other processes took meanwhile: on a busy host the wide engine is kept unless it was much
+slower, since the Batcher times both as it serves and routes each lone request to the faster.
 """
 
 from __future__ import annotations
