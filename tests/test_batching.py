@@ -214,6 +214,23 @@ def test_preferred_batch_sizes(gated):
     assert futs[4].result(1)["y"][0, 0] == 8
 
 
+def test_a_queue_past_max_batch_size_still_goes_in_preferred_batches(gated):
+    """Triton's rule: with more queued than max_batch_size, the batch is the largest preferred size,
+    not max_batch_size (which then only bounds a single request)."""
+    backend, eng = gated
+    with Batcher(eng, max_batch_size=8, preferred_batch_sizes=(2,), max_queue_delay=0) as b:
+        held = _hold(backend, b)
+        futs = [b.submit(np.full((1, 4), i, np.float32)) for i in range(12)]
+        backend.gate.set()
+        held.result(5)
+        for i, f in enumerate(futs):
+            np.testing.assert_array_equal(f.result(5)["y"], np.full((1, 4), 2 * i, np.float32))
+        big = b.submit(np.zeros((7, 4), np.float32))  # a request larger than the preferred size runs
+        assert big.result(5)["y"].shape == (7, 4)
+    assert [len(x) for x in backend.batches[1:7]] == [2] * 6
+    assert len(backend.batches[7]) == 7
+
+
 def test_with_quiet_a_head_that_waited_for_an_instance_still_gets_its_fill_window(gated):
     backend, eng = gated
     with Batcher(eng, max_batch_size=8, max_queue_delay=0.5, quiet=0.45) as b:

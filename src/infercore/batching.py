@@ -1198,11 +1198,13 @@ class Batcher:
             go = min(opened + self.max_queue_delay, max(opened, kq.last) + self.quiet)
         due = self._closing or full or now >= go
         preferred = self.preferred_batch_sizes
-        if preferred and not full:
-            # the largest preferred size that a prefix of the candidates sums to exactly
+        if preferred and (not full or total > preferred[-1]):
+            # the largest preferred size that a prefix of the candidates sums to exactly; also when
+            # more than that is queued (Triton's rule: a full queue sends the largest preferred
+            # batch, not max_batch_size, which is then the largest a request may be)
             sums = list(itertools.accumulate(r.n for r in take))
             hits = [i for i, s in enumerate(sums) if s in preferred]
-            if hits and (due or sums[hits[-1]] == preferred[-1] or total >= preferred[-1]):
+            if hits and (due or full or sums[hits[-1]] == preferred[-1] or total >= preferred[-1]):
                 take = take[: hits[-1] + 1]
                 due = True
         if not due:
