@@ -366,8 +366,9 @@ def _climb(
     b = 1
     slow = 0.0
     while b <= max_b:
-        # the next size takes about a window per group, or at least _MIN_RUNS runs of twice the last
-        if b > 1 and clock.left < len(groups) * max(_WINDOW, 2 * _MIN_RUNS * slow):
+        # the next size takes, per group, a first run and a window of at least _MIN_RUNS runs, each
+        # about twice as long as the last size's
+        if b > 1 and clock.left < len(groups) * (2 * slow + max(_WINDOW, 2 * _MIN_RUNS * slow)):
             record["cut_short"] = True
             break
         slow = 0.0
