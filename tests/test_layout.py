@@ -356,7 +356,9 @@ def test_proc_cpu_the_wide_engine_idles_under_load_and_the_narrow_ones_idle_alon
     path = models.ppocr_det()
     x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
     before = set(_thread_cpu())
-    with Batcher(lambda threads: ic.load(path, threads=threads), layout=TWO, max_batch_size=2) as b:
+    # as the server opens them: the wide engine's pool stops spinning when a run ends
+    spin = {"session_config": {"session.force_spinning_stop": "1"}}
+    with Batcher(lambda threads: ic.load(path, threads=threads, options=spin), layout=TWO, max_batch_size=2) as b:
         python = {t.native_id for t in threading.enumerate()}
         insts = {i.index: i.thread.native_id for i in b._instances}
         lone_tid = insts[2]
@@ -381,6 +383,7 @@ def test_proc_cpu_the_wide_engine_idles_under_load_and_the_narrow_ones_idle_alon
                 f.result(60)
 
         quiet = phase(alone)
+        after = phase(lambda: time.sleep(0.3))  # what the wide engine burns once its run is over
         busy = phase(loaded)
         engines = b.metrics.engines
     wide_alone = quiet[lone_tid] + sum(quiet.get(t, 0) for t in pool)
@@ -388,6 +391,7 @@ def test_proc_cpu_the_wide_engine_idles_under_load_and_the_narrow_ones_idle_alon
     wide_busy = busy[lone_tid] + sum(busy.get(t, 0) for t in pool)
     narrow_busy = sum(busy[t] for t in narrow_tids)
     assert engines[2]["batches"] >= 41
+    assert pool and sum(after.get(t, 0) for t in pool) <= 0.01, "the wide engine's threads spin on after its runs"
     assert narrow_alone <= 0.05 * wide_alone + 0.02, (narrow_alone, wide_alone)
     # under load the wide engine (and its pool) at most finishes the run that was going on
     assert wide_busy <= 0.05 * narrow_busy + 0.03, (wide_busy, narrow_busy)
