@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("backends", ("backends",)),
     ("core", ("plugins", "engine")),
-    ("above the engine", ("inputs", "metrics", "batching", "preprocess")),
+    ("above the engine", ("inputs", "metrics", "batching", "layout", "preprocess")),
     ("tools", ("compare", "bench", "quantize", "convert", "optimize", "monitor", "signing")),
     ("serving and integrations", ("serve", "integrations", "testing")),
     ("command line and the package facade", ("cli", "__init__")),
