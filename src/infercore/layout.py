@@ -56,7 +56,10 @@ _LONE_GAIN = 0.9  # the lone engine is kept when it runs a batch of 1 in <= this
 _BUSY = 0.25  # other processes took this share of the cores during the probe: timings are unsure
 _BUSY_LONE_GAIN = 1.25  # ... then the lone engine is kept unless this much slower (the Batcher
 #                         measures both as it serves and routes a lone request to the faster)
-_SPLIT_GAIN = 1.03  # narrow engines are used when their items/s beat the wide engine's by this much
+_WIDE_GAIN = 1.1  # the wide engine runs the load alone only when its items/s beat the narrow ones' by
+#                   this much: side by side 1-thread streams are a CPU's best throughput as a rule
+#                   (OpenVINO's throughput hint makes one per core), and on a busy host a
+#                   multi-threaded engine loses more
 _QUANTILE = 0.2  # runs are timed by their fastest fifth (see _rate)
 _PEAK = 0.99  # the batch size picked is the smallest whose items/s is within 1% of the best
 
@@ -344,10 +347,9 @@ def _measure(
     if not narrow:  # one core: one engine
         return Layout(cores, 1, cores, None, _peak(rates["wide"]), "probe", record)
     best_n, best_w = max(rates["narrow"].values()), max(rates["wide"].values())
-    if best_n >= _SPLIT_GAIN * best_w:
-        return Layout(cores, len(narrow), t, lone, _peak(rates["narrow"]), "probe", record)
-    # the wide engine does as well under load: it alone runs everything
-    return Layout(cores, 1, cores, None, _peak(rates["wide"]), "probe", record)
+    if best_w >= _WIDE_GAIN * best_n:  # the wide engine does better under load: it runs everything
+        return Layout(cores, 1, cores, None, _peak(rates["wide"]), "probe", record)
+    return Layout(cores, len(narrow), t, lone, _peak(rates["narrow"]), "probe", record)
 
 
 def _climb(
