@@ -409,11 +409,7 @@ class ModelRepository:
     """Models on disk and the versions loaded from them; load, unload and reload at run time."""
 
     def __init__(
-        self,
-        root: str | os.PathLike[str],
-        *,
-        batcher_factory: Callable[..., Any] | None = None,
-        autotune: bool = True,
+        self, root: str | os.PathLike[str], *, batcher_factory: Callable[..., Any] | None = None, autotune: bool = True
     ) -> None:
         self.root = Path(root)
         self.autotune = autotune  # False: a model without threads/instances runs as before the probe
@@ -596,15 +592,8 @@ class ModelRepository:
             if old is not None:
                 for mv in old.versions.values():
                     _close_quietly(mv)
-            log.info(
-                "model loaded",
-                extra={
-                    "model": name,
-                    "versions": selected,
-                    "backend": entry.latest and entry.latest.backend,
-                    **autotune.log_fields(built.values()),
-                },
-            )
+            fields = {"model": name, "versions": selected, "backend": entry.latest and entry.latest.backend}
+            log.info("model loaded", extra={**fields, **autotune.log_fields(built.values())})
             if self.on_change is not None:
                 self.on_change()
             return entry
