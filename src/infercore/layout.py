@@ -17,9 +17,10 @@ engine runs only while the others are idle, and they wait for it to finish.
 wide engine against a narrow one (alternating runs), then items/s at batch 1, 2, 4, ... for the
 narrow engines side by side and the wide engine alone (paired per size, so that drift on a shared
 host hits both alike), and picks the layout and the batch size where items/s peaks. Runs are timed
-by their fastest fifth (other processes only ever add time), and /proc/stat says how much of the
-cores other processes took meanwhile: on a busy host the wide engine is kept unless it was much
-slower, since the Batcher times both as it serves and routes each lone request to the faster.
+by their fastest fifth for items/s and by their fastest run for a lone request (other processes
+only ever add time, and they slow an engine that needs all its cores at once the most); /proc/stat
+says how much of the cores other processes took meanwhile, for the record. The Batcher times both
+engines as it serves and routes each lone request to the one that is faster then.
 """
 
 from __future__ import annotations
@@ -52,10 +53,7 @@ every engine)."""
 _WINDOW = 0.12  # seconds per measured point, at least _MIN_RUNS runs
 _MIN_RUNS = 2
 _LONG_BATCH = 0.25  # a batch that takes longer ends the climb in batch size
-_LONE_GAIN = 0.9  # the lone engine is kept when it runs a batch of 1 in <= this x a narrow one's time
-_BUSY = 0.25  # other processes took this share of the cores during the probe: timings are unsure
-_BUSY_LONE_GAIN = 1.25  # ... then the lone engine is kept unless this much slower (the Batcher
-#                         measures both as it serves and routes a lone request to the faster)
+_LONE_GAIN = 0.9  # the lone engine is kept when its fastest batch of 1 takes <= this x a narrow one's
 _WIDE_GAIN = 1.1  # the wide engine runs the load alone only when its items/s beat the narrow ones' by
 #                   this much: side by side 1-thread streams are a CPU's best throughput as a rule
 #                   (OpenVINO's throughput hint makes one per core), and on a busy host a
@@ -335,11 +333,11 @@ def _measure(
         finally:
             w1.close()
             n1.close()
-        t_wide, t_narrow = float(np.quantile(tw, _QUANTILE)), float(np.quantile(tn, _QUANTILE))
+        # what each engine does when it gets its cores: the fastest run of each (on a busy host the
+        # wide engine, which needs all its cores at once, is slowed more than a narrow one)
+        t_wide, t_narrow = min(tw), min(tn)
         record["batch1_ms"] = {"wide": round(t_wide * 1e3, 3), "narrow": round(t_narrow * 1e3, 3)}
-        others = busy.share()
-        gain = _BUSY_LONE_GAIN if others is not None and others >= _BUSY else _LONE_GAIN
-        lone = cores if t_wide <= gain * t_narrow else None
+        lone = cores if t_wide <= _LONE_GAIN * t_narrow else None
     rates = _climb(groups, feeds, max_b, clock, record)
     record["seconds"] = round(clock.spent, 2)
     others = busy.share()
