@@ -29,6 +29,7 @@ from .errors import (
     ModelLoadError,
     ProfileError,
     QueueFullError,
+    SignatureError,
     UnknownBackendError,
     UsageError,
 )
@@ -53,6 +54,9 @@ _LAZY = {
     "calibration_batches": "quantize",
     "compare": "compare",
     "convert_fp16": "quantize",
+    "Verifier": "signing",
+    "sign": "signing",
+    "verify": "signing",
 }
 
 
@@ -112,9 +116,11 @@ __all__ = [
     "ProfileError",
     "Quantization",
     "QueueFullError",
+    "SignatureError",
     "TensorSpec",
     "UnknownBackendError",
     "UsageError",
+    "Verifier",
     "__version__",
     "available_backends",
     "benchmark",
@@ -126,4 +132,6 @@ __all__ = [
     "load",
     "monitor",
     "registry",
+    "sign",
+    "verify",
 ]

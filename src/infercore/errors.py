@@ -19,6 +19,8 @@ the original kept as ``__cause__``::
     ├── CalibrationError
     │   └── CalibrationDropError                         the measured drop exceeded max_drop
     ├── ProfileError (also ValueError)                   a monitoring profile that is unreadable or not the model's
+    ├── SignatureError                                   a model that does not match its signature: names
+    │                                                    the files, and why (missing, invalid, mismatch)
     └── ServeError                                       answered to a client with an HTTP/gRPC status
         ├── BadRequest (400)  ├── NotFound (404)  ├── Unauthorized (401)  ├── PayloadTooLarge (413)
         ├── Unavailable (503) ├── DeadlineExceeded (504)  └── ClientClosed (499)
@@ -62,6 +64,7 @@ __all__ = [
     "ProfileError",
     "QueueFullError",
     "ServeError",
+    "SignatureError",
     "Unauthorized",
     "Unavailable",
     "UnknownBackendError",
@@ -160,6 +163,41 @@ class CalibrationDropError(CalibrationError):
         super().__init__(message)
         self.report = report
         self.artifact_path = artifact_path
+
+
+class SignatureError(InfercoreError):
+    """A model was refused because it does not match its signature, so it was not loaded.
+
+    ``reason`` is one of ``"missing"`` (no signature file), ``"invalid"`` (the signature does not
+    verify with the key or certificate chain given, or is not a model-signing signature) and
+    ``"mismatch"`` (the signature verifies, but the model's files differ from the ones signed: a
+    changed byte, a missing file, an extra file). ``files`` names the files at fault (changed,
+    missing, extra, in that order), ``path`` the model and ``signature`` the signature file."""
+
+    REASONS = ("missing", "invalid", "mismatch")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        path: str | None = None,
+        signature: str | None = None,
+        changed: tuple[str, ...] = (),
+        missing: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+        self.signature = signature
+        self.changed = changed
+        self.missing = missing
+        self.extra = extra
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (*self.changed, *self.missing, *self.extra)
 
 
 class ProfileError(InfercoreError, ValueError):

@@ -1,7 +1,8 @@
 """What files make up a model, and their digests.
 
 A model is all its files: an ``.onnx`` with its external-data files, an OpenVINO ``.xml`` with its
-``.bin``, a ``.tflite``, a TensorRT engine, or every file of a directory. Caches key on these
+``.bin``, a ``.tflite``, a TensorRT engine (with the JSON sidecar infercore writes beside it), or
+every file of a directory. Caches key on these
 digests, benchmark reports record them, and signing covers every one of them.
 """
 
@@ -62,8 +63,9 @@ def external_data_locations(path: str | os.PathLike[str]) -> list[str]:
 
 
 def model_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The files of the model at ``path``: itself, plus an ``.xml``'s ``.bin`` and an ``.onnx``'s
-    external data (those that exist), or every regular file under a directory, sorted."""
+    """The files of the model at ``path``: itself, plus an ``.xml``'s ``.bin``, an ``.onnx``'s
+    external data and a TensorRT engine's ``.json`` sidecar (those that exist), or every regular
+    file under a directory, sorted."""
     p = Path(path)
     if p.is_dir():
         return sorted(f for f in p.rglob("*") if f.is_file())
@@ -73,6 +75,8 @@ def model_files(path: str | os.PathLike[str]) -> list[Path]:
         files.append(p.with_suffix(".bin"))
     elif suffix == ".onnx":
         files += [p.parent / loc for loc in external_data_locations(p)]
+    elif suffix in (".engine", ".plan"):
+        files.append(p.with_name(p.name + ".json"))  # the sidecar that vouches for a built engine
     return [f for i, f in enumerate(files) if i == 0 or f.is_file()]
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .common import EXIT_ERROR, EXIT_OK, Need, Preflight
+from .sign import SIGN_MODULES
 
 VERDICT = None  # exit status 1 is not used
 
@@ -99,7 +100,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="seconds to finish accepted requests after SIGTERM (default 30)",
     )
     p.add_argument("--access-log", action="store_true", help="log every inference request (JSON lines)")
-    p.set_defaults(func=run, preflight=preflight)
+    p.add_argument(
+        "--require-signatures",
+        type=Path,
+        default=None,
+        metavar="PUB",
+        help="load only version directories whose model.sig verifies with this PEM public key (a version "
+        "that does not is listed UNAVAILABLE, and the version policy picks among the others); "
+        "needs infercore[sign]",
+    )
+    p.set_defaults(func=run, preflight=preflight, param_flags={"public_key": "--require-signatures"})
 
 
 def preflight(args: argparse.Namespace) -> Preflight:
@@ -110,7 +120,10 @@ def preflight(args: argparse.Namespace) -> Preflight:
         modules += ["grpc", "google.protobuf"]
     if args.metrics_port is not None:
         modules += ["prometheus_client"]
-    return Preflight(needs=[Need("serve", tuple(modules), "infercore serve")])
+    needs = [Need("serve", tuple(modules), "infercore serve")]
+    if args.require_signatures is not None:  # model-signing imports OpenSSL (pyopenssl) undeclared
+        needs.append(Need("sign", SIGN_MODULES, "--require-signatures"))
+    return Preflight(needs=needs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.repository.is_dir():
         raise ValueError(f"model repository {args.repository} is not a directory")
+    signature = None
+    if args.require_signatures is not None:
+        from ..serve.signatures import SignatureConfig
+
+        signature = SignatureConfig(public_key=args.require_signatures)
     options = ServeOptions(
         host=args.host,
         http_port=args.http_port,
@@ -131,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         models=args.models,
         drain_timeout=args.drain_timeout,
+        signature=signature,
     )
     from ..errors import ServeError
 
