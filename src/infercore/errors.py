@@ -21,6 +21,8 @@ the original kept as ``__cause__``::
     ├── ProfileError (also ValueError)                   a monitoring profile that is unreadable or not the model's
     ├── SignatureError                                   a model that does not match its signature: names
     │                                                    the files, and why (missing, invalid, mismatch)
+    ├── ConversionError                                  a model could not be converted
+    │   └── ConversionMismatchError                      the converted model disagreed: nothing written
     └── ServeError                                       answered to a client with an HTTP/gRPC status
         ├── BadRequest (400)  ├── NotFound (404)  ├── Unauthorized (401)  ├── PayloadTooLarge (413)
         ├── Unavailable (503) ├── DeadlineExceeded (504)  └── ClientClosed (499)
@@ -51,6 +53,8 @@ __all__ = [
     "CalibrationDropError",
     "CalibrationError",
     "ClientClosed",
+    "ConversionError",
+    "ConversionMismatchError",
     "CudaError",
     "DeadlineExceeded",
     "DeadlineExceededError",
@@ -203,6 +207,19 @@ class SignatureError(InfercoreError):
 class ProfileError(InfercoreError, ValueError):
     """A monitoring profile that cannot be read (missing, malformed, another format version) or that
     was built for another model (a tensor it names is not the model's)."""
+
+
+class ConversionError(InfercoreError):
+    """A model could not be converted: the exporter failed, or the source cannot be read."""
+
+
+class ConversionMismatchError(ConversionError):
+    """The converted model did not agree with its source (or could not run the checked inputs):
+    nothing was written at the output path. ``report`` holds every attempt and every check."""
+
+    def __init__(self, message: str, *, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class CudaError(BackendRuntimeError):
