@@ -11,6 +11,7 @@ was; a failed candidate, metadata and all, is deleted with the scratch directory
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -316,8 +317,16 @@ def _facts(path: Path, target: str) -> dict[str, Any]:
     return tflite_facts(path)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _short(e: BaseException) -> str:
-    text = " ".join(str(e).split())
+    """An exporter's error in one line: ANSI colours out, torch.export's advice skipped for its
+    exception summary."""
+    text = _ANSI.sub("", str(e))
+    if "## Exception summary" in text:
+        text = text.split("## Exception summary", 1)[1]
+    text = " ".join(text.split())
     return f"{type(e).__name__}: {text[:500]}"
 
 
@@ -390,11 +399,9 @@ def _run(source: Source, opts: Options, out: Path, *, simplify: bool, verify: bo
         checks: list[Check] = []
         if verify and plan is not None:
             t1 = time.perf_counter()
-            checks = verify_candidate(chosen, source, plan, refs, backends=names, tolerance=tolerance,
-                                      load_options=_load_options(chosen, opts))  # fmt: skip
+            checks = verify_candidate(chosen, source, plan, refs, backends=names, tolerance=tolerance)
             if raw is not None and not all(c.passed for c in checks):
-                raw_checks = verify_candidate(raw, source, plan, refs, backends=names, tolerance=tolerance,
-                                              load_options=_load_options(raw, opts))  # fmt: skip
+                raw_checks = verify_candidate(raw, source, plan, refs, backends=names, tolerance=tolerance)
                 if all(c.passed for c in raw_checks):
                     notes.append(f"the simplified graph disagreed ({_first_failure(checks)}): written unsimplified")
                     simplified = f"{simplified}; disagreed, not used"
@@ -446,9 +453,3 @@ def _first_failure(checks: Sequence[Check]) -> str:
     more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
     return f"{c.backend} output {c.output!r} at {c.shape}: {what}{more}"
 
-
-def _load_options(candidate: Candidate, opts: Options) -> dict[str, dict[str, Any]]:
-    """A full-integer .tflite takes and gives int8: LiteRT (de)quantizes at its edges for the check."""
-    if opts.target == "tflite" and opts.precision == "int8":
-        return {"litert": {"dequantize": True}}
-    return {}

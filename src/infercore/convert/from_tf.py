@@ -91,6 +91,8 @@ class _TF:
         self.kind, self.name, self.specs, self.outs, self.call = kind, name, specs, outs, call
         self.sha256 = sha256
         self.saved_model = saved_model  # the source's own SavedModel directory, if it is one
+        self.variables: list[Any] = []  # what a SavedModel written for it must track
+        self.keep: Any = None  # the object that owns the variables (kept alive with the source)
 
     def signature(self) -> list[Any]:
         tf = _tf()
@@ -118,9 +120,10 @@ class _TF:
         module = tf.Module()
         fn = tf.function(serve, input_signature=self.signature())
         module.serve = fn
-        keep = getattr(self, "_trackable", None)
-        if keep is not None:
-            module.model = keep
+        # the variables are tracked by the module itself, as Keras' own export does: a Keras 3
+        # model hung on a tf.Module leaves them out of the object graph, and TensorFlow's TFLite
+        # converter then keeps them as resource variables (VAR_HANDLE) that read garbage
+        module.tracked_variables = [getattr(v, "value", v) for v in self.variables]
         tf.saved_model.save(module, str(out_dir), signatures={"serving_default": fn.get_concrete_function()})
         return out_dir
 
@@ -167,7 +170,7 @@ def _keras(model: Any, input_names: Sequence[str] | None, output_names: Sequence
 
     digest = weights_digest((getattr(w, "path", None) or w.name, _np(w)) for w in model.weights)
     tfm = _TF("keras.Model", name or model.name, specs, outs, call, digest)
-    tfm._trackable = model  # type: ignore[attr-defined]
+    tfm.variables, tfm.keep = list(model.variables), model
     del tf
     return tfm
 
@@ -201,7 +204,7 @@ def _function(fn: Any, example_inputs: Any, input_names: Sequence[str] | None,
         variables = list(fn.get_concrete_function(*[tf.TensorSpec(s.shape, tf.as_dtype(s.dtype)) for s in specs]).variables)
     digest = weights_digest((v.name, _np(v)) for v in variables)
     tfm = _TF("tf.function", name or getattr(fn, "__name__", "tf.function"), specs, outs, call, digest)
-    tfm._trackable = fn  # type: ignore[attr-defined]
+    tfm.variables, tfm.keep = variables, fn
     return tfm
 
 
@@ -234,7 +237,7 @@ def _saved_model(path: Path, input_names: Sequence[str] | None, output_names: Se
 
     files = sorted(f for f in path.rglob("*") if f.is_file())
     tfm = _TF("SavedModel", str(path), specs, sig_outs, call, sha256_files(files), saved_model=path)
-    tfm._trackable = loaded  # type: ignore[attr-defined]
+    tfm.keep = loaded
     return tfm
 
 
@@ -334,9 +337,21 @@ def _to_tflite(src: _TF, opts: Options) -> Callable[[Path], Candidate]:
             raise ConversionError(f"TensorFlow's TFLite converter failed: {type(e).__name__}: {' '.join(str(e).split())[:600]}") from e
         path.write_bytes(blob)
         ins, outs = _signature_maps(path)
-        return Candidate(path, "tf.lite.TFLiteConverter.from_saved_model", input_map=ins, output_map=outs, notes=notes)
+        return Candidate(path, "tf.lite.TFLiteConverter.from_saved_model", input_map=ins, output_map=outs,
+                         notes=notes, quantization=_quantization(path))  # fmt: skip
 
     return build
+
+
+def _quantization(path: Path) -> dict[str, Any]:
+    """The scale and zero point of each quantized input and output, as LiteRT reads them."""
+    from ..backends.litert import raw_session
+
+    session = raw_session(path)
+    try:
+        return {s.name: s.quantization for s in (*session.inputs, *session.outputs) if s.quantization is not None}
+    finally:
+        session.close()
 
 
 def _representative(src: _TF, data: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

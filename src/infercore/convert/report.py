@@ -99,7 +99,8 @@ class ConversionReport:
             return "NOT VERIFIED (verify=False)"
         bad = self.failures()
         if not bad:
-            return f"VERIFIED: {', '.join(self.backends)} agree with {self.source.framework} within {self.tolerance} tolerance"
+            verb = "agrees" if len(self.backends) == 1 else "agree"
+            return f"VERIFIED: {', '.join(self.backends)} {verb} with {self.source.framework} within {self.tolerance} tolerance"
         first = bad[0]
         what = first.error or f"max abs {_fmt(first.max_abs)}, cosine {_fmt(first.cosine, '.6f')}"
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""

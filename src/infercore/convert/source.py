@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..specs import TensorSpec, format_shape
+from ..specs import Quantization, TensorSpec, format_shape
 
 __all__ = ["Builder", "Candidate", "Options", "Source", "weights_digest"]
 
@@ -33,6 +33,9 @@ class Candidate:
     output_map: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     opset: int | None = None
+    # affine quantization of integer inputs/outputs of the converted model, by its tensor name: a
+    # full-integer .tflite takes and gives int8, compared in the source's float values
+    quantization: dict[str, Quantization] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

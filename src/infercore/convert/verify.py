@@ -127,8 +127,19 @@ def _target_feeds(specs: Sequence[TensorSpec], feeds: Feeds, candidate: Candidat
     for i, (name, value) in enumerate(feeds.items()):
         target = _pick(names, name, candidate.input_map, i)
         assert target is not None
-        out[target], _ = as_feed(by_name[target], value)
+        spec = by_name[target]
+        q = candidate.quantization.get(target)
+        if q is not None and spec.dtype.kind in "iu" and np.asarray(value).dtype.kind == "f":
+            value = q.quantize(np.asarray(value, np.float32), spec.dtype)  # the source's floats, as int8
+        out[target], _ = as_feed(spec, value)
     return out
+
+
+def _as_source(got: np.ndarray, ref: np.ndarray, q: Any) -> np.ndarray:
+    """An integer output of a quantized model in the source's float values."""
+    if q is not None and got.dtype.kind in "iu" and ref.dtype.kind == "f":
+        return np.asarray(q.dequantize(got), ref.dtype)
+    return got
 
 
 def _worst(cs: list[OutputComparison]) -> tuple[float | None, float | None, float | None, float]:
@@ -148,7 +159,6 @@ def verify_candidate(
     *,
     backends: Sequence[str],
     tolerance: str,
-    load_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Check]:
     """Every backend runs every set of ``plan`` on ``candidate.path``; one ``Check`` per backend,
     output and shape label."""
@@ -158,7 +168,7 @@ def verify_candidate(
     checks: list[Check] = []
     for backend in backends:
         try:
-            eng = load(candidate.path, backend, precision=None, options=dict((load_options or {}).get(backend, {})))
+            eng = load(candidate.path, backend, precision=None)
         except InfercoreError as e:
             checks.append(Check(backend, "*", "(load)", 0, None, None, None, 1.0, False, error=_short(e)))
             continue
@@ -182,7 +192,8 @@ def verify_candidate(
                     if target is None or target not in got:
                         errors[label] = f"no output for the source's {name!r} among {', '.join(got)}"
                         break
-                    c = compare_arrays(r, got[target], tol, output=name, backend=backend, reference=source.framework)
+                    value = _as_source(got[target], r, candidate.quantization.get(target))
+                    c = compare_arrays(r, value, tol, output=name, backend=backend, reference=source.framework)
                     grouped.setdefault((name, label), []).append(c)
             for label, err in errors.items():
                 n = sum(1 for lab, _ in plan.sets if lab == label)
@@ -191,10 +202,11 @@ def verify_candidate(
                 if label in errors:
                     continue
                 max_abs, max_rel, cosine, mismatch = _worst(cs)
-                notes = sorted({c.note for c in cs if c.note and not c.passed})
+                failed = [c for c in cs if not c.passed]
+                worst = min(failed, key=lambda c: c.cosine if c.cosine is not None else -2.0) if failed else None
+                note = f"{len(failed)} of {len(cs)} sets: {worst.note}" if worst is not None else ""
                 checks.append(
-                    Check(backend, name, label, len(cs), max_abs, max_rel, cosine, mismatch,
-                          all(c.passed for c in cs), note="; ".join(notes))  # fmt: skip
+                    Check(backend, name, label, len(cs), max_abs, max_rel, cosine, mismatch, not failed, note=note)
                 )
         finally:
             eng.close()
