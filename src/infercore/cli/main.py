@@ -41,7 +41,7 @@ from .common import EXIT_ERROR, EXIT_OK, EXIT_VERDICT, check_preflight
 
 __all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_OK", "EXIT_VERDICT", "build_parser", "flag_for", "main"]
 
-COMMANDS = ("backends", "inspect", "run", "compare", "bench", "quantize", "profile", "serve", "sign", "verify")
+COMMANDS = ("backends", "inspect", "run", "compare", "bench", "quantize", "convert", "profile", "serve", "sign", "verify")
 EXIT_INTERRUPTED = 130
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..arguments import check_choice, check_int
-from ..errors import ArgumentError, ConversionError, ConversionMismatchError, InfercoreError
+from ..errors import ArgumentError, BackendUnavailableError, ConversionError, ConversionMismatchError
 from ..inputs import as_feed, default_backends, name_feeds, parse_backends, read_data
 from ..modelfiles import model_files, sha256_files
 from ..specs import TensorSpec, normalize_precision
@@ -137,7 +137,7 @@ def _open_source(model: Any, example_inputs: Any, *, input_names: tuple[str, ...
                  output_names: tuple[str, ...] | None, dynamic: dict[str, dict[int, str]]) -> tuple[Source, Path | None]:  # fmt: skip
     from . import from_files, from_tf, from_torch
 
-    kw = {"input_names": input_names, "output_names": output_names, "dynamic": dynamic}
+    kw: dict[str, Any] = {"input_names": input_names, "output_names": output_names, "dynamic": dynamic}
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
@@ -368,7 +368,9 @@ def _run(source: Source, opts: Options, out: Path, *, simplify: bool, verify: bo
         t0 = time.perf_counter()
         try:
             cand = builder.build(folder / out.name)
-        except (InfercoreError, Exception) as e:  # an exporter's own errors are of every kind
+        except BackendUnavailableError:
+            raise  # a missing extra is the caller's to install, not an attempt that failed
+        except Exception as e:  # an exporter's own errors are of every kind
             attempts.append(Attempt(builder.exporter, "failed", _short(e), time.perf_counter() - t0))
             continue
         simplified: str | None = None

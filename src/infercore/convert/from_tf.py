@@ -203,7 +203,7 @@ def _function(fn: Any, example_inputs: Any, input_names: Sequence[str] | None,
     with contextlib.suppress(Exception):
         variables = list(fn.get_concrete_function(*[tf.TensorSpec(s.shape, tf.as_dtype(s.dtype)) for s in specs]).variables)
     digest = weights_digest((v.name, _np(v)) for v in variables)
-    tfm = _TF("tf.function", name or getattr(fn, "__name__", "tf.function"), specs, outs, call, digest)
+    tfm = _TF("tf.function", str(name or getattr(fn, "__name__", "tf.function")), specs, outs, call, digest)
     tfm.variables, tfm.keep = variables, fn
     return tfm
 
@@ -216,9 +216,8 @@ def _saved_model(path: Path, input_names: Sequence[str] | None, output_names: Se
     except Exception as e:
         raise ConversionError(f"TensorFlow could not load the SavedModel {path}: {type(e).__name__}: {e}") from e
     sigs = dict(loaded.signatures)
-    if "serving_default" not in sigs:
-        if len(sigs) != 1:
-            raise ConversionError(f"{path} has no serving_default signature; its signatures: {sorted(sigs) or 'none'}")
+    if "serving_default" not in sigs and len(sigs) != 1:
+        raise ConversionError(f"{path} has no serving_default signature; its signatures: {sorted(sigs) or 'none'}")
     sig = sigs.get("serving_default") or next(iter(sigs.values()))
     kw = sig.structured_input_signature[1]
     keys = list(kw)
