@@ -207,8 +207,10 @@ def open_torch(
         axes = {a % max(t.dim(), 1): d for a, d in dynamic.get(n, {}).items()}
         specs.append(TensorSpec(n, _np_dtype(t), tuple(None if i in axes else int(s) for i, s in enumerate(t.shape)),
                                 tuple(axes.get(i) for i in range(t.dim()))))  # fmt: skip
-    was_training = bool(getattr(module, "training", False))
-    if hasattr(module, "eval") and kind != "ExportedProgram":
+    # every submodule's own mode, restored one by one: a pretrained part in eval inside a wrapper in
+    # train mode stays in eval (module.train() would flip them all)
+    modes = {sub: sub.training for sub in module.modules()} if kind == "nn.Module" else {}
+    if modes:
         module.eval()
 
     def call(args: Sequence[Any]) -> list[Any]:
@@ -236,8 +238,8 @@ def open_torch(
     dyn = {n: dict(a) for n, a in dynamic.items()}
 
     def close() -> None:
-        if was_training and hasattr(module, "train") and kind != "ExportedProgram":
-            module.train()
+        for sub, training in modes.items():
+            sub.training = training
 
     def builders(opts: Options) -> list[Builder]:
         exporters = _exporter_order(kind, opts.exporter)
