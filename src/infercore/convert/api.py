@@ -257,6 +257,8 @@ def convert(
         if target not in source.targets:
             raise ArgumentError("to", f"a {source.framework} {source.kind} converts to {', '.join(source.targets)}, not {target}")
         data_sets = _data_sets(data, source.inputs)
+        if prec == "int8" and not data_sets:
+            raise ArgumentError("data", "precision='int8' calibrates on the caller's data: give data= (representative inputs)")
         if ranges is None and prec == "int8" and data_sets:
             ranges = _data_ranges(data_sets, source.inputs)
         work = scratch / "work"

@@ -286,10 +286,17 @@ def open_tf(model: Any, example_inputs: Any, *, input_names: Sequence[str] | Non
 def _to_onnx(src: _TF, opts: Options) -> Callable[[Path], Candidate]:
     def build(path: Path) -> Candidate:
         tf2onnx = require("tf2onnx", EXTRA)
+        tf = _tf()
         opset = opts.opset or 17
+        fn = src.function()
+        captured = [t for t in fn.get_concrete_function().inputs[len(src.specs) :] if t.dtype != tf.resource]
+        if captured:
+            raise ConversionError(
+                f"the function captures {len(captured)} tensor(s) from outside it (an eager constant or numpy "
+                "array), which tf2onnx would turn into extra model inputs: hold them in tf.Variable"
+            )
         with contextlib.redirect_stdout(io.StringIO()):
-            tf2onnx.convert.from_function(src.function(), input_signature=src.signature(), opset=opset,
-                                          output_path=str(path))  # fmt: skip
+            tf2onnx.convert.from_function(fn, input_signature=src.signature(), opset=opset, output_path=str(path))
         dynamic = {s.name: {i: n for i, n in enumerate(s.dim_names) if n} for s in src.specs}
         finish_onnx(path, input_names=[s.name for s in src.specs], output_names=src.outs,
                     dynamic={k: v for k, v in dynamic.items() if v})  # fmt: skip
