@@ -197,7 +197,7 @@ def test_onnx_to_simplified_onnx_and_to_ir(tmp_path):
     res = ic.convert(src, "onnx", output=tmp_path / "mlp.slim.onnx")
     assert res.report.source.framework == "onnx" and res.report.simplified.startswith("onnxslim")
     x = np.random.default_rng(3).standard_normal((6, 8)).astype(np.float32)
-    logits, probs = raw_ort(res.artifact_path, {"x": x})
+    _logits, probs = raw_ort(res.artifact_path, {"x": x})
     np.testing.assert_allclose(probs, m.mlp_numpy(x, w)[1], rtol=1e-5, atol=1e-6)
     ir = ic.convert(src, output=tmp_path / "mlp.xml")
     assert ir.report.target == "openvino" and ir.report.passed

@@ -96,7 +96,7 @@ def test_tf_function_to_onnx_with_dynamic_axes(tmp_path):
     assert rep.passed and len(rep.shapes) == 4  # two batch sizes x two sequence lengths
     c = tf.constant(np.ones((8, 4), np.float32))
     captures = tf.function(lambda x: x @ c, input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
-    with pytest.raises(ic.ConversionError, match="tf.Variable"):
+    with pytest.raises(ic.ConversionError, match=r"tf\.Variable"):
         ic.convert(captures, "onnx", output=tmp_path / "c.onnx")
     assert not (tmp_path / "c.onnx").exists()
     x = np.random.default_rng(3).standard_normal((2, 7, 8)).astype(np.float32)

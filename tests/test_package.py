@@ -118,13 +118,3 @@ def test_version_search_finds_a_stray_copy(tmp_path):
     (tmp_path / "docs" / "b.md").write_text("Not it: 1.2.30, 1.2.3.dev0, 1.2.3rc1, 11.2.3, 0.1.2.3\n")
     assert files_naming_the_version("1.2.3", tmp_path) == [
         "pyproject.toml", "src/pkg/__init__.py", "docs/a.md"]
-
-
-def test_a_submodule_named_like_its_function_does_not_shadow_it():
-    """``infercore.compare`` and ``infercore.convert`` are modules and ``ic.compare``/``ic.convert``
-    functions: importing the module first (as tools do) must not turn ``ic.convert`` into it."""
-    code = ("import infercore as ic, infercore.compare, infercore.convert.api; "
-            "from infercore.convert import PAIRS; "
-            "print(callable(ic.compare), callable(ic.convert), type(ic.convert).__name__, len(PAIRS) > 0)")
-    out = subprocess.check_output([sys.executable, "-c", code], text=True).split()
-    assert out == ["True", "True", "function", "True"]

@@ -13,7 +13,10 @@ parameters, ``verify`` for the parity gate, ``report`` for what the report holds
 
 from __future__ import annotations
 
+from ..facade import callable_module
 from .api import PAIRS, TARGETS, convert
 from .report import Attempt, Check, ConversionReport, ConversionResult, SourceInfo
 
 __all__ = ["PAIRS", "TARGETS", "Attempt", "Check", "ConversionReport", "ConversionResult", "SourceInfo", "convert"]
+
+callable_module(__name__, "convert")  # ic.convert stays callable once this package is imported

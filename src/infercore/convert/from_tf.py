@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArgumentError, ConversionError
+from ..errors import ArgumentError, BackendUnavailableError, ConversionError
 from ..modelfiles import sha256_files
 from ..optional import require
 from ..specs import TensorSpec
@@ -307,9 +307,11 @@ def _to_onnx(src: _TF, opts: Options) -> Callable[[Path], Candidate]:
 
 def _signature_maps(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """The .tflite's tensor names for the serving signature's input and output keys."""
-    from ..backends.litert import _runtime
-
-    interp = _runtime().module.Interpreter(str(path))
+    try:
+        interpreter = require("ai_edge_litert.interpreter", "litert", package="ai-edge-litert")
+    except BackendUnavailableError:
+        interpreter = require("tflite_runtime.interpreter", "litert", package="tflite-runtime")
+    interp = interpreter.Interpreter(str(path))
     try:
         runner = interp.get_signature_runner("serving_default")
     except ValueError:
