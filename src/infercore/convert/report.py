@@ -43,6 +43,7 @@ class Check:
     passed: bool
     error: str | None = None  # the backend could not load or run the converted model
     note: str = ""
+    scale: float | None = None  # the output's largest magnitude over the sets (max_abs / scale: relative)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,13 @@ class ConversionReport:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_json_default)
+
+    def max_error(self) -> tuple[float | None, float | None]:
+        """The largest abs error over every check, and the largest abs error relative to its
+        output's scale (None when nothing was compared)."""
+        errs = [c.max_abs for c in self.checks if c.max_abs is not None]
+        rel = [c.max_abs / c.scale for c in self.checks if c.max_abs is not None and c.scale]
+        return (max(errs) if errs else None), (max(rel) if rel else None)
 
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
