@@ -362,3 +362,19 @@ def test_minilm_with_dynamic_batch_and_sequence(tmp_path):
         ref = model(*(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))).numpy()
     cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
     assert cos.min() > 0.99999
+
+
+def test_a_file_with_a_fixed_batch_is_verified_on_its_data_row_by_row(tmp_path):
+    src, b = m.add_bias(tmp_path / "bias.onnx", n=4, batch=1)
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    res = ic.convert(src, "openvino", data={"x": x}, output=tmp_path / "bias.xml")
+    rep = res.report
+    assert rep.sets == 16 + 6 and "x=1x4 (data)" in rep.shapes  # the dataset, cut to the file's batch of 1
+    with ic.load(res.artifact_path) as eng:
+        np.testing.assert_array_equal(eng.run({"x": x[:1]})["y"], x[:1] + b)
+    with pytest.raises(ic.ArgumentError) as err:
+        ic.convert(src, "onnx", exporter="dynamo", output=tmp_path / "x.onnx")
+    assert err.value.parameter == "exporter"
+    with pytest.raises(ic.ArgumentError) as err:
+        ic.convert(src, "onnx", opset=18, output=tmp_path / "x.onnx")
+    assert err.value.parameter == "opset"

@@ -118,6 +118,28 @@ def _data_sets(data: Any, specs: Sequence[TensorSpec]) -> list[dict[str, np.ndar
     return out
 
 
+MAX_DATA_BATCHES = 64
+
+
+def _cut_to_fixed_batch(data: list[dict[str, np.ndarray]], specs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    """Batches of a model file whose inputs all fix dimension 0 at ``b``: a batch of ``k * b`` rows
+    becomes ``k`` batches (at most ``MAX_DATA_BATCHES`` in all), as the file itself can only run them."""
+    sizes = {s.shape[0] if s.rank else None for s in specs}
+    if len(sizes) != 1 or None in sizes:
+        return data
+    b = next(iter(sizes))
+    assert b is not None
+    out: list[dict[str, np.ndarray]] = []
+    for feeds in data:
+        rows = {int(np.shape(v)[0]) for v in feeds.values() if np.ndim(v)}
+        n = rows.pop() if len(rows) == 1 else 0
+        if b > 0 and n > b and n % b == 0:
+            out += [{k: v[i : i + b] for k, v in feeds.items()} for i in range(0, n, b)]
+        else:
+            out.append(feeds)
+    return out[:MAX_DATA_BATCHES]
+
+
 def _data_ranges(data: Sequence[Mapping[str, np.ndarray]], specs: Sequence[TensorSpec]) -> dict[str, tuple[float, float]]:
     """Each float input's value range in the caller's data: what INT8 was calibrated for."""
     out: dict[str, tuple[float, float]] = {}
@@ -256,7 +278,13 @@ def convert(
     try:
         if target not in source.targets:
             raise ArgumentError("to", f"a {source.framework} {source.kind} converts to {', '.join(source.targets)}, not {target}")
+        if exporter is not None and source.framework != "pytorch":
+            raise ArgumentError("exporter", f"chooses a torch.onnx exporter; the source is a {source.framework} model")
+        if opset is not None and (target != "onnx" or source.framework == "onnx"):
+            raise ArgumentError("opset", f"applies to ONNX exported from PyTorch, TensorFlow or TFLite, not {source.framework} to {target}")
         data_sets = _data_sets(data, source.inputs)
+        if source.framework in ("onnx", "tflite"):  # a file's fixed batch: a dataset is cut to it
+            data_sets = _cut_to_fixed_batch(data_sets, source.inputs)
         if prec == "int8" and not data_sets:
             raise ArgumentError("data", "precision='int8' calibrates on the caller's data: give data= (representative inputs)")
         if ranges is None and prec == "int8" and data_sets:

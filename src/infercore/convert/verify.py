@@ -205,9 +205,9 @@ def verify_candidate(
                 failed = [c for c in cs if not c.passed]
                 worst = min(failed, key=lambda c: c.cosine if c.cosine is not None else -2.0) if failed else None
                 note = f"{len(failed)} of {len(cs)} sets: {worst.note}" if worst is not None else ""
+                scale = max(c.scale for c in cs)
                 checks.append(
-                    Check(backend, name, label, len(cs), max_abs, max_rel, cosine, mismatch, not failed, note=note,
-                          scale=max(c.scale for c in cs))  # fmt: skip
+                    Check(backend, name, label, len(cs), max_abs, max_rel, cosine, mismatch, not failed, note=note, scale=scale)
                 )
         finally:
             eng.close()
