@@ -378,3 +378,14 @@ def test_a_file_with_a_fixed_batch_is_verified_on_its_data_row_by_row(tmp_path):
     with pytest.raises(ic.ArgumentError) as err:
         ic.convert(src, "onnx", opset=18, output=tmp_path / "x.onnx")
     assert err.value.parameter == "opset"
+
+
+def test_the_cli_refuses_a_missing_extra_before_any_work(tmp_path, capsys, monkeypatch):
+    from infercore.cli import convert as cli_convert
+
+    src, _ = m.mlp(tmp_path / "mlp.onnx")
+    real = cli_convert.missing
+    monkeypatch.setattr(cli_convert, "missing", lambda mods: [x for x in mods if x == "onnxslim"] or real(mods))
+    assert main(["convert", str(src), "-o", str(tmp_path / "slim.onnx")]) == 2
+    assert 'pip install "infercore[convert-torch]"' in capsys.readouterr().err
+    assert not (tmp_path / "slim.onnx").exists()

@@ -122,13 +122,22 @@ def _dynamic(items: list[str]) -> dict[str, dict[int, str]]:
     return out
 
 
-def _refuse_missing_extras(src: Path) -> None:
+def _refuse_missing_extras(src: Path, out: Path, to: str | None, simplify: bool) -> None:
     key = "savedmodel" if src.is_dir() else src.suffix.lower()
+    target = to or {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(out.suffix.lower())
+    needs: list[tuple[str, list[str]]] = []
     if key in _EXTRAS:
-        extra, modules = _EXTRAS[key]
+        needs.append(_EXTRAS[key])
+    if key == ".tflite" and target == "onnx":  # tf2onnx reads .tflite through TensorFlow
+        needs.append(("convert-tf", ["tensorflow", "tf2onnx"]))
+    if target == "onnx" and simplify:
+        needs.append(("convert-torch" if key != "savedmodel" and key not in (".keras", ".h5", ".tflite") else "convert-tf", ["onnxslim"]))
+    if target == "openvino":
+        needs.append(("openvino", ["openvino"]))
+    for extra, modules in needs:
         gone = missing(modules)
         if gone:
-            raise UsageError(f"{src.name} needs {', '.join(gone)}: {install_hint(extra)}")
+            raise UsageError(f"{src.name} to {target} needs {', '.join(gone)}: {install_hint(extra)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"SRC {args.model} does not exist")
     if args.output.exists() and args.output.resolve() == args.model.resolve():
         raise UsageError(f"--output {args.output} would overwrite SRC")
-    _refuse_missing_extras(args.model)
+    _refuse_missing_extras(args.model, args.output, args.to, not args.no_simplify)
     examples, names = _examples(args.example)
     try:
         result = convert(
