@@ -123,7 +123,7 @@ def torch_cases(out: Path, quick: bool, skip_minilm: bool) -> None:
             mask = attention_mask.unsqueeze(-1).to(h.dtype)
             return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1e-9), p=2, dim=1)
 
-    model = Embed(transformers.AutoModel.from_pretrained(str(models._minilm_dir()))).eval()
+    model = Embed(transformers.AutoModel.from_pretrained(str(models.minilm_source()))).eval()
     tok = Tokenizer.from_file(str(models.minilm_tokenizer()))
     tok.enable_padding()
     from pydoc_data.topics import topics

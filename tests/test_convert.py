@@ -319,7 +319,7 @@ def test_minilm_with_dynamic_batch_and_sequence(tmp_path):
     from infercore.testing import models
 
     transformers = pytest.importorskip("transformers")
-    src = models._minilm_dir()
+    src = models.minilm_source()
 
     class Embed(nn.Module):
         def __init__(self, m):
