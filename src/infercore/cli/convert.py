@@ -1,8 +1,8 @@
 """``infercore convert SRC -o OUT [--to onnx|openvino|tflite] [--precision fp16|int8] [--data DATA] [--json]``
 
-Exit status: 0 the model was converted, verified and written; 1 verification failed (the report is
-printed, nothing is written at OUT); 2 any other error (a usage error, a source that cannot be
-read, an exporter that failed, a missing extra).
+Exit status (docs/cli.md): 0 the model was converted, verified and written; 1 verification failed
+(the report is printed, nothing is written at OUT); 2 any error (a usage error, a source that
+cannot be read, an exporter that failed, a missing extra).
 """
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConversionMismatchError, UsageError
-from ..optional import install_hint, missing
-from .common import parse_shape
+from .common import EXIT_OK, EXIT_VERDICT, Need, Preflight, add_backends_flag, add_output_flag, parse_shape
 
-EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+VERDICT = "verification failed: the converted model disagrees with its source (nothing is written at --output)"
 
 _PAIRS_HELP = """source -> target pairs:
   .pt2 (torch.export) / .pt (TorchScript)   -> onnx (torch.onnx.export: dynamo, torchscript), openvino
@@ -32,8 +32,8 @@ Every conversion is verified before it is written: at least 16 input sets genera
 input's spec (two batch sizes and two sizes of other dynamic dimensions) plus --data, on every
 installed backend that reads the target, against the source framework's own outputs.
 
-exit status: 0 converted, verified and written; 1 verification failed (nothing written);
-2 any other error (usage, unreadable source, exporter failure, missing extra)."""
+example:
+  infercore convert model.pt2 -o model.onnx --data inputs.npz"""
 
 _EXTRAS = {
     ".pt": ("convert-torch", ["torch", "onnx"]),
@@ -51,15 +51,14 @@ def add_parser(subparsers: Any) -> None:
         help="convert a PyTorch, Keras/TensorFlow, TFLite or ONNX model to ONNX, OpenVINO IR or TFLite, verified",
         description=(
             "Convert SRC to ONNX, OpenVINO IR (.xml + .bin) or .tflite, verify the result against the "
-            "source framework on every installed backend that reads it, and write it at OUT only if it "
-            "agrees. The target is read from OUT's suffix unless --to names it."
+            "source framework on every installed backend that reads it, and write it at --output only "
+            "if it agrees. The target is read from the output's suffix unless --to names it."
         ),
         epilog=_PAIRS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", type=Path, metavar="SRC", help=".pt2, .pt, .keras, a SavedModel directory, .tflite or .onnx")
-    p.add_argument("--output", "-o", type=Path, required=True, metavar="OUT", help="output file: .onnx, .xml or .tflite")
-    p.add_argument("--to", choices=("onnx", "openvino", "tflite"), default=None, help="target (default: from OUT's suffix)")
+    add_output_flag(p, "the converted model: .onnx, .xml (+ .bin) or .tflite; the target follows its suffix", stdout=False)
+    p.add_argument("--to", choices=("onnx", "openvino", "tflite"), default=None, help="target (default: from the output's suffix)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
                    help="fp16: OpenVINO/TFLite weights in fp16; int8: full-integer TFLite calibrated on --data")  # fmt: skip
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's: 18 dynamo, 17 otherwise)")
@@ -71,12 +70,12 @@ def add_parser(subparsers: Any) -> None:
                    help="a dynamic axis by input name (input_ids:0=batch,1=sequence); repeatable")  # fmt: skip
     p.add_argument("--data", "-d", default=None, metavar="DATA",
                    help="real inputs (.npz keyed by input name, .npy, or a directory of them): verified on, and INT8 calibrates on them")  # fmt: skip
-    p.add_argument("--backends", "-b", default=None, help="backends that verify (default: every installed one that reads OUT)")
+    add_backends_flag(p, "comma-separated backends that verify (default: every installed one that reads the output)")
     p.add_argument("--no-simplify", action="store_true", help="keep the ONNX graph as exported (no onnxslim)")
     p.add_argument("--no-verify", action="store_true", help="write without verifying (recorded in the model's metadata)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run, error_status=EXIT_ERROR, param_flags={
+    p.add_argument("--json", action="store_true", help="print the report as JSON to stdout")
+    p.set_defaults(func=run, preflight=preflight, param_flags={
         "model": "SRC", "output": "--output", "data": "--data", "example_inputs": "--example",
         "input_names": "--example", "precision": "--precision", "to": "--to",
     })  # fmt: skip
@@ -122,32 +121,38 @@ def _dynamic(items: list[str]) -> dict[str, dict[int, str]]:
     return out
 
 
-def _refuse_missing_extras(src: Path, out: Path, to: str | None, simplify: bool) -> None:
+def preflight(args: argparse.Namespace) -> Preflight:
+    if args.output is None:
+        raise UsageError("--output is required: the converted model's path (.onnx, .xml or .tflite)")
+    if args.output == "-":
+        raise UsageError("--output -: a model is written to files, not stdout")
+    src, out = args.model, Path(args.output)
+    if not src.exists():
+        raise UsageError(f"SRC {src} does not exist")
+    if out.exists() and out.resolve() == src.resolve():
+        raise UsageError(f"--output {out} would overwrite SRC")
     key = "savedmodel" if src.is_dir() else src.suffix.lower()
-    target = to or {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(out.suffix.lower())
-    needs: list[tuple[str, list[str]]] = []
+    target = args.to or {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(out.suffix.lower())
+    needs: list[Need] = []
     if key in _EXTRAS:
-        needs.append(_EXTRAS[key])
+        extra, modules = _EXTRAS[key]
+        needs.append(Need(extra, tuple(modules), f"convert {src.name}"))
     if key == ".tflite" and target == "onnx":  # tf2onnx reads .tflite through TensorFlow
-        needs.append(("convert-tf", ["tensorflow", "tf2onnx"]))
-    if target == "onnx" and simplify:
-        needs.append(("convert-torch" if key != "savedmodel" and key not in (".keras", ".h5", ".tflite") else "convert-tf", ["onnxslim"]))
+        needs.append(Need("convert-tf", ("tensorflow", "tf2onnx"), "convert .tflite to onnx"))
+    if target == "onnx" and not args.no_simplify:
+        extra = "convert-tf" if key in ("savedmodel", ".keras", ".h5", ".tflite") else "convert-torch"
+        needs.append(Need(extra, ("onnxslim",), "convert to onnx (simplified; --no-simplify skips onnxslim)"))
     if target == "openvino":
-        needs.append(("openvino", ["openvino"]))
-    for extra, modules in needs:
-        gone = missing(modules)
-        if gone:
-            raise UsageError(f"{src.name} to {target} needs {', '.join(gone)}: {install_hint(extra)}")
+        needs.append(Need("openvino", ("openvino",), "convert to openvino"))
+    backends: list[tuple[str, Sequence[str]]] = []
+    if args.backends:
+        backends.append(("--backends", [b.split(":")[0].strip() for b in args.backends.split(",") if b.strip()]))
+    return Preflight(outputs=[("--output", args.output)], needs=needs, backends=backends)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..convert import convert
 
-    if not args.model.exists():
-        raise UsageError(f"SRC {args.model} does not exist")
-    if args.output.exists() and args.output.resolve() == args.model.resolve():
-        raise UsageError(f"--output {args.output} would overwrite SRC")
-    _refuse_missing_extras(args.model, args.output, args.to, not args.no_simplify)
     examples, names = _examples(args.example)
     try:
         result = convert(
@@ -168,9 +173,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except ConversionMismatchError as e:
         _print(args, e.report)
-        print(f"infercore convert: error: verification failed; nothing was written at {args.output}", file=sys.stderr)
-        return EXIT_MISMATCH
+        print(f"infercore convert: FAILED: verification failed; nothing was written at {args.output}", file=sys.stderr)
+        return EXIT_VERDICT
     _print(args, result.report)
+    print(f"wrote {', '.join(result.report.files)}", file=sys.stderr)
     return EXIT_OK
 
 
