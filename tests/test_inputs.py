@@ -288,3 +288,28 @@ def test_model_inputs_reads_onnx_without_a_session(tmp_path: Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"junk" * 10)
     with pytest.raises(ic.ModelLoadError, match="not a readable ONNX model"):
         inputs.model_inputs(tmp_path / "junk.onnx")
+
+
+def test_signals_get_enough_samples_and_sample_rates_a_real_rate() -> None:
+    """Speech models refused the 64 samples every tool fed them (Silero VAD's STFT pads 64 each
+    side and wants 256 or 512 samples; openWakeWord's melspectrogram >= 512), and Silero branches
+    on its 0-d ``sr``, which took a random integer below 100."""
+    audio = TensorSpec("input", np.float32, (None, None), ("batch", "sequence"))
+    state = TensorSpec("state", np.float32, (2, None, 128), (None, "batch", None))
+    sr = TensorSpec("sr", np.int64, ())
+    feeds, info = make_feeds([audio, sr, state])
+    assert feeds["input"].shape == (1, 512) and "samples of a signal" in info["input"].source
+    assert feeds["sr"].shape == () and int(feeds["sr"]) == 16000 and "a sample rate" in info["sr"].source
+    assert feeds["state"].shape == (2, 1, 128)
+    unnamed = TensorSpec("x", np.float32, (None, None))  # melspectrogram: [?, ?]
+    assert resolve_shapes([unnamed])[0]["x"] == (1, 512)
+    assert resolve_shapes([unnamed], dynamic_size=1024)[0]["x"] == (1, 1024)  # never below the size asked
+    assert resolve_shapes([audio], shapes={"sequence": 100})[0]["input"] == (1, 100)  # sized: as given
+    assert resolve_shapes([IDS])[0]["input_ids"] == (1, 64)  # token ids are no signal
+    assert resolve_shapes([TensorSpec("x", np.float32, (None, None, None))])[0]["x"] == (1, 64, 64)
+    assert resolve_shapes([IMAGE])[0]["x"] == (1, 3, 64, 64)
+    rate, info = make_feeds([TensorSpec("sample_rate", np.int32, (1,))])
+    assert rate["sample_rate"].tolist() == [16000]
+    _, info = make_feeds([TensorSpec("sr", np.int8, ())])  # 16000 does not fit: the 8-bit rule
+    assert "a sample rate" not in info["sr"].source
+    assert make_feeds([TensorSpec("srcs", np.int64, (3,))])[1]["srcs"].source == "generated: integers [0, 100)"

@@ -61,6 +61,7 @@ __all__ = [
     "EngineClosedError",
     "InfercoreError",
     "InputSpecError",
+    "InputsRejectedError",
     "ModelLoadError",
     "ModelUnavailable",
     "NotFound",
@@ -122,6 +123,16 @@ class InputSpecError(InfercoreError, ValueError):
     def __init__(self, message: str, *, tensor: str | None = None) -> None:
         super().__init__(message)
         self.tensor = tensor
+
+
+class InputsRejectedError(InputSpecError):
+    """The model failed on the inputs a tool ran it on (``compare``'s reference run); ``generated``
+    names the inputs the tool made itself (``infercore.inputs``' rules), which real data or other
+    shapes would replace. The runtime's own error is kept as ``__cause__``."""
+
+    def __init__(self, message: str, *, tensor: str | None = None, generated: tuple[str, ...] = ()) -> None:
+        super().__init__(message, tensor=tensor)
+        self.generated = generated
 
 
 class ArgumentError(InfercoreError, ValueError):

@@ -15,7 +15,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["external_data_locations", "graph_tensors", "model_files", "sha256_file", "sha256_files"]
+__all__ = [
+    "external_data_locations", "graph_tensors", "model_files", "onnx_op_types", "quantized_ops", "sha256_file",
+    "sha256_files",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -60,6 +63,45 @@ def external_data_locations(path: str | os.PathLike[str]) -> list[str]:
         log.debug("onnx could not read %s: %s", p, e)
         return []
     return sorted({e.value for t in graph_tensors(proto.graph) for e in t.external_data if e.key == "location"})
+
+
+_QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+     "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+)  # fmt: skip
+_QUANTIZED_PREFIXES = ("QLinear", "DynamicQuantize", "QGemm", "QAttention", "MatMulNBits")
+
+
+def onnx_op_types(path: str | os.PathLike[str]) -> set[str] | None:
+    """The op types of an ONNX model, its subgraphs' (If/Loop/Scan bodies) included; None when the
+    ``onnx`` package is not installed or cannot read the file."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        log.debug("onnx could not read %s: %s", path, e)
+        return None
+    found: set[str] = set()
+    graphs = [proto.graph]
+    while graphs:
+        for node in graphs.pop().node:
+            found.add(node.op_type)
+            for attr in node.attribute:
+                graphs.extend([attr.g] if attr.HasField("g") else [])
+                graphs.extend(attr.graphs)
+    return found
+
+
+def quantized_ops(path: str | os.PathLike[str]) -> list[str]:
+    """The quantized op types of an ONNX model (QuantizeLinear, ConvInteger, QLinearConv...),
+    sorted: empty for a float model, another format, or without the ``onnx`` package."""
+    if Path(path).suffix.lower() != ".onnx":
+        return []
+    ops = onnx_op_types(path) or set()
+    return sorted(o for o in ops if o in _QUANTIZED_OPS or o.startswith(_QUANTIZED_PREFIXES))
 
 
 def model_files(path: str | os.PathLike[str]) -> list[Path]:
