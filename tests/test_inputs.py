@@ -313,3 +313,20 @@ def test_signals_get_enough_samples_and_sample_rates_a_real_rate() -> None:
     _, info = make_feeds([TensorSpec("sr", np.int8, ())])  # 16000 does not fit: the 8-bit rule
     assert "a sample rate" not in info["sr"].source
     assert make_feeds([TensorSpec("srcs", np.int64, (3,))])[1]["srcs"].source == "generated: integers [0, 100)"
+
+
+def test_a_dataset_is_cut_along_each_input_s_batch_axis() -> None:
+    """Silero VAD's state is [2, batch, 128]: calibrate({"input": [8, 512], "state": [2, 8, 128]})
+    failed with 'dataset arrays disagree on the number of samples: [2, 8]'."""
+    audio = TensorSpec("input", np.float32, (None, None), ("batch", "sequence"))
+    state = TensorSpec("state", np.float32, (2, None, 128), (None, "batch", None))
+    sr = TensorSpec("sr", np.int64, ())
+    x = np.arange(8 * 4, dtype=np.float32).reshape(8, 4)
+    h = np.arange(2 * 8 * 128, dtype=np.float32).reshape(2, 8, 128)
+    batches = list(iter_batches({"input": x, "state": h, "sr": 16000}, [audio, sr, state], batch_size=3))
+    assert [b["input"].shape for b in batches] == [(3, 4), (3, 4), (2, 4)]
+    assert [b["state"].shape for b in batches] == [(2, 3, 128), (2, 3, 128), (2, 2, 128)]
+    np.testing.assert_array_equal(np.concatenate([b["state"] for b in batches], axis=1), h)
+    assert all(b["state"].flags.c_contiguous and int(b["sr"]) == 16000 for b in batches)
+    with pytest.raises(ic.InputSpecError, match=r"disagree on the number of samples: input 8 \(axis 0\), state 5"):
+        list(iter_batches({"input": x, "state": h[:, :5], "sr": 16000}, [audio, sr, state]))
