@@ -717,3 +717,13 @@ def test_ops_only_inside_control_flow_are_named_as_the_reason(tmp_path):
     x = rng.standard_normal((16, 8)).astype(np.float32)
     with pytest.raises(CalibrationError, match=r"its MatMul ops sit only inside the subgraphs of If nodes"):
         calibrate(path, {"x": x, "sr": np.array(16000)}, timing_s=0, cache=False)
+
+
+def test_calibration_data_the_model_refuses_is_named_as_the_cause(tmp_path):
+    """Silero VAD with a state of the wrong batch said only 'ort quantization of silero_vad.onnx
+    failed: Fail: ... LSTM ...', not that the calibration data was what the model refused."""
+    path = reflect_pad(tmp_path / "pad1000.onnx", 1000)
+    x = np.random.default_rng(0).standard_normal((4, 600)).astype(np.float32)  # needs n > 1000
+    with pytest.raises(CalibrationError, match=r"pad1000.onnx failed on the calibration data \(first batch: "
+                       r"x \(\d, 600\) float32\): .*Pad.*Give data of the shapes the model runs on"):  # fmt: skip
+        calibrate(path, x, timing_s=0, cache=False)

@@ -36,7 +36,7 @@ import numpy as np
 from ..arguments import check_choice, check_int, check_number
 from ..backends import redirected_stdout, runtimes_quiet
 from ..backends.ort import log_severity
-from ..errors import ArgumentError, CalibrationError, InputSpecError, ModelLoadError
+from ..errors import ArgumentError, CalibrationError, InfercoreError, InputSpecError, ModelLoadError
 from ..inputs import Feeds, LabelledBatches, iter_batches, labelled_batches, model_inputs, rows
 from ..metrics import Metric, metric_name
 from ..modelfiles import quantized_ops
@@ -44,7 +44,7 @@ from ..optional import require
 from ..progress import Progress, track
 from ..specs import TensorSpec
 from .cache import building, cache_root, fingerprint, model_digest, versions
-from .measure import CalibrationResult, build_report, deliver, measure
+from .measure import CalibrationResult, build_report, deliver, describe, measure
 
 __all__ = [
     "METHODS", "PRESETS", "TARGETS", "calibrate", "calibration_batches", "check_finite", "refuse_quantized",
@@ -351,11 +351,17 @@ def _quantize_onnx(
 
     try:
         quantize_static()
-    except ValueError as e:
+    except Exception as e:
+        if _raised_in(e, "collect_data") and not isinstance(e, InfercoreError):
+            # onnxruntime ran the model on the calibration batches, and the model refused them
+            raise CalibrationError(
+                f"{model.name} failed on the calibration data (first batch: {describe(batches[0])}): "
+                f"{type(e).__name__}: {e}. Give data of the shapes the model runs on"
+            ) from e
         # onnxruntime's per-channel path reads a bias as 1-d and fails on a bias of another rank
         # ([1, N], as tf2onnx writes for magika); disabling its bias adjustment then writes a
         # per-axis DequantizeLinear that onnxruntime cannot load. Per-tensor weights work.
-        if not (per_channel and _raised_in(e, "_adjust_weight_scale_for_int32_bias")):
+        if not (isinstance(e, ValueError) and per_channel and _raised_in(e, "_adjust_weight_scale_for_int32_bias")):
             raise
         per_channel = False
         notes.append(
