@@ -23,6 +23,9 @@ the original kept as ``__cause__``::
     │                                                    the files, and why (missing, invalid, mismatch)
     ├── ConversionError                                  a model could not be converted
     │   └── ConversionMismatchError                      the converted model disagreed: nothing written
+    ├── OptimizeError                                    pruning, distillation or the measured chain failed
+    │   ├── PruningError                                 the pruned module does not run, or nothing is prunable
+    │   └── OptimizeDropError                            the chain lost more than max_drop: nothing written
     └── ServeError                                       answered to a client with an HTTP/gRPC status
         ├── BadRequest (400)  ├── NotFound (404)  ├── Unauthorized (401)  ├── PayloadTooLarge (413)
         ├── Unavailable (503) ├── DeadlineExceeded (504)  └── ClientClosed (499)
@@ -65,8 +68,11 @@ __all__ = [
     "ModelLoadError",
     "ModelUnavailable",
     "NotFound",
+    "OptimizeDropError",
+    "OptimizeError",
     "PayloadTooLarge",
     "ProfileError",
+    "PruningError",
     "QueueFullError",
     "ServeError",
     "SignatureError",
@@ -227,6 +233,24 @@ class ConversionError(InfercoreError):
 class ConversionMismatchError(ConversionError):
     """The converted model did not agree with its source (or could not run the checked inputs):
     nothing was written at the output path. ``report`` holds every attempt and every check."""
+
+    def __init__(self, message: str, *, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class OptimizeError(InfercoreError):
+    """Pruning, distillation or a step of the measured optimization chain failed."""
+
+
+class PruningError(OptimizeError):
+    """The module could not be pruned: it cannot be traced, the pruned module no longer runs or
+    changed its outputs' shapes, or nothing in it is prunable."""
+
+
+class OptimizeDropError(OptimizeError):
+    """The optimized model lost more than ``max_drop`` against the input model: ``report`` holds
+    every step's measurement; the final model was not written to the output directory."""
 
     def __init__(self, message: str, *, report: Any) -> None:
         super().__init__(message)
