@@ -177,7 +177,7 @@ def test_prune_round_to_and_ignore():
     assert all(c.out_channels % 8 == 0 for c in convs)
     kept = ic.prune(m, x, ratio=0.5, ignore=["blocks.3"]).module.blocks[3]
     assert kept.conv1.out_channels == kept.conv2.out_channels == 64
-    rep = ic.prune(m, x, ratio=0.5, ignore=[m.blocks[3]], inplace=False).report
+    rep = ic.prune(m, x, ratio=0.5, ignore=[m.blocks[3]]).report
     assert any(x.name == "blocks.3" and x.reason == "ignored by the caller" for x in rep.left_alone)
 
 

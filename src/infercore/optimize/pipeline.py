@@ -256,9 +256,9 @@ def optimize(
                     "description": f"structured {ratio:.0%} ({res.report.importance}), MACs {res.report.mac_ratio:.0%}"})  # fmt: skip
             elif step == "distill":
                 student = copy.deepcopy(current) if current is module else current
-                opts = dict(distill_options or {})
+                opts = {"progress": False, **dict(distill_options or {})}
                 res_d = distill(student, module, data, epochs, example_inputs=example_inputs, fine_tune=fine_tune,
-                                progress=False, **opts)  # fmt: skip
+                                **opts)  # fmt: skip
                 current = res_d.module
                 path, conv = _convert(current, inputs, fmt, stem.with_suffix(suffix), backends=verify, exporter=exporter)
                 what = "caller's fine_tune" if fine_tune is not None else f"{res_d.report.method}, {epochs} epochs"
@@ -302,14 +302,16 @@ def optimize(
         same = prev == label_of[f]
         up = None if prev is None else (1.0 if same else run.ratio(label_of[f], prev))
         up_best = None if prev is None else (1.0 if same else run.best_ratio(label_of[f], prev))
+        low = None if prev is None else (1.0 if same else run.ratio_low(label_of[f], prev))
+        best_low = None if prev is None else (1.0 if same else run.best_ratio_low(label_of[f], prev))
         steps_out.append(StepReport(
             step=r["step"], kind=r["kind"], description=r["description"], artifact=str(f), size_bytes=_size(f),
             metrics=scores[f], p50_ms=sp.p50_ms, p99_ms=sp.p99_ms, best_batch=sp.best_batch,
             best_p50_ms=sp.best_p50_ms, best_p99_ms=sp.best_p99_ms, best_items_per_s=sp.best_items_per_s,
-            speedup=up, speedup_best=up_best,
+            speedup=up, speedup_best=up_best, speedup_low=low, speedup_best_low=best_low,
             total=1.0 if label_of[f] == first else run.ratio(label_of[f], first),
             total_best=1.0 if label_of[f] == first else run.best_ratio(label_of[f], first),
-            flag=speed_flag(up, up_best, min_speedup) if r["kind"] == "speed" else None,
+            flag=speed_flag(low, best_low, min_speedup) if r["kind"] == "speed" else None,
             seconds=round(r["seconds"], 3), details=r["details"],
         ))  # fmt: skip
     base = steps_out[0].metrics.get(metric_name, float("nan"))

@@ -15,6 +15,8 @@ channels. On top of it, ``prune``:
 - finds attention modules (an ``nn.Module`` with a head count such as ``num_attention_heads`` or
   ``num_heads`` and per-head query/key/value ``nn.Linear`` children) and removes whole heads, the
   same share as ``ratio``, rather than dimensions inside heads; their head counts are updated;
+- leaves alone a group of layers torch-pruning fails on (an op it maps wrongly, such as a GLU
+  halving the channels), starting again from the module as given, and says so;
 - runs the pruned module on the example inputs and refuses (``PruningError``) a module that no
   longer runs or whose outputs changed shape.
 
@@ -38,7 +40,7 @@ from typing import Any
 from ..arguments import check_int
 from ..errors import ArgumentError, InputSpecError, PruningError
 from ..inputs import labelled_batches
-from .torchmodel import ModuleInputs, call, flat_outputs, module_inputs, torch, torch_pruning
+from .torchmodel import ModuleInputs, call, eval_mode, flat_outputs, module_inputs, torch, torch_pruning
 
 __all__ = ["IMPORTANCES", "LayerChannels", "LeftAlone", "PruneReport", "PruneResult", "check_ratio", "prune"]
 
@@ -351,6 +353,31 @@ def _shapes(out: list[Any]) -> list[tuple[int, ...]]:
     return [tuple(o.shape) for o in out]
 
 
+class _Guarded:
+    """An importance that records the groups it cannot rank (torch-pruning maps some ops wrongly:
+    a GLU halving the channels) and returns None for them, which torch-pruning skips."""
+
+    def __init__(self, imp: Any, names: dict[Any, str], failed: dict[str, str]) -> None:
+        self.imp, self.names, self.failed = imp, names, failed
+
+    def __call__(self, group: Any) -> Any:
+        try:
+            return self.imp(group)
+        except Exception as e:
+            for dep, _ in group:
+                name = self.names.get(dep.target.module)
+                if name is not None:
+                    self.failed.setdefault(name, f"torch-pruning could not rank its group's channels ({type(e).__name__}: {e})")
+            return None
+
+    def __getattr__(self, name: str) -> Any:  # what a pruner reads of its importance (OBDC hooks)
+        return getattr(self.imp, name)
+
+
+def _group_names(group: Any, names: dict[Any, str]) -> list[str]:
+    return [names[dep.target.module] for dep, _ in group if dep.target.module in names]
+
+
 def prune(
     module: Any,
     example_inputs: Any,
@@ -362,11 +389,10 @@ def prune(
     heads: bool = True,
     data: Any = None,
     loss_fn: Callable[..., Any] | None = None,
-    inplace: bool = False,
 ) -> PruneResult:
     """Remove ``ratio`` of the channels of every prunable layer group of ``module`` (and of the
-    heads of every attention module), keeping the graph consistent; return the pruned module and
-    its report.
+    heads of every attention module), keeping the graph consistent; return a pruned copy and its
+    report (``module`` is left as it was).
 
     ``example_inputs``: a tensor or array, a tuple of them, or a dict by argument name (batched on
     axis 0). ``ignore``: submodules (objects, dotted names, or a class) to leave as they are.
@@ -375,7 +401,9 @@ def prune(
     losses than cross entropy), ``"fpgm"``, ``"lamp"``, ``"random"`` or a torch-pruning
     ``Importance``. ``round_to``: keep channel counts multiples of it (8 or 16 suit SIMD kernels).
     ``heads``: remove whole attention heads (False: leave attention projections alone).
-    ``inplace``: prune ``module`` itself rather than a copy.
+
+    A group of layers torch-pruning fails on (an op it maps wrongly) is left alone, and the report
+    says so: the pruning starts again from the module as given, without that group.
     """
     t = torch()
     tp = torch_pruning()
@@ -384,92 +412,52 @@ def prune(
     ratio = check_ratio(ratio)
     imp, imp_name = _importance(importance)
     check_int("round_to", round_to, optional=True)
-    for flag, value in (("heads", heads), ("inplace", inplace)):
-        if not isinstance(value, bool):
-            raise ArgumentError(flag, f"expected True or False, got {value!r}")
+    if not isinstance(heads, bool):
+        raise ArgumentError("heads", f"expected True or False, got {heads!r}")
     started = time.perf_counter()
-    original = module
-    if not inplace:
-        module = copy.deepcopy(module)
     inputs = module_inputs(module, example_inputs)
-    ignored, named_ignored = _ignored(original, module, ignore)
-    was_training = module.training
-    module.eval()
-    notes: list[str] = []
-    try:
-        with t.no_grad():
-            try:
-                before_out = flat_outputs(call(module, inputs))
-            except Exception as e:
-                raise InputSpecError(f"the module does not run on the example inputs: {type(e).__name__}: {e}") from e
-        if not before_out:
-            raise PruningError("the module returned no tensors: nothing to keep consistent")
-        macs_before, params_before = _count(tp, module, inputs)
-        widths_before = _widths(module)
-        attentions, fused = (_attention_modules(module) if heads else ([], []))
-        attentions = [a for a in attentions if a.module not in named_ignored]
-        num_heads = {lin: n for a in attentions for lin, n in a.projections.items()}
-        captured: dict[str, Any] = {}
-
-        def keep_outputs(out: Any) -> Any:
-            captured["out"] = out
-            return out
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                pruner = tp.pruner.BasePruner(
-                    module, inputs.example_for_tracing(), importance=imp, pruning_ratio=ratio,
-                    ignored_layers=ignored, round_to=round_to, num_heads=num_heads,
-                    prune_num_heads=bool(num_heads), prune_head_dims=not num_heads,
-                    head_pruning_ratio=ratio if num_heads else 0.0, output_transform=keep_outputs,
-                )  # fmt: skip
-            except Exception as e:
-                raise PruningError(
-                    f"torch-pruning could not trace the module: {type(e).__name__}: {e}"
-                ) from e
-        notes += sorted({str(w.message).strip() for w in caught if "nwrapped" in str(w.message)})
-        outputs = [o for o in flat_outputs(captured.get("out")) if isinstance(o, t.Tensor)]
-        kept = _output_layers(pruner.DG, outputs)
-        pruner.ignored_layers.extend(m for m in kept if m not in pruner.ignored_layers)
-        tied = _tied(pruner.DG, kept, named_ignored)
-
-        if imp_name == "taylor":
-            module.train(was_training)
-            n = _taylor_gradients(module, inputs, data, loss_fn)
-            module.eval()
-            notes.append(f"Taylor importance from gradients on {n} samples of data")
+    _ignored(module, module, ignore)  # a wrong name fails before any work
+    with eval_mode(module):
         try:
-            for group in pruner.step(interactive=True):
-                group.prune()
+            before_out = flat_outputs(call(module, inputs))
         except Exception as e:
-            raise PruningError(f"torch-pruning failed while pruning: {type(e).__name__}: {e}") from e
-        finally:
-            module.zero_grad(set_to_none=True)
-        heads_after = {a.name: _update_heads(a, pruner.num_heads) for a in attentions}
+            raise InputSpecError(f"the module does not run on the example inputs: {type(e).__name__}: {e}") from e
+    if not before_out:
+        raise PruningError("the module returned no tensors: nothing to keep consistent")
+    macs_before, params_before = _count(tp, module, inputs)
+    widths_before = _widths(module)
+    failed: dict[str, str] = {}  # module name -> why torch-pruning could not prune its group
+    for _ in range(8):
+        work = copy.deepcopy(module)
+        attempt = _attempt(work, module, inputs, ratio, imp, imp_name, ignore, round_to, heads, data, loss_fn, failed)
+        if attempt is not None:
+            break
+    else:
+        raise PruningError("torch-pruning failed on group after group: " + "; ".join(f"{n}: {r}" for n, r in failed.items()))
+    kept, named_ignored, tied, fused, attentions, heads_after, notes = attempt
 
-        with t.no_grad():
-            try:
-                after_out = flat_outputs(call(module, inputs))
-            except Exception as e:
-                raise PruningError(
-                    f"the pruned module no longer runs ({type(e).__name__}: {e}); a layer whose width its forward "
-                    "code assumes (a reshape to fixed sizes, a hard-coded head count) was pruned: leave it alone "
-                    "with ignore=[...]"
-                ) from e
-        if _shapes(after_out) != _shapes(before_out):
+    with eval_mode(work):
+        try:
+            after_out = flat_outputs(call(work, inputs))
+        except Exception as e:
+            hint = (f"; attention heads were cut in {', '.join(a.name for a in attentions[:3])}: if its forward "
+                    "derives the head size from another attribute, try heads=False") if attentions else ""  # fmt: skip
             raise PruningError(
-                f"pruning changed the outputs' shapes from {_shapes(before_out)} to {_shapes(after_out)}: "
-                "leave the layers that make them alone with ignore=[...]"
-            )
-        bad = [i for i, o in enumerate(after_out) if o.is_floating_point() and not bool(t.isfinite(o).all())]
-        if bad:
-            raise PruningError(f"the pruned module's output {bad[0]} holds NaN or infinity on the example inputs")
-        macs_after, params_after = _count(tp, module, inputs)
-    finally:
-        module.train(was_training)
+                f"the pruned module no longer runs ({type(e).__name__}: {e}); a layer whose width its forward "
+                f"code assumes (a reshape to fixed sizes, a hard-coded head count) was pruned: leave it alone "
+                f"with ignore=[...]{hint}"
+            ) from e
+    if _shapes(after_out) != _shapes(before_out):
+        raise PruningError(
+            f"pruning changed the outputs' shapes from {_shapes(before_out)} to {_shapes(after_out)}: "
+            "leave the layers that make them alone with ignore=[...]"
+        )
+    bad = [i for i, o in enumerate(after_out) if o.is_floating_point() and not bool(t.isfinite(o).all())]
+    if bad:
+        raise PruningError(f"the pruned module's output {bad[0]} holds NaN or infinity on the example inputs")
+    macs_after, params_after = _count(tp, work, inputs)
 
-    widths_after = _widths(module)
+    widths_after = _widths(work)
     layers = [
         LayerChannels(name, kind, b_out, widths_after[name][1], b_in, widths_after[name][2])
         for name, (kind, b_out, b_in) in widths_before.items()
@@ -477,8 +465,8 @@ def prune(
     ]
     layers += [LayerChannels(a.name, "attention heads", a.heads, heads_after[a.name]) for a in attentions
                if heads_after[a.name] != a.heads]  # fmt: skip
-    names = {m: n for n, m in module.named_modules()}
-    left = _left_alone(widths_before, widths_after, names, kept, named_ignored, tied, fused, ratio, module)
+    names = {m: n for n, m in work.named_modules()}
+    left = _left_alone(widths_before, widths_after, names, kept, named_ignored, tied, fused, failed, ratio, work)
     if not layers:
         raise PruningError(
             "nothing was pruned: " + ("; ".join(f"{x.name}: {x.reason}" for x in left[:6]) or "no prunable layer found")
@@ -489,7 +477,73 @@ def prune(
         parameters_after=params_after, macs_before=macs_before, macs_after=macs_after, layers=tuple(layers),
         left_alone=tuple(left), example=example, seconds=round(time.perf_counter() - started, 3), notes=tuple(notes),
     )  # fmt: skip
-    return PruneResult(module, report)
+    return PruneResult(work, report)
+
+
+def _attempt(work: Any, original: Any, inputs: ModuleInputs, ratio: float, imp: Any, imp_name: str, ignore: Any,
+             round_to: int | None, heads: bool, data: Any, loss_fn: Any, failed: dict[str, str]) -> Any:  # fmt: skip
+    """Prune ``work`` (a fresh copy of ``original``) in place, leaving the groups in ``failed``
+    alone. None when torch-pruning failed on a group while pruning it: ``failed`` then names that
+    group, and ``work`` is spoiled."""
+    t = torch()
+    tp = torch_pruning()
+    ignored, named_ignored = _ignored(original, work, ignore)
+    by_name = dict(work.named_modules())
+    names = {m: n for n, m in by_name.items() if n}
+    skipped = [by_name[n] for n in failed if n in by_name]
+    for m in skipped:
+        ignored.extend(m.modules())
+    attentions, fused = (_attention_modules(work) if heads else ([], []))
+    attentions = [a for a in attentions if a.module not in named_ignored and a.module not in skipped]
+    num_heads = {lin: n for a in attentions for lin, n in a.projections.items()}
+    captured: dict[str, Any] = {}
+    notes: list[str] = []
+
+    def keep_outputs(out: Any) -> Any:
+        captured["out"] = out
+        return out
+
+    was_training = work.training
+    work.eval()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                pruner = tp.pruner.BasePruner(
+                    work, inputs.example_for_tracing(), importance=_Guarded(imp, names, failed), pruning_ratio=ratio,
+                    ignored_layers=ignored, round_to=round_to, num_heads=num_heads,
+                    prune_num_heads=bool(num_heads), prune_head_dims=not num_heads,
+                    head_pruning_ratio=ratio if num_heads else 0.0, output_transform=keep_outputs,
+                )  # fmt: skip
+            except Exception as e:
+                raise PruningError(f"torch-pruning could not trace the module: {type(e).__name__}: {e}") from e
+        notes += sorted({str(w.message).strip() for w in caught if "nwrapped" in str(w.message)})
+        outputs = [o for o in flat_outputs(captured.get("out")) if isinstance(o, t.Tensor)]
+        kept = _output_layers(pruner.DG, outputs)
+        pruner.ignored_layers.extend(m for m in kept if m not in pruner.ignored_layers)
+        tied = _tied(pruner.DG, kept, named_ignored)
+        if imp_name == "taylor":
+            work.train(was_training)
+            used = _taylor_gradients(work, inputs, data, loss_fn)
+            work.eval()
+            notes.append(f"Taylor importance from gradients on {used} samples of data")
+        group = None
+        try:
+            for group in pruner.step(interactive=True):
+                group.prune()
+        except Exception as e:
+            where = _group_names(group, names) if group is not None else []
+            if not where or all(n in failed for n in where):
+                raise PruningError(f"torch-pruning failed while pruning: {type(e).__name__}: {e}") from e
+            for n in where:
+                failed.setdefault(n, f"torch-pruning failed on its group ({type(e).__name__}: {e})")
+            return None
+        finally:
+            work.zero_grad(set_to_none=True)
+        heads_after = {a.name: _update_heads(a, pruner.num_heads) for a in attentions}
+    finally:
+        work.train(was_training)
+    return kept, named_ignored, tied, fused, attentions, heads_after, notes
 
 
 def _tied(dg: Any, kept: set[Any], named_ignored: set[Any]) -> dict[Any, Any]:
@@ -513,7 +567,7 @@ def _tied(dg: Any, kept: set[Any], named_ignored: set[Any]) -> dict[Any, Any]:
 
 def _left_alone(before: dict[str, tuple[str, int, int]], after: dict[str, tuple[str, int, int]],
                 names: dict[Any, str], kept: set[Any], named_ignored: set[Any], tied: dict[Any, Any],
-                fused: list[tuple[str, str]], ratio: float, module: Any) -> list[LeftAlone]:  # fmt: skip
+                fused: list[tuple[str, str]], failed: dict[str, str], ratio: float, module: Any) -> list[LeftAlone]:  # fmt: skip
     t = torch()
     by_name = dict(module.named_modules())
     ignored_names = {names[m] for m in named_ignored if m in names}
@@ -525,7 +579,9 @@ def _left_alone(before: dict[str, tuple[str, int, int]], after: dict[str, tuple[
         if any(name == n or name.startswith(n + ".") for n in ignored_names):
             continue
         m = by_name.get(name)
-        if m in kept:
+        if name in failed:
+            why = failed[name]
+        elif m in kept:
             why = ("its output channels reach the model's output (directly, or through norms and the residual "
                    "stream): their number is the output's")  # fmt: skip
         elif m in tied:

@@ -27,7 +27,8 @@ class StepReport:
     ``"no speedup"`` below ``min_speedup``), ``"recovery"`` (distillation) or ``"format"`` (the
     conversion the later steps start from: the same file as the state before it). Speed ratios
     are against the row before (``speedup``) and against the input (``total``): latency p50 at
-    batch 1, and items per second at each model's best batch.
+    batch 1, and items per second at each model's best batch; medians of per-round ratios, and
+    (``*_low``) their lower quartiles, which the ``"no speedup"`` flag reads.
     """
 
     step: str
@@ -44,6 +45,8 @@ class StepReport:
     best_items_per_s: float
     speedup: float | None
     speedup_best: float | None
+    speedup_low: float | None  # lower quartiles of the per-round ratios: what the flag reads
+    speedup_best_low: float | None
     total: float
     total_best: float
     flag: str | None
