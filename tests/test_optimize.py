@@ -400,7 +400,8 @@ def test_cli_optimize_pt2(tmp_path, digits_model, split, capsys, one_thread):
     out = tmp_path / "out" / "digits.opt.onnx"
     code = main(["optimize", str(tmp_path / "digits.pt2"), "--data", str(tmp_path / "train.npz"), "--eval",
                  str(tmp_path / "test.npz"), "--steps", "prune,distill,convert", "--ratio", "0.5", "--epochs", "2",
-                 "--rounds", "2", "--round-time", "0.05", "--batch", "1,8", "-o", str(out), "--json"])  # fmt: skip
+                 "--rounds", "2", "--round-time", "0.05", "--batch", "1,8", "-o", str(out), "--json",
+                 "--work-dir", str(tmp_path / "work")])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     rep = json.loads(captured.out)
@@ -411,8 +412,8 @@ def test_cli_optimize_pt2(tmp_path, digits_model, split, capsys, one_thread):
 
     code = main(["optimize", str(tmp_path / "digits.pt2"), "--eval", str(tmp_path / "test.npz"), "--steps", "prune",
                  "--ratio", "0.9", "--max-drop", "0.01", "--rounds", "1", "--round-time", "0.05", "--batch", "1",
-                 "-o", str(tmp_path / "refused.onnx")])  # fmt: skip
-    assert code == 1 and not (tmp_path / "refused.onnx").exists()
+                 "-o", str(tmp_path / "refused.onnx"), "--work-dir", str(tmp_path / "refused")])  # fmt: skip
+    assert code == 1 and not (tmp_path / "refused.onnx").exists() and (tmp_path / "refused" / "report.json").exists()
     assert "max_drop" in capsys.readouterr().out
 
 
@@ -422,6 +423,10 @@ def test_cli_optimize_refuses_before_work(tmp_path, capsys):
     (tmp_path / "m.pt2").write_bytes(b"")
     code = main(["optimize", str(tmp_path / "m.pt2"), "--eval", "nope.npz", "--ratio", "2", "-o", str(tmp_path / "o.onnx")])
     assert code == 2 and "--ratio" in capsys.readouterr().err
+    code = main(["optimize", str(tmp_path / "m.pt2"), "--eval", "x.npz", "-o", str(tmp_path / "o.xml")])
+    assert code == 2 and ".onnx" in capsys.readouterr().err
+    code = main(["optimize", str(tmp_path / "m.pt2"), "--eval", "x.npz", "--steps", "prune,distill"])
+    assert code == 2 and "--data" in capsys.readouterr().err
     code = main(["optimize", str(tmp_path / "missing.pt2"), "--eval", "x.npz", "-o", str(tmp_path / "o.onnx")])
     assert code == 2 and "missing.pt2" in capsys.readouterr().err
     os.chmod(tmp_path, 0o500)

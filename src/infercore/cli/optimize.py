@@ -1,12 +1,14 @@
 """``infercore optimize MODEL.pt2|.pt --eval TEST.npz [--data TRAIN.npz] [--steps prune,distill,convert,int8]
---target ort|openvino|tensorrt -o FINAL.onnx [--max-drop 0.01] [--json]``
+[--target ort|openvino|tensorrt] [-o FINAL.onnx] [--max-drop 0.01] [--json]``
 
 MODEL: a ``torch.export`` program (``.pt2``, ``torch.export.save``) or a TorchScript archive
 (``.pt``); its convolutions, linear layers and norms become prunable ``nn`` modules again. Data
 (``--data`` for distillation and INT8 calibration, ``--eval`` held out): a ``.npz`` file (keys are
 input names, ``arr_0`` for a single-input model, ``labels`` the labels) or a directory of
 ``.npy``/``.npz`` batches with ``labels.npy``. Every step's model file, ``report.json``,
-``report.md`` and ``report.png`` go to ``--work-dir`` (default: ``FINAL``'s name + ``.optimize/``).
+``report.md``, ``report.png`` and the final ``model.onnx``/``.xml`` go to ``--work-dir`` (default:
+``MODEL``'s stem + ``.optimize/`` in the current directory); ``-o FILE`` writes the final model there
+instead.
 
 Exit status: 0 the final model was written; 1 the chain lost more than ``--max-drop`` (the report
 is printed and kept, the final model is not written); 2 any error.
@@ -15,17 +17,15 @@ is printed and kept, the final model is not written); 2 any error.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArgumentError, BackendUnavailableError, ModelLoadError, OptimizeDropError, UsageError
+from ..errors import ArgumentError, ModelLoadError, OptimizeDropError, UsageError
+from .common import EXIT_OK, EXIT_VERDICT, Need, Preflight, add_output_flag
 
-EXIT_OK, EXIT_DROP, EXIT_ERROR = 0, 1, 2
 VERDICT = "the chain lost more than --max-drop (the final model is not written)"
 _SUFFIX = {"ort": ".onnx", "openvino": ".xml", "tensorrt": ".onnx"}
-_NEEDS = {"prune": ("torch", "torch_pruning"), "convert": ("onnx", "onnxruntime"), "int8": ("onnx", "onnxruntime")}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -47,9 +47,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data", "-d", default=None, help="training data for distill and int8: .npz or a directory")
     p.add_argument("--steps", default="prune,convert,int8", help=f"comma-separated, from {', '.join(STEPS)} (default prune,convert,int8)")
     p.add_argument("--target", "-t", choices=TARGETS, default="ort", help="runtime to optimize for (default ort)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
-                   help="the final model: .onnx (.xml for --target openvino); missing directories are created")  # fmt: skip
-    p.add_argument("--work-dir", type=Path, default=None, help="every step's file and the report (default FILE.optimize/)")
+    add_output_flag(p, "the final model (.onnx; .xml for --target openvino)", stdout=False)
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="every step's file, the report and (without -o) the final model (default: MODEL's stem + .optimize/)")  # fmt: skip
     p.add_argument("--ratio", type=float, default=0.5, help="share of channels (and heads) to remove (default 0.5)")
     p.add_argument("--importance", choices=IMPORTANCES, default="l2", help="what ranks channels (default l2)")
     p.add_argument("--ignore", default=None, metavar="NAME,NAME", help="submodules to leave unpruned, by dotted name")
@@ -69,7 +69,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads of the measuring backend")
     p.add_argument("--no-plot", action="store_true", help="skip report.png")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run, error_status=EXIT_ERROR,
+    p.set_defaults(func=run, preflight=preflight,
                    param_flags={"output_dir": "--work-dir", "round_s": "--round-time", "data": "--data",
                                 "eval_data": "--eval", "example_inputs": "--data"})  # fmt: skip
 
@@ -81,13 +81,14 @@ def _batches(text: str) -> list[int]:
         raise UsageError(f"--batch: expected comma-separated integers, got {text!r}") from None
 
 
-def _preflight(args: argparse.Namespace, steps: list[str]) -> None:
-    """Refuse what would fail later, before any work: numbers out of range, the model file, the
-    output path, missing extras."""
+def preflight(args: argparse.Namespace) -> Preflight:
+    """Refuse what would fail later, before any work: numbers out of range, the steps, the model
+    file, the output path, missing extras."""
     from ..arguments import check_int, check_number
+    from ..optimize.pipeline import check_steps
     from ..optimize.pruning import check_ratio
-    from ..optional import install_hint, missing
 
+    steps, _ = check_steps(args.steps)
     check_ratio(args.ratio)
     check_int("epochs", args.epochs, minimum=0)
     check_int("rounds", args.rounds)
@@ -95,48 +96,40 @@ def _preflight(args: argparse.Namespace, steps: list[str]) -> None:
     check_number("max_drop", args.max_drop, optional=True)
     check_int("round_to", args.round_to, optional=True)
     check_int("calibration_samples", args.calibration_samples)
+    _batches(args.batch)
     if not args.model.is_file():
         raise ModelLoadError(f"model file not found: {args.model}", path=str(args.model))
-    want = _SUFFIX[args.target]
-    out: Path = args.output
-    if out.suffix.lower() != want:
-        raise UsageError(f"-o {out}: a model for --target {args.target} is written as {want}")
-    if out.is_dir():
-        raise UsageError(f"-o {out}: is a directory; give a file path")
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"-o {out}: cannot write in {parent}")
-    modules = ["torch", "torch_pruning"]
-    for s in steps:
-        modules += _NEEDS.get(s, ())
-    modules += ["openvino"] if args.target == "openvino" else []
-    modules += ["nncf"] if args.target == "openvino" and "int8" in steps else []
-    absent = missing(dict.fromkeys(modules))
-    if absent:
-        extra = "prune" if set(absent) & {"torch", "torch_pruning"} else ("openvino" if absent == ["openvino"] else "quantize")
-        raise BackendUnavailableError(f"infercore optimize needs {', '.join(absent)}, not installed: {install_hint(extra)}")
+    if args.output is not None:
+        want = _SUFFIX[args.target]
+        if str(args.output) == "-":
+            raise UsageError("--output -: a model is written to files, not stdout")
+        if Path(args.output).suffix.lower() != want:
+            raise UsageError(f"--output {args.output}: a model for --target {args.target} is written as {want}")
     if "distill" in steps and args.data is None:
         raise UsageError("--data is required for the distill step (training data with labels)")
     if "int8" in steps and args.data is None:
         raise UsageError("--data is required for the int8 step (calibration data)")
+    needs = [Need("prune", ("torch", "torch_pruning"), "infercore optimize"),
+             Need("ort", ("onnx", "onnxruntime"), "infercore optimize (the convert step)")]  # fmt: skip
+    if args.target == "openvino":
+        needs.append(Need("openvino", ("openvino",), "--target openvino"))
+    if "int8" in steps:
+        needs.append(Need("quantize", ("onnx", "onnxruntime") + (("nncf",) if args.target == "openvino" else ()), "the int8 step"))
+    return Preflight(outputs=[("--output", args.output)], needs=needs)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..optimize.pipeline import check_steps
-
-    steps, _ = check_steps(args.steps)
-    _preflight(args, steps)
     from ..optimize import optimize
     from ..optimize.distillation import example_from_data
+    from ..optimize.pipeline import check_steps
     from ..optimize.torchmodel import load_module
 
+    steps, _ = check_steps(args.steps)
     example = example_from_data(args.data if args.data is not None else args.eval_data)
     module, saved = load_module(args.model, None if args.model.suffix == ".pt2" else example)
     if saved is not None:
         example = saved
-    work = args.work_dir if args.work_dir is not None else args.output.parent / (args.output.name + ".optimize")
+    work = args.work_dir if args.work_dir is not None else Path(args.model.stem + ".optimize")
     calibrate_options = {k: v for k, v in (("method", args.method), ("preset", args.preset)) if v is not None}
     try:
         result = optimize(
@@ -150,15 +143,15 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except OptimizeDropError as e:
         _print(args, e.report)
-        print(f"infercore optimize: error: the chain lost more than --max-drop; {args.output} not written "
+        print(f"infercore optimize: FAILED: the chain lost more than --max-drop; the final model is not written "
               f"(every step's file and the report are in {work})", file=sys.stderr)  # fmt: skip
-        return EXIT_DROP
+        return EXIT_VERDICT
     except ArgumentError as e:
         if e.parameter == "output":
-            raise UsageError(f"-o {args.output}: {e.reason}") from e
+            raise UsageError(f"--output {args.output}: {e.reason}") from e
         raise
     _print(args, result.report)
-    print(f"wrote {args.output} (and the report in {work})", file=sys.stderr)
+    print(f"wrote {result.artifact_path} (every step's file and the report are in {work})", file=sys.stderr)
     return EXIT_OK
 
 
