@@ -37,7 +37,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import infercore as ic
 from _common import machine, write_json
-from infercore.convert import convert
 from infercore.optimize.speed import measure_speed, speed_flag
 from infercore.testing import digits
 
@@ -134,7 +133,7 @@ def run(quick: bool, threads: int | None = 1) -> dict[str, Any]:
     _log("converting every model (ic.convert, verified against torch)")
     files: dict[str, Path] = {}
     for i, (label, m) in enumerate(models.items()):
-        res = convert(m.eval(), "onnx", (example,), dynamic={"image": {0: "batch"}}, input_names=["image"],
+        res = ic.convert(m.eval(), "onnx", (example,), dynamic={"image": {0: "batch"}}, input_names=["image"],
                          output=work / f"{i:02d}.onnx", exporter="torchscript")  # fmt: skip
         files[label] = Path(res.artifact_path)
         info[label]["verified"] = res.report.verdict()

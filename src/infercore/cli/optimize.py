@@ -110,9 +110,11 @@ def preflight(args: argparse.Namespace) -> Preflight:
     if "int8" in steps and args.data is None:
         raise UsageError("--data is required for the int8 step (calibration data)")
     needs = [Need("prune", ("torch", "torch_pruning"), "infercore optimize"),
-             Need("ort", ("onnx", "onnxruntime"), "infercore optimize (the convert step)")]  # fmt: skip
+             Need("convert-torch", ("onnx", "onnxslim"), "infercore optimize (the convert step: ic.convert)")]  # fmt: skip
     if args.target == "openvino":
         needs.append(Need("openvino", ("openvino",), "--target openvino"))
+    elif args.target == "ort":
+        needs.append(Need("ort", ("onnxruntime",), "--target ort"))
     if "int8" in steps:
         needs.append(Need("quantize", ("onnx", "onnxruntime") + (("nncf",) if args.target == "openvino" else ()), "the int8 step"))
     return Preflight(outputs=[("--output", args.output)], needs=needs)
