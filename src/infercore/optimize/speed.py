@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..arguments import check_int, check_number
-from ..errors import ArgumentError, BenchmarkWarning
+from ..errors import ArgumentError, BenchmarkWarning, OptimizeError
 
 __all__ = ["MIN_SPEEDUP", "NO_SPEEDUP", "ModelSpeed", "SpeedRun", "lower_quartile", "measure_speed", "speed_flag"]
 
@@ -165,7 +165,7 @@ def measure_speed(
                     progress.advance()
         if failures:
             label, why = next(iter(failures.items()))
-            raise ArgumentError("models", f"{label} did not run on {backend}: {why}")
+            raise OptimizeError(f"{label} could not be timed on {backend}: {why}")
     finally:
         for eng in engines.values():
             eng.close()
