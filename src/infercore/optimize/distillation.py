@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..arguments import check_int, check_number
-from ..errors import ArgumentError, InputSpecError, OptimizeError
+from ..errors import ArgumentError, OptimizeError
 from ..inputs import LabelledBatches, labelled_batches, read_data
 from ..progress import Progress
 from .torchmodel import ModuleInputs, call, flat_outputs, module_inputs, score_module, torch
@@ -269,8 +269,6 @@ def distill(
                     seen += len(idx)
                 losses.append(total_loss / max(seen, 1))
                 bar.advance()
-    except InputSpecError:
-        raise
     finally:
         student.train(was_training)
         student.zero_grad(set_to_none=True)

@@ -331,7 +331,7 @@ def optimize(
         notes=tuple(notes + run.notes),
     )  # fmt: skip
     report.to_json(out_dir / "report.json")
-    (out_dir / "report.md").write_text(report.markdown() + "\n\n" + report._verdict() + "\n")
+    (out_dir / "report.md").write_text(report.markdown() + "\n\n" + report.verdict() + "\n")
     if plot:
         try:
             report.plot(out_dir / "report.png")
@@ -339,7 +339,7 @@ def optimize(
             report = _with_note(report, f"no plot: {e}")
     if not passed:
         raise OptimizeDropError(
-            f"the optimized model lost {report._verdict()}; nothing written as the final model "
+            f"the chain lost too much: {report.verdict()}; no final model written "
             f"(every step's file and the report are in {out_dir})\n{report}",
             report=report,
         )

@@ -112,7 +112,8 @@ class OptimizeReport:
             ])  # fmt: skip
         return head, rows
 
-    def _verdict(self) -> str:
+    def verdict(self) -> str:
+        """One line: the metric from the input to the last step, the drop, and what max_drop said."""
         pts = self.metric != "cosine"
         drop = f"{100 * self.drop:+.2f} pt" if pts else f"{self.drop:+.5f}"
         first, last = self.steps[0], self.steps[-1]
@@ -146,7 +147,7 @@ class OptimizeReport:
             "",
             *[f"{s.step}: {s.description}" + (f" ({s.seconds:.1f} s)" if s.seconds else "") for s in self.steps],
             "",
-            self._verdict(),
+            self.verdict(),
         ]
         if self.final:
             lines.append(f"final model: {self.final}")

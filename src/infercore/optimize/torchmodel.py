@@ -32,7 +32,6 @@ __all__ = [
     "call",
     "eval_mode",
     "flat_outputs",
-    "is_module",
     "load_module",
     "module_inputs",
     "predict",
@@ -51,14 +50,6 @@ def torch() -> Any:
 
 def torch_pruning() -> Any:
     return require("torch_pruning", EXTRA, package="torch-pruning")
-
-
-def is_module(obj: Any) -> bool:
-    """Whether ``obj`` is a torch ``nn.Module``, without importing torch."""
-    import sys
-
-    t = sys.modules.get("torch")
-    return t is not None and isinstance(obj, t.nn.Module)
 
 
 def as_tensor(value: Any, name: str, parameter: str = "example_inputs") -> Any:
