@@ -1,4 +1,4 @@
-"""``infercore serve REPO``: an Open Inference Protocol (V2) server over REST and gRPC."""
+"""``infercore serve PATH``: an Open Inference Protocol (V2) server over REST and gRPC."""
 
 from __future__ import annotations
 
@@ -57,17 +57,70 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _threads(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return cpu_limit()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer or 'auto': {text!r}")
+    return value
+
+
+def cpu_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its container's CPU quota (cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us``), rounded up, else the CPUs it may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = period = None
+    try:
+        quota_text, period_text = (cgroup / "cpu.max").read_text().split()[:2]
+        if quota_text != "max":
+            quota, period = int(quota_text), int(period_text)
+    except (OSError, ValueError):
+        try:
+            q = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            if q > 0:
+                quota, period = q, int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota and period:
+        cpus = min(cpus, max(1, math.ceil(quota / period)))
+    return cpus
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a model repository over the Open Inference Protocol (V2): REST and gRPC",
-        description="Serve REPO/<model>/<version>/model.{onnx,xml,tflite,engine} (+ REPO/<model>/config.yaml) "
-        "with Triton/KServe-compatible REST (binary tensor extension) and gRPC, Prometheus metrics, "
-        "and a graceful drain on SIGTERM. Logs are JSON lines on stderr; a repository with no servable "
-        "model is served all the same (models can be added and loaded through the API), with a warning.",
-        epilog="example:\n  infercore serve models/ --http-port 8000 --grpc-port off --metrics-port off",
+        description="Serve PATH with Triton/KServe-compatible REST (binary tensor extension) and gRPC, "
+        "Prometheus metrics, and a graceful drain on SIGTERM. PATH is a model repository "
+        "(PATH/<model>/<version>/model.{onnx,xml,tflite,engine} + PATH/<model>/config.yaml), or one "
+        "model: a model file (minilm.onnx), a directory of one model's files (PATH/model.onnx + "
+        "PATH/config.yaml, as KServe's storage initializer leaves /mnt/models), or of its versions "
+        "(PATH/1/model.onnx). Logs are JSON lines on stderr; a repository with no servable model is "
+        "served all the same (models can be added and loaded through the API), with a warning.",
+        epilog="examples:\n  infercore serve models/ --http-port 8000 --grpc-port off --metrics-port off\n"
+        "  infercore serve /mnt/models --model-name minilm --threads auto",
     )
-    p.add_argument("repository", type=Path, metavar="REPO", help="model repository: REPO/<model>/<version>/model.<suffix>")
+    p.add_argument(
+        "repository",
+        type=Path,
+        metavar="PATH",
+        help="model repository (PATH/<model>/<version>/model.<suffix>), or one model: a model file, "
+        "or a directory of its files or of its versions",
+    )
+    p.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="serve PATH as the model NAME: PATH is one model (a file, its files, its versions), or a "
+        "repository holding NAME or only one model (KServe runtimes pass {{.Name}}); default: the "
+        "file's stem or the directory's name",
+    )
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--http-port", type=_port, default=8000, help="REST port (default 8000; 0: any; off)")
     p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0: any; off)")
@@ -99,6 +152,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=30.0,
         help="seconds to finish accepted requests after SIGTERM (default 30)",
     )
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N|auto",
+        help="runtime threads per engine instance for every model whose config.yaml does not set "
+        "threads; auto: the CPUs this container may use (its cgroup CPU quota). Default: the "
+        "runtime's own choice, usually every core of the machine, too many in a container",
+    )
     p.add_argument("--access-log", action="store_true", help="log every inference request (JSON lines)")
     p.add_argument(
         "--require-signatures",
@@ -127,35 +188,43 @@ def preflight(args: argparse.Namespace) -> Preflight:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ServeError, UsageError
+    from ..serve.layout import repository_for
     from ..serve.logs import configure_logging
+    from ..serve.repository import ModelRepository
     from ..serve.server import InferenceServer, ServeOptions
 
     configure_logging(
         logging.DEBUG if getattr(args, "debug", False) else logging.INFO, access=args.access_log
     )
-    if not args.repository.is_dir():
-        raise ValueError(f"model repository {args.repository} is not a directory")
+    if args.models and args.model_name:
+        raise UsageError("--model and --model-name: give one (--model-name serves PATH as that one model)")
     signature = None
     if args.require_signatures is not None:
         from ..serve.signatures import SignatureConfig
 
         signature = SignatureConfig(public_key=args.require_signatures)
-    options = ServeOptions(
-        host=args.host,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        token=args.token or None,
-        max_body=args.max_body,
-        models=args.models,
-        drain_timeout=args.drain_timeout,
-        signature=signature,
-    )
-    from ..errors import ServeError
-
+    served = repository_for(args.repository, args.model_name)
     try:
-        InferenceServer(args.repository, options).run()
+        repo = ModelRepository(
+            served.root,
+            signature=signature,
+            defaults={"threads": args.threads} if args.threads else None,
+        )
+        options = ServeOptions(
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            token=args.token or None,
+            max_body=args.max_body,
+            models=args.models or list(served.models) or None,
+            drain_timeout=args.drain_timeout,
+        )
+        InferenceServer(repo, options).run()
     except ServeError as e:  # a model that fails to load at start: not a bad request, not a bug
         print(f"infercore serve: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        served.cleanup()
     return EXIT_OK
