@@ -194,7 +194,11 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def start_infercore(model: str, path: Path, work: Path) -> tuple[subprocess.Popen, int]:
+def start_infercore(
+    model: str, path: Path, work: Path, *, new_session: bool = False
+) -> tuple[subprocess.Popen, int]:
+    """``infercore serve`` on ``path``; ``new_session``: in a session of its own, as a server started
+    from its own shell is (Linux's autogroup scheduling then gives it its own share of the CPUs)."""
     repo = work / "repo"
     shutil.rmtree(repo, ignore_errors=True)
     (repo / model / "1").mkdir(parents=True)
@@ -227,7 +231,9 @@ def start_infercore(model: str, path: Path, work: Path) -> tuple[subprocess.Pope
         "--metrics-port",
         "off",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=new_session
+    )
     wait_http(f"http://127.0.0.1:{port}/v2/models/{model}/ready", proc)
     return proc, port
 

@@ -55,9 +55,11 @@ __all__ = [
 
 log = logging.getLogger("infercore.integrations.ray")
 
-# requests Ray sends one replica at a time: enough for the Batcher to form full batches on every
-# instance while the next ones arrive (Ray's own default, 5, starves a batcher)
-DEFAULT_MAX_ONGOING_REQUESTS = 32
+# requests Ray sends one replica at a time. Ray's own default, 5, starves a batcher; and requests
+# over the limit wait in Ray's proxy, whose router keeps polling the replicas for them: 64 MiniLM
+# clients on one replica of 1 CPU measured 10.5-13.5 req/s with 32 here, 15.0-17.1 with 96 (the
+# replica's Batcher queues them for nothing). Autoscaled deployments want less (docs/scale-out.md).
+DEFAULT_MAX_ONGOING_REQUESTS = 128
 _MODEL_CONTROL_OFF = (
     "the models of a Ray Serve deployment are those it was deployed with; redeploy to change them"
 )
@@ -76,15 +78,18 @@ def ic_deployment(
     threads: int | None = None,
     batching: Mapping[str, Any] | bool | str = _FROM_CONFIG,
     max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS,
+    max_replicas_per_node: int | None = None,
     ray_actor_options: Mapping[str, Any] | None = None,
     max_body: int = 64 << 20,
     token: str | None = None,
+    access_log: bool = False,
 ) -> Any:
     """A Ray Serve application (``ray.serve.Application``) serving ``model_or_repo``.
 
     ``model_or_repo``: what ``infercore serve`` takes: a model repository, a model file, or one
     model's directory (``model_name`` names it; see ``infercore.serve.layout``). The path must be
-    readable on every node that runs a replica (a shared volume, or the same files on each).
+    readable on every node that runs a replica (a shared volume, the same files on each, or
+    relative to a ``runtime_env`` working_dir); one that exists here is made absolute.
     ``models``: the models of a repository to load (default: all).
     ``num_replicas`` (an int, or ``"auto"``) or ``autoscaling_config`` (Ray's dict:
     ``min_replicas``, ``max_replicas``, ``target_ongoing_requests``...): how many replicas.
@@ -92,14 +97,21 @@ def ic_deployment(
     replica (default: its CPUs, rounded up), as that many one-thread engine instances.
     ``batching``: ``"config"`` (each model's ``config.yaml``, else infercore's defaults), a
     dict of batcher settings (``max_batch_size``, ``max_queue_delay_ms``...) or ``False``.
-    ``max_ongoing_requests``: requests Ray sends a replica at a time. ``ray_actor_options``:
+    ``max_ongoing_requests``: requests Ray sends a replica at a time. ``max_replicas_per_node``:
+    at most this many replicas on one node (1 spreads them, so a node lost takes one). ``ray_actor_options``:
     more Ray actor options (``resources``, ``runtime_env``...). ``max_body`` and ``token`` as in
-    ``infercore serve`` (``--max-body``, ``--token``).
+    ``infercore serve`` (``--max-body``, ``--token``). ``access_log``: Ray's line per request in
+    the replicas' logs (off, as ``infercore serve`` without ``--access-log``: it costs CPU on every
+    request; the proxy's own is Ray's global ``logging_config``).
     """
     serve = _serve()
     path = Path(os.path.expanduser(os.fspath(model_or_repo)))
-    if not path.exists():
-        raise ArgumentError("model_or_repo", f"{path} does not exist")
+    if path.exists():
+        path = path.resolve()  # replicas run in other directories
+    else:
+        # it may exist only where replicas run (a volume of the worker nodes, or relative to a
+        # runtime_env working_dir): a replica that cannot find it fails to start and says so
+        log.warning("model path %s does not exist here; each replica's node must have it", path)
     if not isinstance(name, str) or not name:
         raise ArgumentError("name", f"expected a non-empty deployment name, got {name!r}")
     if num_replicas is not None and autoscaling_config is not None:
@@ -111,6 +123,7 @@ def ic_deployment(
     check_number("num_cpus", num_cpus, minimum=0.0, inclusive=False)
     check_int("threads", threads, optional=True)
     check_int("max_ongoing_requests", max_ongoing_requests)
+    check_int("max_replicas_per_node", max_replicas_per_node, optional=True)
     check_int("max_body", max_body)
     if models is not None and (isinstance(models, str) or not all(isinstance(m, str) for m in models)):
         raise ArgumentError("models", f"expected a list of model names, got {models!r}")
@@ -125,12 +138,15 @@ def ic_deployment(
     options: dict[str, Any] = {
         "name": name,
         "max_ongoing_requests": max_ongoing_requests,
+        "logging_config": {"enable_access_log": bool(access_log)},
         "ray_actor_options": {"num_cpus": float(num_cpus), **dict(ray_actor_options or {})},
     }
     if num_replicas is not None:
         options["num_replicas"] = num_replicas
     if autoscaling_config is not None:
         options["autoscaling_config"] = dict(autoscaling_config)
+    if max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = max_replicas_per_node
     deployment = serve.deployment(_replica_class(), **options)
     return deployment.bind(str(path), settings)
 

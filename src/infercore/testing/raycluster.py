@@ -54,13 +54,19 @@ def ray_env(**extra: str) -> dict[str, str]:
 
 
 class LocalRayCluster:
-    """``nodes`` Ray nodes of ``cpus_per_node`` CPUs each on 127.0.0.1 (see the module docstring)."""
+    """``nodes`` Ray nodes of ``cpus_per_node`` CPUs each on 127.0.0.1 (the head: ``head_cpus``,
+    if given); see the module docstring.
+
+    Each node's processes run in a session of their own, as on separate machines started from
+    their own shells: where Linux's autogroup scheduling is on (the default on desktop and many
+    server kernels), a busy machine gives each node an equal share of its cores."""
 
     def __init__(
         self,
         nodes: int = 2,
-        cpus_per_node: float = 1,
+        cpus_per_node: int = 1,
         *,
+        head_cpus: int | None = None,
         dashboard: bool = False,
         object_store_mb: int = 100,
         start_timeout: float = 120.0,
@@ -70,6 +76,9 @@ class LocalRayCluster:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
         self.nodes = nodes
         self.cpus_per_node = cpus_per_node
+        # the head's CPUs for tasks and replicas; 0: a head that only runs Ray's own processes (the
+        # GCS, Serve's controller and HTTP proxy), as production clusters are often laid out
+        self.head_cpus = cpus_per_node if head_cpus is None else head_cpus
         self.dashboard = dashboard
         self.object_store_mb = object_store_mb
         self.start_timeout = start_timeout
@@ -78,11 +87,14 @@ class LocalRayCluster:
         self.dashboard_url = ""
         self.temp_dir: Path | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._logs: list[Path] = []
+        self._logs: dict[int, Path] = {}
+        self._groups: list[int] = []  # the process groups of the nodes started, failed ones too
+        self._started = 0.0
         self._ray = str(Path(sys.executable).with_name("ray"))
 
     # -- start ----------------------------------------------------------------------------------
     def start(self) -> LocalRayCluster:
+        self._started = time.time()
         # short: Ray puts Unix sockets under it, and their paths are limited to 107 bytes
         self.temp_dir = Path(tempfile.mkdtemp(prefix="icray-", dir="/tmp"))
         try:
@@ -97,20 +109,32 @@ class LocalRayCluster:
                 self.dashboard_url = f"http://127.0.0.1:{dport}"
             else:
                 head += ["--include-dashboard", "false"]
-            self._start_node(head, "head")
-            self._wait_for_nodes(1)
+            self._start_node(head, "head", self.head_cpus)
+            exited = self._wait_for_nodes(1)
+            if exited is not None:
+                raise self._exit_error(exited)
             for i in range(1, self.nodes):
-                self._start_node(["--address", self.address], f"worker{i}")
-            self._wait_for_nodes(self.nodes)
+                for attempt in range(1, 4):
+                    proc = self._start_node(
+                        ["--address", self.address], f"worker{i}.{attempt}", self.cpus_per_node
+                    )
+                    exited = self._wait_for_nodes(i + 1)
+                    if exited is None:
+                        break
+                    # on a busy machine the GCS can miss a joining node's deadline: start it again
+                    if attempt == 3 or exited is not proc:
+                        raise self._exit_error(exited)
+                    self._procs.remove(proc)
+                    self._kill_group(proc.pid)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start_node(self, role: list[str], name: str) -> None:
+    def _start_node(self, role: list[str], name: str, cpus: float) -> subprocess.Popen[bytes]:
         assert self.temp_dir is not None
         cmd = [self._ray, "start", "--block", *role, "--node-ip-address", "127.0.0.1"]
-        cmd += ["--num-cpus", str(self.cpus_per_node), "--num-gpus", "0"]
+        cmd += ["--num-cpus", str(int(cpus)), "--num-gpus", "0"]  # ray start takes whole CPUs
         cmd += ["--object-store-memory", str(self.object_store_mb << 20), "--disable-usage-stats"]
         cmd += ["--dashboard-agent-listen-port", str(free_port())]
         cmd += ["--dashboard-agent-grpc-port", str(free_port())]
@@ -118,21 +142,26 @@ class LocalRayCluster:
         cmd += ["--metrics-export-port", str(free_port())]
         cmd += ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port())]
         log = self.temp_dir / f"{name}.log"
-        self._logs.append(log)
         with open(log, "wb") as out:
-            self._procs.append(
-                subprocess.Popen(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
-                )
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
             )
+        self._procs.append(proc)
+        self._logs[proc.pid] = log
+        self._groups.append(proc.pid)  # a new session: its process group is its pid
+        return proc
 
-    def _wait_for_nodes(self, n: int) -> None:
-        """Until ``n`` nodes are alive (asked of the GCS by a short-lived ``ray status``)."""
+    def _exit_error(self, proc: subprocess.Popen[bytes]) -> RuntimeError:
+        return RuntimeError(f"ray start exited with {proc.returncode}: {self._tail(self._logs[proc.pid])}")
+
+    def _wait_for_nodes(self, n: int) -> subprocess.Popen[bytes] | None:
+        """Until ``n`` nodes are alive (asked of the GCS by a short-lived ``ray status``); a node's
+        ``ray start`` that exited meanwhile is returned instead."""
         deadline = time.monotonic() + self.start_timeout
         while True:
-            for proc, log in zip(self._procs, self._logs, strict=True):
+            for proc in self._procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"ray start exited with {proc.returncode}: {self._tail(log)}")
+                    return proc
             status = subprocess.run(
                 [self._ray, "status", "--address", self.address],
                 capture_output=True,
@@ -141,7 +170,7 @@ class LocalRayCluster:
                 timeout=60,
             )
             if status.returncode == 0 and _alive_nodes(status.stdout) >= n:
-                return
+                return None
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{n} Ray node(s) not up after {self.start_timeout:.0f} s: {status.stdout[-800:]}"
@@ -186,13 +215,28 @@ class LocalRayCluster:
             with contextlib.suppress(psutil.Error):
                 p.kill()
         psutil.wait_procs(alive, timeout=10)
+        for group in self._groups:  # what left its parent (an orphan of a node that failed to start)
+            self._kill_group(group)
         for proc in self._procs:
             with contextlib.suppress(Exception):
                 proc.wait(5)
         self._procs.clear()
+        self._groups.clear()
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None
+
+    def _kill_group(self, group: int) -> None:
+        """SIGKILL the processes of process group ``group`` that started after this cluster did
+        (a recycled group id is someone else's: its processes are older or not ours to kill)."""
+        import psutil
+
+        for p in psutil.process_iter(["pid", "create_time"]):
+            try:
+                if os.getpgid(p.pid) == group and p.info["create_time"] >= self._started - 1:
+                    p.kill()
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                pass
 
     def __enter__(self) -> LocalRayCluster:
         return self.start()
