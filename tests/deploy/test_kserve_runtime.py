@@ -162,7 +162,11 @@ def test_dockerfile_cmd_and_runtime_args_agree():
     cmd = _dockerfile_exec("CMD")
     (container,) = _load("clusterservingruntime.yaml")["spec"]["containers"]
     assert cmd[0] == container["args"][0] == "/mnt/models"
-    assert [a for a in container["args"] if not a.startswith("--model-name")] == cmd
+    def unnamed(args: list[str]) -> list[str]:
+        return [a for a in args if not a.startswith("--model-name=")]
+
+    assert unnamed(container["args"]) == unnamed(cmd)
+    assert "--model-name={{.Name}}" in container["args"]  # a directory without a name is a repository
     assert _dockerfile_exec("ENTRYPOINT") == ["infercore", "serve"]
     assert re.search(r"^USER 1000$", (DEPLOY / "Dockerfile").read_text(), re.M)  # runAsNonRoot
 

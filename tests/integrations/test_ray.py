@@ -356,7 +356,8 @@ def _config(name: str, repo: Path, port: int) -> dict[str, Any]:
     config["proxy_location"] = "HeadOnly"
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     for app in config["applications"]:
-        app["args"]["model"] = str(repo / "affine")  # one model's versions
+        app["args"]["model"] = str(repo / "affine")  # one model's versions...
+        app["args"]["model_name"] = "affine"  # ...which a directory is only when a model name says so
     return config
 
 
@@ -430,7 +431,7 @@ def test_serve_deploy_runs_the_config_file(cluster, port, handle, repo, tmp_path
     x = np.random.default_rng(4).standard_normal((2, 4)).astype(np.float32)
     inp = httpclient.InferInput("x", [2, 4], "FP32")
     inp.set_data_from_numpy(x)
-    res = c.infer("affine", [inp])  # the model's name: its directory's
+    res = c.infer("affine", [inp])
     np.testing.assert_allclose(res.as_numpy("y"), affine(x, 3.0)["y"], rtol=1e-6)
     (replica,) = _replicas(cluster, "infercore")
     assert replica.required_resources.get("CPU") == 1.0

@@ -59,7 +59,10 @@ def test_a_repository_is_served_as_it_is(tmp_path):
     _check(tmp_path, (), "affine", 2.0)
 
 
-def test_an_empty_directory_is_an_empty_repository(tmp_path):
+def test_a_directory_without_a_model_name_is_a_repository(tmp_path):
+    with repository_for(tmp_path) as served:  # empty: models can be loaded through the API
+        assert (served.root, served.layout, served.models) == (tmp_path, "repository", ())
+    affine_model(tmp_path / "model.onnx", 2.0)  # one model's files, but no name says so
     with repository_for(tmp_path) as served:
         assert (served.root, served.layout, served.models) == (tmp_path, "repository", ())
 
@@ -206,7 +209,9 @@ def test_cli_refuses_model_with_model_name(tmp_path, capsys):
     from infercore.cli import main
 
     affine_model(tmp_path / "a" / "1" / "model.onnx", 1.0)
-    assert main(["serve", str(tmp_path), "--model", "a", "--model-name", "a"]) == 2
+    from infercore.cli.common import EXIT_ERROR
+
+    assert main(["serve", str(tmp_path), "--model", "a", "--model-name", "a"]) == EXIT_ERROR
     assert "--model and --model-name" in capsys.readouterr().err
-    assert main(["serve", str(tmp_path / "missing")]) == 1
+    assert main(["serve", str(tmp_path / "missing")]) == EXIT_ERROR
     assert "does not exist" in capsys.readouterr().err

@@ -100,9 +100,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Serve PATH with Triton/KServe-compatible REST (binary tensor extension) and gRPC, "
         "Prometheus metrics, and a graceful drain on SIGTERM. PATH is a model repository "
         "(PATH/<model>/<version>/model.{onnx,xml,tflite,engine} + PATH/<model>/config.yaml), or one "
-        "model: a model file (minilm.onnx), a directory of one model's files (PATH/model.onnx + "
-        "PATH/config.yaml, as KServe's storage initializer leaves /mnt/models), or of its versions "
-        "(PATH/1/model.onnx). Logs are JSON lines on stderr; a repository with no servable model is "
+        "model: a model file (minilm.onnx), or with --model-name a directory of one model's files "
+        "(PATH/model.onnx + PATH/config.yaml, as KServe's storage initializer leaves /mnt/models) or "
+        "of its versions (PATH/1/model.onnx). Logs are JSON lines on stderr; a repository with no servable model is "
         "served all the same (models can be added and loaded through the API), with a warning.",
         epilog="examples:\n  infercore serve models/ --http-port 8000 --grpc-port off --metrics-port off\n"
         "  infercore serve /mnt/models --model-name minilm --threads auto",
@@ -117,9 +117,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model-name",
         metavar="NAME",
-        help="serve PATH as the model NAME: PATH is one model (a file, its files, its versions), or a "
-        "repository holding NAME or only one model (KServe runtimes pass {{.Name}}); default: the "
-        "file's stem or the directory's name",
+        help="serve PATH as the model NAME: PATH is one model (a file, a directory of its files or of its "
+        "versions), or a repository holding NAME or only one model (KServe runtimes pass {{.Name}}); "
+        "without it a directory is a repository, and a file is named after its stem",
     )
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--http-port", type=_port, default=8000, help="REST port (default 8000; 0: any; off)")

@@ -86,8 +86,8 @@ def ic_deployment(
 ) -> Any:
     """A Ray Serve application (``ray.serve.Application``) serving ``model_or_repo``.
 
-    ``model_or_repo``: what ``infercore serve`` takes: a model repository, a model file, or one
-    model's directory (``model_name`` names it; see ``infercore.serve.layout``). The path must be
+    ``model_or_repo``: what ``infercore serve`` takes: a model repository, a model file, or with
+    ``model_name`` one model's directory (``infercore.serve.layout``). The path must be
     readable on every node that runs a replica (a shared volume, the same files on each, or
     relative to a ``runtime_env`` working_dir); one that exists here is made absolute.
     ``models``: the models of a repository to load (default: all).

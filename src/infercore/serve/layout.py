@@ -1,23 +1,25 @@
-"""Which model repository to serve for a path: a repository as it is, or a model laid out some other
-way (a model file; one model's directory, as KServe's storage initializer leaves it in
-``/mnt/models``) presented as a repository of one model.
+"""Which model repository to serve for a path: a repository as it is, or one model laid out some
+other way (a model file; one model's directory, as KServe's storage initializer leaves it in
+``/mnt/models``) presented as a repository of that one model.
 
-The layouts ``repository_for(path, model_name)`` reads:
+``repository_for(path, model_name)`` reads:
 
-- a **repository**: ``PATH/<model>/<version>/model.<suffix>`` (+ ``PATH/<model>/config.yaml``),
-  served as it is (so is a directory that holds no model yet: models can be loaded through the API). With ``model_name``, the repository must hold that model, or exactly one
-  model, which is then served under ``model_name``;
-- **one model's versions**: ``PATH/<version>/model.<suffix>`` (+ ``PATH/config.yaml``);
-- **one model's files**: ``PATH/minilm.onnx`` (+ its external data), ``PATH/model.xml`` +
-  ``model.bin``, ``PATH/x.tflite``..., with an optional ``PATH/config.yaml``: served as version 1.
-  This is what the storage initializer leaves for a ``storageUri`` that names one file or a
-  directory of a model's files;
-- a **model file**: ``PATH`` is ``minilm.onnx`` itself: version 1, with the files beside it.
+- a **model file** (``PATH`` is ``minilm.onnx``): version 1 of model ``model_name``, or of its stem
+  (``minilm``), with the files beside it (external data, an OpenVINO ``.bin``);
+- a directory **without** ``model_name``: a **repository**, ``PATH/<model>/<version>/model.<suffix>``
+  (+ ``PATH/<model>/config.yaml``), served as it is, even empty (models can be loaded through the
+  API; the server warns about what is not where a repository has it);
+- a directory **with** ``model_name``, the one model it names:
 
-Anything but a repository is presented through a temporary directory of symbolic links (the model's
-own files are never copied, moved or written: ``/mnt/models`` is read-only in a KServe pod). The
-model's name is ``model_name``, or the file's stem (``minilm.onnx`` -> ``minilm``), or the
-directory's name.
+  - **one model's files**: ``PATH/encoder.onnx`` (+ its external data), ``PATH/model.xml`` +
+    ``model.bin``, ``PATH/x.tflite``..., with an optional ``PATH/config.yaml``: version 1. This is
+    what the storage initializer leaves for a ``storageUri`` naming a file or a directory of files;
+  - **one model's versions**: ``PATH/<version>/model.<suffix>`` (+ ``PATH/config.yaml``);
+  - a **repository** that holds that model (served as it is, that model loaded at start), or
+    exactly one model, served under ``model_name``.
+
+All but a repository is presented through a temporary directory of symbolic links (the model's own
+files are never copied, moved or written: ``/mnt/models`` is read-only in a KServe pod).
 """
 
 from __future__ import annotations
@@ -81,20 +83,20 @@ def repository_for(path: str | os.PathLike[str], model_name: str | None = None) 
         return _view(name, "file", version_files=_siblings(p), model=p, config=_config(p.parent))
     if not p.is_dir():
         raise ValueError(f"model path {p} is neither a file nor a directory")
+    if model_name is None:  # a directory without a model name is a repository, as it always was
+        return ServedRepository(p, "repository", ())
 
     versions = _version_dirs(p)
     models = {d.name: d for d in _subdirs(p) if _version_dirs(d)}
     files = [f for f in sorted(p.iterdir()) if f.is_file() and _readable(f)]
     if files:
         model = _pick(files, p)
-        name = model_name or _dir_name(p)
-        return _view(name, "files", version_files=sorted(p.iterdir()), model=model, config=_config(p))
+        return _view(model_name, "files", version_files=sorted(p.iterdir()), model=model, config=_config(p))
     if versions and not models:
-        name = model_name or _dir_name(p)
-        return _view(name, "versions", model_dir=p)
+        return _view(model_name, "versions", model_dir=p)
     if models:
-        if model_name is None or model_name in models:
-            return ServedRepository(p, "repository", (model_name,) if model_name else ())
+        if model_name in models:
+            return ServedRepository(p, "repository", (model_name,))
         if len(models) == 1:
             (only,) = models.values()
             return _view(model_name, "repository", model_dir=only)
@@ -102,8 +104,6 @@ def repository_for(path: str | os.PathLike[str], model_name: str | None = None) 
             f"{p} is a repository of {len(models)} models ({', '.join(sorted(models))}) and none "
             f"is named {model_name!r}: name one of them, or leave the model name out to serve them all"
         )
-    if model_name is None:  # an empty repository: models are loaded later through the API
-        return ServedRepository(p, "repository", ())
     raise ValueError(
         f"{p} holds no model this server can read ({_suffixes()}). Lay it out as one of: "
         "a model file (minilm.onnx); one model's files (DIR/model.onnx, DIR/model.xml + model.bin, "
@@ -164,10 +164,6 @@ def _siblings(model: Path) -> list[Path]:
 def _stem(p: Path) -> str:
     """``minilm.onnx`` -> ``minilm``, ``my.model.onnx`` -> ``my.model``."""
     return _safe(p.name[: -len(_suffix_of(p))] or p.name)
-
-
-def _dir_name(p: Path) -> str:
-    return _safe(p.resolve().name or "model")
 
 
 def _safe(name: str) -> str:

@@ -273,23 +273,19 @@ def _override(raw: Any, key: str) -> TensorOverride:
 
 
 def read_config(model_dir: Path, defaults: Mapping[str, Any] | None = None) -> ModelConfig:
-    """``model_dir/config.yaml`` (or ``config.yml``); ``defaults`` fill the keys it does not set."""
+    """``model_dir/config.yaml`` (or ``.yml``); ``defaults`` fill the keys it does not set."""
     path = model_dir / "config.yaml"
     if not path.exists():
         path = model_dir / "config.yml"
-    raw: Any = None
-    if path.exists():
-        import yaml
+    import yaml
 
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
-        if raw is not None and not isinstance(raw, Mapping):
-            raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    if defaults:
-        raw = {**defaults, **(raw or {})}
-    return ModelConfig.from_dict(raw, str(path)) if raw is not None else ModelConfig()
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.exists() else None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return ModelConfig.from_dict({**(defaults or {}), **(raw or {})}, str(path))
 
 
 def apply_overrides(
@@ -409,18 +405,10 @@ class ModelEntry:
 class ModelRepository:
     """Models on disk and the versions loaded from them; load, unload and reload at run time."""
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        *,
-        batcher_factory: Callable[..., Any] | None = None,
-        signature: SignatureConfig | None = None,
-        defaults: Mapping[str, Any] | None = None,
-    ) -> None:
-        """``defaults``: config keys for every model whose config.yaml does not set them
-        (``{"threads": 1}``); checked here, so a bad one fails before any model loads."""
-        self.defaults = dict(defaults or {})
-        ModelConfig.from_dict(self.defaults, "repository defaults")
+    def __init__(self, root: str | os.PathLike[str], *, batcher_factory: Callable[..., Any] | None = None,
+                 signature: SignatureConfig | None = None, defaults: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        self.defaults = dict(defaults or {})  # config keys for models whose config.yaml lacks them
+        ModelConfig.from_dict(self.defaults, "repository defaults")  # a bad one fails before any load
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"model repository {self.root} is not a directory")
