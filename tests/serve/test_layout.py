@@ -215,3 +215,19 @@ def test_cli_refuses_model_with_model_name(tmp_path, capsys):
     assert "--model and --model-name" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "missing")]) == EXIT_ERROR
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_views_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"infercore-repository-{int(dead.stdout)}-abc"
+    (stale / "m" / "1").mkdir(parents=True)
+    alive = tmp_path / f"infercore-repository-{os.getpid()}-def"
+    alive.mkdir()
+    with repository_for(affine_model(tmp_path / "a.onnx", 1.0)) as served:
+        assert served.root.parent == tmp_path and served.root.name.startswith(f"infercore-repository-{os.getpid()}-")
+    assert not stale.exists() and alive.exists()

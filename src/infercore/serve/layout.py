@@ -186,7 +186,8 @@ def _view(
     (``model_dir``), or version 1 made of ``version_files`` with ``model`` also linked as
     ``model.<suffix>`` (its companions that share its stem too, so an OpenVINO ``x.xml`` finds
     ``model.bin``)."""
-    tmp = Path(tempfile.mkdtemp(prefix="infercore-repository-"))
+    _remove_stale_views()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
     try:
         if model_dir is not None:
             (tmp / name).symlink_to(model_dir.resolve(), target_is_directory=True)
@@ -211,6 +212,24 @@ def _view(
         raise
     log.info("serving %s as model %r (%s layout) through %s", model_dir or model, name, layout, tmp)
     return ServedRepository(tmp, layout, (name,), tmp)
+
+
+_PREFIX = "infercore-repository-"
+
+
+def _remove_stale_views() -> None:
+    """Remove the views of processes that died without cleaning up (a SIGKILLed Ray replica):
+    ``infercore-repository-<pid>-*`` in the temporary directory whose process is gone."""
+    for d in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
+        pid = d.name[len(_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:  # alive, someone else's
+            pass
 
 
 def _suffix_of(model: Path) -> str:
