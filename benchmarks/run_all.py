@@ -6,7 +6,7 @@ Steps, each run only where its script (or runtime) is present:
   bench_minilm, bench_hand   ``infercore bench`` itself: MiniLM seq 128 on ort / openvino f32 / openvino
                              bf16, and MediaPipe hand_landmark_lite on litert / openvino (table, JSON, PNG)
   bench_selfcheck            ``infercore bench`` p50 against a hand-written raw-runtime loop (±10%)
-  overhead, backends, batching, quantize, digits, serve, trt, and any other benchmarks/*.py
+  overhead, backends, batching, quantize, digits, prune, serve, trt, and any other benchmarks/*.py
                              each run as ``python benchmarks/NAME.py [--quick] --json OUT/NAME.json``
                              (``--plot OUT/NAME.png`` where accepted; trt only where tensorrt is)
 
@@ -27,7 +27,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SCRIPTS = ("overhead", "backends", "batching", "quantize", "digits", "serve", "trt")
+SCRIPTS = ("overhead", "backends", "batching", "quantize", "digits", "prune", "serve", "trt")
 # scripts without --quick: the arguments that make them short
 QUICK_ARGS = {
     "batching": ["--duration", "1", "--callers", "1,16,64"],

@@ -198,10 +198,18 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def start_infercore(
-    model: str, path: Path, work: Path, config: str | None = "tuned", tag: str = "repo"
+    model: str,
+    path: Path,
+    work: Path,
+    config: str | None = "tuned",
+    tag: str = "repo",
+    *,
+    new_session: bool = False,
 ) -> tuple[subprocess.Popen, int]:
     """``infercore serve`` on a one-model repository. ``config``: ``"tuned"`` (the hand-tuned
-    config below), a config.yaml's text, or None (no config: the server probes the layout)."""
+    config below), a config.yaml's text, or None (no config: the server probes the layout).
+    ``new_session``: in a session of its own, as a server started from its own shell is (Linux's
+    autogroup scheduling then gives it its own share of the CPUs)."""
     repo = work / tag
     shutil.rmtree(repo, ignore_errors=True)
     (repo / model / "1").mkdir(parents=True)
@@ -209,7 +217,7 @@ def start_infercore(
     if config != "tuned":
         if config is not None:
             (repo / model / "config.yaml").write_text(config)
-        return _serve(repo, model)
+        return _serve(repo, model, new_session)
     cores = os.cpu_count() or 2
     if model == "minilm":
         # compute-bound: one 1-thread instance per core (DESIGN.md: 91 vs 70 items/s), small batches:
@@ -222,10 +230,10 @@ def start_infercore(
         # answers went out and the next requests came in (597 req/s at 64 clients against 823 at 32)
         config = f"threads: 1\ninstances: {cores}\nbatching: {{max_batch_size: 32, max_queue_delay_ms: 2}}\n"
     (repo / model / "config.yaml").write_text(config)
-    return _serve(repo, model)
+    return _serve(repo, model, new_session)
 
 
-def _serve(repo: Path, model: str) -> tuple[subprocess.Popen, int]:
+def _serve(repo: Path, model: str, new_session: bool = False) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cmd = [
         PY,
@@ -242,7 +250,9 @@ def _serve(repo: Path, model: str) -> tuple[subprocess.Popen, int]:
         "--metrics-port",
         "off",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=new_session
+    )
     wait_http(f"http://127.0.0.1:{port}/v2/models/{model}/ready", proc)
     return proc, port
 

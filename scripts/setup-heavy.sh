@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@"; }
-pip_install -e ".[heavy]"
+# dev and heavy in one resolve: alone, the heavy extras would move packages that dev pins (ray
+# would take protobuf 7, which kserve refuses)
+pip_install -e ".[dev,heavy]"
 # prometheus (and promtool): the alert rules end to end; chromium: the dashboard under Playwright
 apt_packages=(prometheus chromium)
 if [ "$(id -u)" = "0" ] && [ "${#apt_packages[@]}" -gt 0 ]; then

@@ -320,3 +320,29 @@ def test_input_range_names_and_data_files_are_checked_up_front(add_model: Path, 
     assert report.ok and "[5, 6)" in report.results[0].inputs["x"]["source"]
 
 
+
+
+@pytest.mark.slow
+def test_default_backends_that_cannot_read_the_model_are_skipped(tmp_path: Path) -> None:
+    """microWakeWord (stateful, resource variables) loads on LiteRT only: `infercore bench alexa.tflite`
+    measured LiteRT and still exited 2 because OpenVINO, which nobody named, cannot read it."""
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("openvino")
+    from infercore.testing import models
+
+    try:
+        path = models.micro_wakeword("alexa")
+    except models.ModelUnavailable as e:
+        pytest.skip(f"model not available offline: {e}")
+    report = benchmark(path, **FAST)
+    assert [r.backend for r in report.results] == ["litert"] and report.results[0].ok and not report.errors
+    (skip,) = report.skipped
+    assert skip.startswith("openvino: openvino could not read") and "RESOURCE" in skip
+    assert BenchmarkReport.from_dict(json.loads(report.to_json())).skipped == (skip,)
+    named = benchmark(path, ["litert", "openvino"], **FAST)  # named: its failure is an error
+    assert named.skipped == () and [e.split(":")[0] for e in named.errors] == ["openvino b1 c1"]
+    assert main(["bench", str(path), "--iterations", "5", "--warmup", "0", "--no-progress"]) == 0
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a flatbuffer" * 8)
+    with pytest.raises(ic.ModelLoadError, match=r"no installed backend can read garbage.tflite: litert: .*; openvino"):
+        benchmark(garbage, **FAST)

@@ -518,13 +518,15 @@ def needs_multiples_of_32(path: Path) -> Path:
     return path
 
 
-def reflect_pad(path: Path, pad: int) -> Path:
-    """x [batch, n] -> reflect Pad of `pad` each side: runs only when n > pad (like Silero VAD's STFT)."""
-    pads = numpy_helper.from_array(np.array([0, pad, 0, pad], np.int64), "pads")
+def reflect_pad(path: Path, pad: int, rank: int = 2) -> Path:
+    """x [batch, n] (rank 3: [batch, n, m]) -> reflect Pad of `pad` each side of every dynamic
+    dimension but the batch: runs only when n > pad (like Silero VAD's STFT)."""
+    dims = ["batch", "n", "m"][:rank]
+    pads = numpy_helper.from_array(np.array(([0] + [pad] * (rank - 1)) * 2, np.int64), "pads")
     graph = helper.make_graph(
         [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], "pad",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", None])], [pads],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"] + [None] * (rank - 1))], [pads],
     )  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
@@ -536,8 +538,10 @@ def test_fp16_without_data_generates_inputs_the_model_runs_on(tmp_path):
     assert any("x (1, 1, 64, 64) float32" in n for n in res.report.notes)
     x = np.random.default_rng(0).standard_normal((1, 1, 64, 64)).astype(np.float32)
     assert cosine(raw_run(res.artifact_path, x), raw_run(tmp_path / "m32.onnx", x)) > 0.9999
-    short = reflect_pad(tmp_path / "pad100.onnx", 100)  # needs n > 100: the 64 tried first fails, 512 runs
+    short = reflect_pad(tmp_path / "pad100.onnx", 100)  # needs n > 100: a signal's 512 samples run
     assert any("x (1, 512) float32" in n for n in convert_fp16(short, timing_s=0).report.notes)
+    wide = reflect_pad(tmp_path / "pad100x.onnx", 100, rank=3)  # not a signal: 64 tried first fails, 512 runs
+    assert any("x (1, 512, 512) float32" in n for n in convert_fp16(wide, timing_s=0).report.notes)
 
 
 def test_fp16_on_a_model_generated_inputs_cannot_run_says_so(tmp_path):
@@ -545,7 +549,7 @@ def test_fp16_on_a_model_generated_inputs_cannot_run_says_so(tmp_path):
     with pytest.raises(CalibrationError) as info:
         convert_fp16(path, timing_s=0)
     msg = str(info.value)
-    assert "generated inputs" in msg and "x (1, 64) float32" in msg and "x (1, 512) float32" in msg
+    assert "generated inputs" in msg and "x (1, 512) float32" in msg
     assert "data=" in msg and "--data" not in msg  # the library names parameters, the CLI flags
     x = np.random.default_rng(1).standard_normal((2, 1200)).astype(np.float32)
     res = convert_fp16(path, data=x, timing_s=0)  # real data of the size it needs: converted
@@ -644,3 +648,82 @@ def test_output_parent_directories_are_created(tmp_path):
     out = tmp_path / "new" / "dir" / "mlp.int8.onnx"
     res = calibrate(path, x, timing_s=0, output=out)
     assert res.artifact_path == out and "QuantizeLinear" in op_counts(out)
+
+
+def _dynamic_int8(tmp_path: Path) -> Path:
+    """The tiny MLP quantized by onnxruntime itself (DynamicQuantizeLinear, MatMulInteger), like
+    ddddocr's common_old.onnx."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, _ = mlp(tmp_path / "mlp.onnx")
+    out = tmp_path / "mlp.dyn-int8.onnx"
+    quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8)
+    return out
+
+
+def test_an_already_quantized_model_is_refused_with_its_ops(tmp_path):
+    """ONNX Runtime's quantizer failed on it with KeyError: '..._scale', and the FP16 converter wrote
+    a model onnxruntime could not load (float16 into DynamicQuantizeLinear)."""
+    path = _dynamic_int8(tmp_path)
+    x = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    with pytest.raises(CalibrationError, match=r"mlp.dyn-int8.onnx is already quantized \(it has .*"
+                       r"DynamicQuantizeLinear.*\): INT8 calibration needs the float32 model"):  # fmt: skip
+        calibrate(path, {"x": x}, timing_s=0, cache=False)
+    with pytest.raises(CalibrationError, match=r"already quantized.*FP16 conversion needs the float32 model"):
+        convert_fp16(path, timing_s=0, cache=False)
+
+
+def test_per_channel_falls_back_to_per_tensor_on_a_2d_bias(tmp_path):
+    """magika (tf2onnx) adds a [1, N] bias after a MatMul: onnxruntime's per-channel path indexes it
+    as 1-d and raised 'The truth value of an array ... is ambiguous'."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    b = rng.standard_normal((1, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])], "bias2d",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+    path = tmp_path / "bias2d.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    res = calibrate(path, {"x": x}, timing_s=0, cache=False)
+    assert res.report.per_channel is False
+    assert any("per-tensor weights used" in n for n in res.report.notes)
+    got = raw_run(res.artifact_path, x[:8])
+    assert cosine(got, x[:8] @ w + b) > 0.99  # a working INT8 model, against numpy
+
+
+def test_ops_only_inside_control_flow_are_named_as_the_reason(tmp_path):
+    """Silero VAD op18 'ifless' keeps every Conv inside an If: nothing was quantized, and the error
+    told the user to pick include_ops among op types it had."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")
+    branch = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])]
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "then", [], branch)
+    other = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Neg", ["z"], ["y"])],
+                              "else", [], branch)  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Equal", ["sr", "rate"], ["cond"]),
+         helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)], "iff",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [w, numpy_helper.from_array(np.array(16000, np.int64), "rate")],
+    )  # fmt: skip
+    path = tmp_path / "iff.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.standard_normal((16, 8)).astype(np.float32)
+    with pytest.raises(CalibrationError, match=r"its MatMul ops sit only inside the subgraphs of If nodes"):
+        calibrate(path, {"x": x, "sr": np.array(16000)}, timing_s=0, cache=False)
+
+
+def test_calibration_data_the_model_refuses_is_named_as_the_cause(tmp_path):
+    """Silero VAD with a state of the wrong batch said only 'ort quantization of silero_vad.onnx
+    failed: Fail: ... LSTM ...', not that the calibration data was what the model refused."""
+    path = reflect_pad(tmp_path / "pad1000.onnx", 1000)
+    x = np.random.default_rng(0).standard_normal((4, 600)).astype(np.float32)  # needs n > 1000
+    with pytest.raises(CalibrationError, match=r"pad1000.onnx failed on the calibration data \(first batch: "
+                       r"x \(\d, 600\) float32\): .*Pad.*Give data of the shapes the model runs on"):  # fmt: skip
+        calibrate(path, x, timing_s=0, cache=False)

@@ -225,3 +225,41 @@ def test_quantize_without_data_is_a_usage_error(tmp_path, capsys):
     path, _ = m.mlp(tmp_path / "mlp.onnx")
     assert main(["quantize", str(path)]) == 2
     assert "--data is required" in capsys.readouterr().err
+
+
+def _scale(path):
+    """y = x * k: x float32 [batch, 4], k a 0-d float32."""
+    from onnx import TensorProto, helper
+
+    return m.save(path, [helper.make_node("Mul", ["x", "k"], ["y"])],
+                  [m.vi("x", TensorProto.FLOAT, ["batch", 4]), m.vi("k", TensorProto.FLOAT, [])],
+                  [m.vi("y", TensorProto.FLOAT, ["batch", 4])])  # fmt: skip
+
+
+def test_run_takes_numbers_and_names_the_flag_for_missing_inputs(tmp_path, capsys):
+    """compare took -i sr=16000 but run read it as a file name ('16000: file not found'), and a
+    missing input was refused without the flag that gives it."""
+    path = _scale(tmp_path / "scale.onnx")
+    np.save(tmp_path / "x.npy", np.arange(8, dtype=np.float32).reshape(2, 4))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing input(s) 'x', 'k': give each with -i NAME=FILE.npy" in err and "-i FILE.npz" in err
+    out = tmp_path / "out.npz"
+    assert main(["run", str(path), "-i", f"x={tmp_path / 'x.npy'}", "-i", "k=3", "-o", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out)["y"], np.arange(8, dtype=np.float32).reshape(2, 4) * 3)
+    assert main(["run", str(path), "-i", "x=2", "-i", "k=0.5", "-o", str(out)]) == 0  # x: batch 1, filled
+    np.testing.assert_array_equal(np.load(out)["y"], np.ones((1, 4), np.float32))
+    capsys.readouterr()
+    assert main(["run", str(path), "-i", "x=2", "-i", "k=1e39"]) == 2  # overflows float32: refused, named
+    assert "input 'k'" in capsys.readouterr().err
+
+
+def test_bench_takes_input_values_like_compare(tmp_path, capsys):
+    """bench had no -i: a 0-d sample rate could only be set with --input-range sr=16000:16001."""
+    path = _scale(tmp_path / "scale.onnx")
+    args = ["bench", str(path), "-b", "ort", "--iterations", "3", "--warmup", "0", "--json"]
+    assert main([*args, "-i", "k=2.5"]) == 0
+    inputs = json.loads(capsys.readouterr().out)["results"][0]["inputs"]
+    assert inputs["k"]["source"].startswith("given") and inputs["x"]["source"].startswith("generated")
+    assert main([*args, "-i", "nope=1"]) == 2
+    assert "--input names 'nope', which the model does not take" in capsys.readouterr().err

@@ -288,3 +288,45 @@ def test_model_inputs_reads_onnx_without_a_session(tmp_path: Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"junk" * 10)
     with pytest.raises(ic.ModelLoadError, match="not a readable ONNX model"):
         inputs.model_inputs(tmp_path / "junk.onnx")
+
+
+def test_signals_get_enough_samples_and_sample_rates_a_real_rate() -> None:
+    """Speech models refused the 64 samples every tool fed them (Silero VAD's STFT pads 64 each
+    side and wants 256 or 512 samples; openWakeWord's melspectrogram >= 512), and Silero branches
+    on its 0-d ``sr``, which took a random integer below 100."""
+    audio = TensorSpec("input", np.float32, (None, None), ("batch", "sequence"))
+    state = TensorSpec("state", np.float32, (2, None, 128), (None, "batch", None))
+    sr = TensorSpec("sr", np.int64, ())
+    feeds, info = make_feeds([audio, sr, state])
+    assert feeds["input"].shape == (1, 512) and "samples of a signal" in info["input"].source
+    assert feeds["sr"].shape == () and int(feeds["sr"]) == 16000 and "a sample rate" in info["sr"].source
+    assert feeds["state"].shape == (2, 1, 128)
+    unnamed = TensorSpec("x", np.float32, (None, None))  # melspectrogram: [?, ?]
+    assert resolve_shapes([unnamed])[0]["x"] == (1, 512)
+    assert resolve_shapes([unnamed], dynamic_size=1024)[0]["x"] == (1, 1024)  # never below the size asked
+    assert resolve_shapes([audio], shapes={"sequence": 100})[0]["input"] == (1, 100)  # sized: as given
+    assert resolve_shapes([IDS])[0]["input_ids"] == (1, 64)  # token ids are no signal
+    assert resolve_shapes([TensorSpec("x", np.float32, (None, None, None))])[0]["x"] == (1, 64, 64)
+    assert resolve_shapes([IMAGE])[0]["x"] == (1, 3, 64, 64)
+    rate, info = make_feeds([TensorSpec("sample_rate", np.int32, (1,))])
+    assert rate["sample_rate"].tolist() == [16000]
+    _, info = make_feeds([TensorSpec("sr", np.int8, ())])  # 16000 does not fit: the 8-bit rule
+    assert "a sample rate" not in info["sr"].source
+    assert make_feeds([TensorSpec("srcs", np.int64, (3,))])[1]["srcs"].source == "generated: integers [0, 100)"
+
+
+def test_a_dataset_is_cut_along_each_input_s_batch_axis() -> None:
+    """Silero VAD's state is [2, batch, 128]: calibrate({"input": [8, 512], "state": [2, 8, 128]})
+    failed with 'dataset arrays disagree on the number of samples: [2, 8]'."""
+    audio = TensorSpec("input", np.float32, (None, None), ("batch", "sequence"))
+    state = TensorSpec("state", np.float32, (2, None, 128), (None, "batch", None))
+    sr = TensorSpec("sr", np.int64, ())
+    x = np.arange(8 * 4, dtype=np.float32).reshape(8, 4)
+    h = np.arange(2 * 8 * 128, dtype=np.float32).reshape(2, 8, 128)
+    batches = list(iter_batches({"input": x, "state": h, "sr": 16000}, [audio, sr, state], batch_size=3))
+    assert [b["input"].shape for b in batches] == [(3, 4), (3, 4), (2, 4)]
+    assert [b["state"].shape for b in batches] == [(2, 3, 128), (2, 3, 128), (2, 2, 128)]
+    np.testing.assert_array_equal(np.concatenate([b["state"] for b in batches], axis=1), h)
+    assert all(b["state"].flags.c_contiguous and int(b["sr"]) == 16000 for b in batches)
+    with pytest.raises(ic.InputSpecError, match=r"disagree on the number of samples: input 8 \(axis 0\), state 5"):
+        list(iter_batches({"input": x, "state": h[:, :5], "sr": 16000}, [audio, sr, state]))

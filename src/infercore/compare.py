@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from .arguments import check_number
-from .errors import ArgumentError, InfercoreError, InputSpecError
+from .errors import ArgumentError, InfercoreError, InputSpecError, InputsRejectedError
 from .facade import callable_module
 from .inputs import InputInfo, as_feed, default_backends, load_feeds, make_feeds, name_feeds, parse_backends
+from .modelfiles import quantized_ops
 from .specs import PRECISIONS, normalize_precision
 
 __all__ = [
@@ -236,6 +237,7 @@ class CompareReport:
     comparisons: tuple[OutputComparison, ...]
     seed: int
     feeds: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    notes: tuple[str, ...] = ()
     outputs: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -258,6 +260,7 @@ class CompareReport:
             "backends": [asdict(r) for r in self.runs],
             "inputs": [{**asdict(i), "shape": list(i.shape)} for i in self.inputs],
             "outputs": [{**asdict(c), "shape": list(c.shape)} for c in self.comparisons],
+            "notes": list(self.notes),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -297,6 +300,7 @@ class CompareReport:
         for run in self.runs:
             if run.error:
                 lines.append(f"{run.label}: FAILED: {run.error}")
+        lines += [f"note: {n}" for n in self.notes]
         lines.append(self.verdict())
         return "\n".join(lines)
 
@@ -339,6 +343,16 @@ def _pick_tolerance(
         return name, TOLERANCES[name]
     name = max((p or "fp32" for p in precisions), key=PRECISION_ORDER.index)
     return name, TOLERANCES[name]
+
+
+def _quantized(path: Path, engine: Any) -> str:
+    """Why the model itself computes in int8 ("" when it does not): quantized ONNX ops, or
+    quantized inputs/outputs (a .tflite). Runtimes round its integer steps differently."""
+    ops = quantized_ops(path)
+    if ops:
+        return f"quantized ops {', '.join(ops)}"
+    tensors = [s.name for s in (*engine.inputs, *engine.outputs) if s.quantization is not None]
+    return f"quantized tensors {', '.join(tensors)}" if tensors else ""
 
 
 def compare(
@@ -407,6 +421,14 @@ def compare(
             runs.append(BackendRun(choice.label, choice.name, choice.precision, device, None))
         ref_engine = engines[0]
         assert ref_engine is not None
+        notes: list[str] = []
+        why = _quantized(path, ref_engine) if tolerance is None else ""
+        if why and PRECISION_ORDER.index(tol_name.split()[0]) < PRECISION_ORDER.index("int8"):
+            tol_name, base = "int8", TOLERANCES["int8"]
+            tol = replace(base, rtol=base.rtol if rtol is None else rtol, atol=base.atol if atol is None else atol)
+            if rtol is not None or atol is not None:
+                tol_name += " (overridden)"
+            notes.append(f"int8 tolerance: the model itself is quantized ({why}); a tolerance named explicitly overrides it")
         given = (
             load_feeds(inputs, ref_engine.inputs)
             if isinstance(inputs, (str, os.PathLike))
@@ -431,9 +453,13 @@ def compare(
                 runs[i] = replace(runs[i], run_ms=(time.perf_counter() - t0) * 1e3)
             except InfercoreError as e:
                 if i == 0:
-                    raise InfercoreError(
-                        f"{label} (the reference) failed on the inputs: {e}. Give real inputs, values or "
-                        "shapes for the inputs"
+                    generated = tuple(k for k, v in info.items() if v.source.startswith("generated"))
+                    used = "; ".join(f"{k} {list(v.shape)} {v.source}" for k, v in info.items())
+                    raise InputsRejectedError(
+                        f"{label} (the reference) failed on the inputs ({used}): {e}. Give real inputs "
+                        f"(inputs=) or other shapes (shapes=) for {', '.join(generated) or 'them'}",
+                        tensor=(generated or tuple(info))[0] if info else None,
+                        generated=generated,
                     ) from e
                 runs[i] = replace(runs[i], error=f"{type(e).__name__}: {e}")
     finally:
@@ -487,6 +513,7 @@ def compare(
         seed=seed,
         feeds=feeds,
         outputs=results if keep_outputs else {},
+        notes=tuple(notes),
     )
 
 

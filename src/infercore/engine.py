@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,14 @@ import numpy as np
 from .arguments import check_int
 from .buffers import BufferMap, aligned_zeros, check_bound_array
 from .errors import (
+    ArgumentError,
     BackendRuntimeError,
     EngineClosedError,
     InfercoreError,
     InputSpecError,
     ModelLoadError,
 )
-from .protocol import Backend, Binding
+from .protocol import Backend, Binding, ModelVerifier
 from .specs import TensorSpec, format_shape, is_symbol, normalize_precision
 
 __all__ = ["BoundIO", "Engine", "EngineStats", "load"]
@@ -294,6 +295,8 @@ class Engine:
         self._stats = _Stats()
         self._bindings: weakref.WeakSet[BoundIO] = weakref.WeakSet()
         self._close_lock = threading.Lock()
+        # run after the backend closed: e.g. removing the verified private copy the model was opened from
+        self._on_close: list[Callable[[], None]] = []
 
     # -- introspection -----------------------------------------------------------------------
     @property
@@ -591,7 +594,11 @@ class Engine:
                 return
             for io in list(self._bindings):
                 io.close()
-            backend.close()
+            try:
+                backend.close()
+            finally:
+                for cleanup in self._on_close:
+                    cleanup()
 
     def __enter__(self) -> Engine:
         return self
@@ -670,12 +677,18 @@ def load(
     precision: str | None = None,
     threads: int | None = None,
     options: Mapping[str, Any] | None = None,
+    verify: ModelVerifier | None = None,
 ) -> Engine:
     """Open a model file on a backend and return an ``Engine``.
 
     ``backend=None`` picks one from the file's suffix (``.onnx`` → ort, ``.xml`` → openvino,
     ``.tflite`` → litert, ``.engine``/``.plan`` → tensorrt), the highest-priority one installed.
     ``device=None`` is the backend's default (``cpu``; ``cuda:0`` for TensorRT).
+
+    ``verify=infercore.signing.Verifier(public_key=...)`` loads only a model that matches its
+    signature: its files are copied into a private directory, the copy is verified, and the backend
+    opens the copy (``Engine.path``), which is removed when the engine closes. A model that does
+    not verify raises ``SignatureError`` and nothing is opened.
     """
     from .plugins import open_backend, registry
 
@@ -689,7 +702,24 @@ def load(
     reg = registry.get(backend) if backend is not None else registry.pick(p)
     if device is None:
         device = getattr(reg.factory, "default_device", None) or "cpu"
-    impl = open_backend(
-        reg, p, device=device, precision=precision, threads=threads, options=dict(options or {})
-    )
-    return Engine(impl, path=p, backend_name=reg.name, precision=precision)
+    if verify is None:
+        impl = open_backend(
+            reg, p, device=device, precision=precision, threads=threads, options=dict(options or {})
+        )
+        return Engine(impl, path=p, backend_name=reg.name, precision=precision)
+    if not callable(getattr(verify, "verified_copy", None)):
+        raise ArgumentError(
+            "verify", f"expected an infercore.signing.Verifier, got {type(verify).__name__} {verify!r}"
+        )
+    # what is verified is what is loaded: the backend opens the verified private copy, never `p`
+    verified = verify.verified_copy(p)
+    try:
+        impl = open_backend(
+            reg, verified.path, device=device, precision=precision, threads=threads, options=dict(options or {})
+        )
+        engine = Engine(impl, path=verified.path, backend_name=reg.name, precision=precision)
+    except BaseException:
+        verified.close()
+        raise
+    engine._on_close.append(verified.close)
+    return engine

@@ -19,6 +19,13 @@ the original kept as ``__cause__``::
     ├── CalibrationError
     │   └── CalibrationDropError                         the measured drop exceeded max_drop
     ├── ProfileError (also ValueError)                   a monitoring profile that is unreadable or not the model's
+    ├── SignatureError                                   a model that does not match its signature: names
+    │                                                    the files, and why (missing, invalid, mismatch)
+    ├── ConversionError                                  a model could not be converted
+    │   └── ConversionMismatchError                      the converted model disagreed: nothing written
+    ├── OptimizeError                                    pruning, distillation or the measured chain failed
+    │   ├── PruningError                                 the pruned module does not run, or nothing is prunable
+    │   └── OptimizeDropError                            the chain lost more than max_drop: nothing written
     └── ServeError                                       answered to a client with an HTTP/gRPC status
         ├── BadRequest (400)  ├── NotFound (404)  ├── Unauthorized (401)  ├── PayloadTooLarge (413)
         ├── Unavailable (503) ├── DeadlineExceeded (504)  └── ClientClosed (499)
@@ -49,19 +56,26 @@ __all__ = [
     "CalibrationDropError",
     "CalibrationError",
     "ClientClosed",
+    "ConversionError",
+    "ConversionMismatchError",
     "CudaError",
     "DeadlineExceeded",
     "DeadlineExceededError",
     "EngineClosedError",
     "InfercoreError",
     "InputSpecError",
+    "InputsRejectedError",
     "ModelLoadError",
     "ModelUnavailable",
     "NotFound",
+    "OptimizeDropError",
+    "OptimizeError",
     "PayloadTooLarge",
     "ProfileError",
+    "PruningError",
     "QueueFullError",
     "ServeError",
+    "SignatureError",
     "Unauthorized",
     "Unavailable",
     "UnknownBackendError",
@@ -117,6 +131,16 @@ class InputSpecError(InfercoreError, ValueError):
         self.tensor = tensor
 
 
+class InputsRejectedError(InputSpecError):
+    """The model failed on the inputs a tool ran it on (``compare``'s reference run); ``generated``
+    names the inputs the tool made itself (``infercore.inputs``' rules), which real data or other
+    shapes would replace. The runtime's own error is kept as ``__cause__``."""
+
+    def __init__(self, message: str, *, tensor: str | None = None, generated: tuple[str, ...] = ()) -> None:
+        super().__init__(message, tensor=tensor)
+        self.generated = generated
+
+
 class ArgumentError(InfercoreError, ValueError):
     """An argument of the wrong type or value. ``parameter`` is its Python name (``"threads"``);
     ``reason`` is the message without it, so that the CLI can put the flag's name in its place."""
@@ -162,9 +186,75 @@ class CalibrationDropError(CalibrationError):
         self.artifact_path = artifact_path
 
 
+class SignatureError(InfercoreError):
+    """A model was refused because it does not match its signature, so it was not loaded.
+
+    ``reason`` is one of ``"missing"`` (no signature file), ``"invalid"`` (the signature does not
+    verify with the key or certificate chain given, or is not a model-signing signature) and
+    ``"mismatch"`` (the signature verifies, but the model's files differ from the ones signed: a
+    changed byte, a missing file, an extra file). ``files`` names the files at fault (changed,
+    missing, extra, in that order), ``path`` the model and ``signature`` the signature file."""
+
+    REASONS = ("missing", "invalid", "mismatch")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        path: str | None = None,
+        signature: str | None = None,
+        changed: tuple[str, ...] = (),
+        missing: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+        self.signature = signature
+        self.changed = changed
+        self.missing = missing
+        self.extra = extra
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (*self.changed, *self.missing, *self.extra)
+
+
 class ProfileError(InfercoreError, ValueError):
     """A monitoring profile that cannot be read (missing, malformed, another format version) or that
     was built for another model (a tensor it names is not the model's)."""
+
+
+class ConversionError(InfercoreError):
+    """A model could not be converted: the exporter failed, or the source cannot be read."""
+
+
+class ConversionMismatchError(ConversionError):
+    """The converted model did not agree with its source (or could not run the checked inputs):
+    nothing was written at the output path. ``report`` holds every attempt and every check."""
+
+    def __init__(self, message: str, *, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class OptimizeError(InfercoreError):
+    """Pruning, distillation or a step of the measured optimization chain failed."""
+
+
+class PruningError(OptimizeError):
+    """The module could not be pruned: it cannot be traced, the pruned module no longer runs or
+    changed its outputs' shapes, or nothing in it is prunable."""
+
+
+class OptimizeDropError(OptimizeError):
+    """The optimized model lost more than ``max_drop`` against the input model: ``report`` holds
+    every step's measurement; the final model was not written to the output directory."""
+
+    def __init__(self, message: str, *, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class CudaError(BackendRuntimeError):

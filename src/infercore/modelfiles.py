@@ -1,7 +1,8 @@
 """What files make up a model, and their digests.
 
 A model is all its files: an ``.onnx`` with its external-data files, an OpenVINO ``.xml`` with its
-``.bin``, a ``.tflite``, a TensorRT engine, or every file of a directory. Caches key on these
+``.bin``, a ``.tflite``, a TensorRT engine (with the JSON sidecar infercore writes beside it), or
+every file of a directory. Caches key on these
 digests, benchmark reports record them, and signing covers every one of them.
 """
 
@@ -14,7 +15,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["external_data_locations", "graph_tensors", "model_files", "sha256_file", "sha256_files"]
+__all__ = [
+    "external_data_locations", "graph_tensors", "model_files", "onnx_op_types", "quantized_ops", "sha256_file",
+    "sha256_files",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -61,9 +65,49 @@ def external_data_locations(path: str | os.PathLike[str]) -> list[str]:
     return sorted({e.value for t in graph_tensors(proto.graph) for e in t.external_data if e.key == "location"})
 
 
+_QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+     "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+)  # fmt: skip
+_QUANTIZED_PREFIXES = ("QLinear", "DynamicQuantize", "QGemm", "QAttention", "MatMulNBits")
+
+
+def onnx_op_types(path: str | os.PathLike[str]) -> set[str] | None:
+    """The op types of an ONNX model, its subgraphs' (If/Loop/Scan bodies) included; None when the
+    ``onnx`` package is not installed or cannot read the file."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        log.debug("onnx could not read %s: %s", path, e)
+        return None
+    found: set[str] = set()
+    graphs = [proto.graph]
+    while graphs:
+        for node in graphs.pop().node:
+            found.add(node.op_type)
+            for attr in node.attribute:
+                graphs.extend([attr.g] if attr.HasField("g") else [])
+                graphs.extend(attr.graphs)
+    return found
+
+
+def quantized_ops(path: str | os.PathLike[str]) -> list[str]:
+    """The quantized op types of an ONNX model (QuantizeLinear, ConvInteger, QLinearConv...),
+    sorted: empty for a float model, another format, or without the ``onnx`` package."""
+    if Path(path).suffix.lower() != ".onnx":
+        return []
+    ops = onnx_op_types(path) or set()
+    return sorted(o for o in ops if o in _QUANTIZED_OPS or o.startswith(_QUANTIZED_PREFIXES))
+
+
 def model_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The files of the model at ``path``: itself, plus an ``.xml``'s ``.bin`` and an ``.onnx``'s
-    external data (those that exist), or every regular file under a directory, sorted."""
+    """The files of the model at ``path``: itself, plus an ``.xml``'s ``.bin``, an ``.onnx``'s
+    external data and a TensorRT engine's ``.json`` sidecar (those that exist), or every regular
+    file under a directory, sorted."""
     p = Path(path)
     if p.is_dir():
         return sorted(f for f in p.rglob("*") if f.is_file())
@@ -73,6 +117,8 @@ def model_files(path: str | os.PathLike[str]) -> list[Path]:
         files.append(p.with_suffix(".bin"))
     elif suffix == ".onnx":
         files += [p.parent / loc for loc in external_data_locations(p)]
+    elif suffix in (".engine", ".plan"):
+        files.append(p.with_name(p.name + ".json"))  # the sidecar that vouches for a built engine
     return [f for i, f in enumerate(files) if i == 0 or f.is_file()]
 
 

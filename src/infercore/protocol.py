@@ -16,7 +16,17 @@ import pluggy
 
 from .specs import BackendInfo, TensorSpec
 
-__all__ = ["Backend", "BackendFactory", "Binding", "RawSession", "Spec", "hookimpl", "hookspec"]
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "Binding",
+    "ModelVerifier",
+    "RawSession",
+    "Spec",
+    "VerifiedModel",
+    "hookimpl",
+    "hookspec",
+]
 
 
 @runtime_checkable
@@ -94,6 +104,27 @@ class RawSession(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class VerifiedModel(Protocol):
+    """A model's files checked against a signature, in a private copy only this process writes:
+    ``path`` is the model inside the copy (what a backend opens); ``close()`` removes the copy."""
+
+    @property
+    def path(self) -> Path: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ModelVerifier(Protocol):
+    """What ``load(..., verify=)`` takes (``infercore.signing.Verifier``): the core defines the hook,
+    the signing tool implements it, so the Engine never imports the tool layer."""
+
+    def verified_copy(self, path: Path) -> VerifiedModel:
+        """Copy the model at ``path`` into a private directory, verify the copy, return it; raise
+        ``SignatureError`` (and leave no copy) when it does not verify."""
+        ...
 
 
 # -- the plugin hook: how backends (built-in and third-party) make themselves known ----------------

@@ -169,10 +169,10 @@ def _model_metadata(path: Path, interpreter: Any, rt: _Runtime) -> dict[str, str
         entry = model.Metadata(i)
         name = (entry.Name() or b"").decode("utf-8", "replace")
         names.append(name)
-        if name == "min_runtime_version":
+        if name == "min_runtime_version" or name.startswith("infercore."):  # text (infercore convert's)
             data = model.Buffers(entry.Buffer()).DataAsNumpy()
             if isinstance(data, np.ndarray):
-                md["min_runtime_version"] = data.tobytes().rstrip(b"\0").decode("ascii", "replace")
+                md[name] = data.tobytes().rstrip(b"\0").decode("utf-8", "replace")
     if names:
         md["metadata_entries"] = ", ".join(names)
     custom = sorted(

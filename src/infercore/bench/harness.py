@@ -321,7 +321,9 @@ def benchmark(
 
     ``backends``: names (``"ort"``, ``"openvino"``, ``"litert"``...) or ``"name:precision"``
     (``"openvino:bf16"``), as a list or a comma-separated string; default: every available
-    backend that reads the model's file type (``infercore.inputs.default_backends``).
+    backend that reads the model's file type (``infercore.inputs.default_backends``); of those,
+    one that cannot load this model (``ModelLoadError``) is left out and listed in
+    ``report.skipped``, and when none can, ``ModelLoadError`` names each one's reason.
     ``precision`` (one or several) applies to entries without their own. ``batch`` and
     ``concurrency`` may be lists: every combination is measured. ``shapes``: input name -> shape,
     or symbolic dimension -> size (``{"sequence": 128}``); other dynamic dimensions are sized by
@@ -389,6 +391,9 @@ def benchmark(
         rss_scope=rss.scope,
     )
     results: list[BenchmarkResult] = []
+    skipped: list[str] = []  # default backends (none named) that cannot read this model
+    load_errors: list[ModelLoadError] = []
+    defaulted = given_engine is None and backends is None
     checked = False  # shapes, batches and input_range are checked against the first backend that loads
     per_config = float(warmup) + float(duration) if duration is not None else None  # an ETA from the start
     with Progress(
@@ -407,6 +412,12 @@ def benchmark(
                     )
                 except (InfercoreError, OSError, ValueError, RuntimeError) as e:
                     failure = f"{type(e).__name__}: {e}"
+                    if defaulted and isinstance(e, ModelLoadError):  # not asked for, and cannot read it
+                        skipped.append(f"{name}{' ' + prec if prec else ''}: {e}")
+                        load_errors.append(e)
+                        for _ in range(len(batches) * len(concs)):
+                            bar.advance()
+                        continue
             try:
                 if engine is not None and not checked:  # a wrong name or batch fails once, as an argument
                     specs = with_onnx_dim_names(engine.inputs, engine.path)
@@ -432,6 +443,11 @@ def benchmark(
             finally:
                 if engine is not None and engine is not given_engine:
                     engine.close()
+    if skipped and not results:  # no installed backend reads it: one error with every reason
+        assert path is not None
+        raise ModelLoadError(
+            f"no installed backend can read {path.name}: " + "; ".join(skipped), path=str(path)
+        ) from load_errors[0]
     report = BenchmarkReport(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         infercore_version=__version__,
@@ -439,6 +455,7 @@ def benchmark(
         machine=machine,
         settings=settings,
         results=tuple(results),
+        skipped=tuple(skipped),
     )
     for w in report.warnings:
         warnings.warn(w, BenchmarkWarning, stacklevel=2)

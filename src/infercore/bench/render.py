@@ -198,6 +198,8 @@ def print_table(report: BenchmarkReport, file: TextIO | None = None, *, color: b
                 t.add_row(*row[:4], "failed", *[""] * (len(head) - 5), style="red")
         console.print(t)
     console.print(note, style="dim")
+    for skip in report.skipped:
+        console.print(f"- skipped {skip}", style="dim")
     for e in report.errors:
         console.print(f"x {e}", style="red")
     for w in report.warnings:

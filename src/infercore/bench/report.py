@@ -245,6 +245,7 @@ class BenchmarkReport:
     settings: RunSettings
     results: tuple[BenchmarkResult, ...]
     schema_version: int = SCHEMA_VERSION
+    skipped: tuple[str, ...] = ()  # default backends that cannot read the model: "name: why"
 
     @property
     def ok(self) -> bool:
@@ -308,6 +309,7 @@ class BenchmarkReport:
             },
             "settings": {k: getattr(self.settings, k) for k in RunSettings.__dataclass_fields__},
             "results": [r.to_dict(samples) for r in self.results],
+            "skipped": list(self.skipped),
         }
 
     def to_json(self, path: str | os.PathLike[str] | None = None, *, samples: bool = False) -> str:
@@ -345,6 +347,7 @@ class BenchmarkReport:
             settings=RunSettings(**d["settings"]),
             results=tuple(BenchmarkResult.from_dict(r) for r in d["results"]),
             schema_version=int(d["schema_version"]),
+            skipped=tuple(d.get("skipped", ())),
         )
 
     @classmethod

@@ -105,6 +105,7 @@ JSON_SCHEMA: dict[str, Any] = {
                 "rss_scope": {"type": "string", "enum": ["since-load", "process"]},
             },
         },
+        "skipped": {"type": "array", "items": _STR},
         "results": {
             "type": "array",
             "items": {

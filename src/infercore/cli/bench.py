@@ -25,6 +25,7 @@ from .common import (
     add_input_flags,
     add_output_flag,
     open_output,
+    read_values,
     wrote,
 )
 
@@ -78,7 +79,7 @@ def add_parser(subparsers: Any) -> None:
         "default: every installed backend that reads the file",
     )
     p.add_argument("--batch", type=_int_list, help="batch sizes, e.g. 1,8,32 (dynamic batch dimension)")
-    add_input_flags(p, values=False)
+    add_input_flags(p)
     p.add_argument("--concurrency", type=_int_list, default=[1], help="worker threads, e.g. 1,4 (default 1)")
     p.add_argument("--threads", type=int, help="runtime threads per engine (default: the backend's)")
     p.add_argument("--precision", help="fp32, fp16, bf16 or int8 (comma list allowed); default: backend's")
@@ -155,6 +156,16 @@ def run_bench(args: argparse.Namespace) -> int:
         wrote(report.plot(args.plot))
     if report.errors:
         print(f"infercore bench: error: {len(report.errors)} configuration(s) failed", file=sys.stderr)
+        generated = {
+            k: f"{k} {i['shape']} ({i['source']})"
+            for r in report.results if r.error for k, i in r.inputs.items() if i["source"].startswith("generated")
+        }  # fmt: skip
+        if generated:  # the model refused inputs infercore made: say which, and the flags that replace them
+            print(
+                f"infercore bench: the failed runs used generated inputs: {'; '.join(generated.values())}. Give "
+                "real inputs (--inputs DATA, -i NAME=VALUE) or other shapes (-s NAME=AxBxC, -s DIM=N)",
+                file=sys.stderr,
+            )
         return EXIT_ERROR
     if args.strict and report.warnings:
         print(f"infercore bench: {len(report.warnings)} warning(s) and --strict", file=sys.stderr)
@@ -166,6 +177,19 @@ def _benchmark(args: argparse.Namespace, backends: list[str] | None) -> Benchmar
     """``benchmark()`` with the errors that are about the command line raised as ``UsageError``."""
     ranges = dict(args.input_range)
     shapes = dict(args.shape)
+    given: Any = args.inputs
+    values = read_values(args.input)
+    if values:  # -i NAME=VALUE, over the --inputs file's arrays of the same name
+        from ..inputs import load_feeds, model_inputs
+
+        specs = model_inputs(args.model)
+        unknown = sorted(set(values) - {s.name for s in specs})
+        if unknown:
+            raise UsageError(
+                f"--input names {', '.join(map(repr, unknown))}, which the model does not take; its inputs are "
+                f"{', '.join(s.name for s in specs) or 'none'}"
+            )
+        given = {**(load_feeds(args.inputs, specs) if args.inputs is not None else {}), **values}
     try:
         return benchmark(
             args.model,
@@ -181,7 +205,7 @@ def _benchmark(args: argparse.Namespace, backends: list[str] | None) -> Benchmar
             iterations=args.iterations,
             bound=args.bound,
             input_range=ranges,
-            inputs=args.inputs,
+            inputs=given,
             cv_threshold=args.cv_threshold,
             progress=args.progress,
             seed=args.seed,

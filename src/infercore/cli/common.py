@@ -199,7 +199,8 @@ def add_input_flags(p: argparse.ArgumentParser, *, values: bool = True) -> None:
         default=[],
         metavar="NAME=AxBxC",
         help="an input's shape (x=1x3x224x224, a 0-d input: sr=) or a dynamic dimension's size "
-        "(sequence=128); repeatable. Unsized dynamic dimensions: batch 1, others 64",
+        "(sequence=128); repeatable. Unsized dynamic dimensions: batch 1, a [batch, samples] float signal "
+        "512, others 64",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..compare import PRECISION_ORDER, CompareReport, compare
 from ..engine import load
-from ..errors import UsageError
+from ..errors import InputsRejectedError, UsageError
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -117,7 +117,15 @@ def run(args: argparse.Namespace) -> int:
     shapes = dict(args.shape)
     backends = args.backends
     # errors (the reference failing included) reach the CLI, which prints them and exits EXIT_ERROR
-    report = _compare(args, backends, values, shapes)
+    try:
+        report = _compare(args, backends, values, shapes)
+    except InputsRejectedError as e:
+        if not e.generated:
+            raise
+        raise UsageError(
+            str(e).replace("(inputs=) or other shapes (shapes=)", "(--inputs DATA, -i NAME=VALUE) or other shapes "
+                           "(-s NAME=AxBxC, -s DIM=N)")
+        ) from e
     if args.save_inputs is not None:
         with open_output(args.save_inputs, binary=True) as f:
             np.savez(f, **report.feeds)  # type: ignore[arg-type]
@@ -178,6 +186,8 @@ def _print_rich(report: CompareReport) -> bool:
     for r in report.runs:
         if r.error:
             console.print(f"[red]{r.label}: FAILED: {r.error}[/red]", highlight=False)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
     color = "green" if report.passed else "red"
     console.print(f"[{color}]{report.verdict()}[/{color}]", highlight=False)
     return True

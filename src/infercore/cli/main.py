@@ -41,7 +41,10 @@ from .common import EXIT_ERROR, EXIT_OK, EXIT_VERDICT, check_preflight
 
 __all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_OK", "EXIT_VERDICT", "build_parser", "flag_for", "main"]
 
-COMMANDS = ("backends", "inspect", "run", "compare", "bench", "quantize", "profile", "serve")
+COMMANDS = (
+    "backends", "inspect", "run", "compare", "bench", "quantize", "convert", "optimize", "profile", "serve", "sign",
+    "verify",
+)
 EXIT_INTERRUPTED = 130
 
 
@@ -61,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infercore",
         description="Run deep-learning models the same way on every inference runtime.",
-        epilog=exit_help("compare: a mismatch; bench: --strict and a warning; quantize: drop above --max-drop")
+        epilog=exit_help(
+            "compare: a mismatch; bench: --strict and a warning; quantize, optimize: drop above --max-drop"
+        )
         + "\n\nconventions: docs/cli.md",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

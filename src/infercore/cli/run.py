@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("model", type=Path, help="model file (.onnx, .xml, .tflite, ...)")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="an input from a .npy file (repeat per input); FILE.npz alone gives all inputs by name")
+                   help="an input from a .npy file, or a number that fills it (sr=16000), repeated per input; "
+                   "FILE.npz alone gives all inputs by name")
     add_output_flag(p, "the outputs as a .npz file (arrays named after the outputs)")
     add_backends_flag(p, "backend (default: from the file suffix)", one=True)
     p.add_argument("--device", help="device (default: the backend's, cpu or cuda:0)")
@@ -48,10 +49,19 @@ def preflight(args: argparse.Namespace) -> Preflight:
     )
 
 
-def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+def _number(text: str) -> int | float | bool | None:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text.lower() == "true" if text.lower() in ("true", "false") else None
+
+
+def _read_inputs(specs: list[str]) -> dict[str, Any]:
     from ..inputs import load_arrays
 
-    feeds: dict[str, np.ndarray] = {}
+    feeds: dict[str, Any] = {}
     for item in specs:
         name, sep, file = item.partition("=")
         if not sep:
@@ -67,6 +77,10 @@ def _read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
             continue
         if not name:
             raise UsageError(f"--input {item!r}: expected NAME=FILE.npy")
+        number = _number(file)
+        if number is not None:  # a number fills the input (sized below, once the model's specs are known)
+            feeds[name] = number
+            continue
         a = load_arrays(file, tensor=name)
         if not isinstance(a, np.ndarray):
             raise InputSpecError(
@@ -92,6 +106,14 @@ def run(args: argparse.Namespace) -> int:
                 f"--input names {', '.join(map(repr, unknown))}, which the model does not take; its inputs are "
                 f"{', '.join(names) or 'none'}"
             )
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise UsageError(
+                f"missing input(s) {', '.join(map(repr, missing))}: give each with -i NAME=FILE.npy (or a number "
+                f"that fills it, -i NAME=0), or all at once with -i FILE.npz; the model's inputs are: "
+                f"{', '.join(str(s) for s in eng.inputs)}"
+            )
+        feeds = _fill_numbers(feeds, eng.inputs)
         t0 = time.perf_counter()  # the engine times only every 8th call: time this one here
         out = eng.run(feeds)
         ms = (time.perf_counter() - t0) * 1e3
@@ -121,6 +143,22 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         wrote(args.output)
     return EXIT_OK
+
+
+def _fill_numbers(feeds: dict[str, Any], specs: Any) -> dict[str, np.ndarray]:
+    """Numbers given with -i fill their input, sized by infercore.inputs' rule from the arrays given."""
+    from ..inputs import as_feed, resolve_shapes
+
+    arrays = {k: v.shape for k, v in feeds.items() if isinstance(v, np.ndarray)}
+    if len(arrays) == len(feeds):
+        return feeds
+    shapes, _ = resolve_shapes(specs, given=arrays)
+    out = dict(feeds)
+    for spec in specs:
+        if not isinstance(feeds[spec.name], np.ndarray):
+            a, _ = as_feed(spec, feeds[spec.name])
+            out[spec.name] = np.full(shapes[spec.name], a, spec.dtype) if spec.rank else a
+    return out
 
 
 def _describe(name: str, a: Any) -> dict[str, Any]:

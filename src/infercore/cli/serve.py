@@ -1,4 +1,4 @@
-"""``infercore serve REPO``: an Open Inference Protocol (V2) server over REST and gRPC."""
+"""``infercore serve PATH``: an Open Inference Protocol (V2) server over REST and gRPC."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .common import EXIT_ERROR, EXIT_OK, Need, Preflight
+from .sign import SIGN_MODULES
 
 VERDICT = None  # exit status 1 is not used
 
@@ -56,17 +57,70 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _threads(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return cpu_limit()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer or 'auto': {text!r}")
+    return value
+
+
+def cpu_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its container's CPU quota (cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us``), rounded up, else the CPUs it may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = period = None
+    try:
+        quota_text, period_text = (cgroup / "cpu.max").read_text().split()[:2]
+        if quota_text != "max":
+            quota, period = int(quota_text), int(period_text)
+    except (OSError, ValueError):
+        try:
+            q = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            if q > 0:
+                quota, period = q, int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota and period:
+        cpus = min(cpus, max(1, math.ceil(quota / period)))
+    return cpus
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a model repository over the Open Inference Protocol (V2): REST and gRPC",
-        description="Serve REPO/<model>/<version>/model.{onnx,xml,tflite,engine} (+ REPO/<model>/config.yaml) "
-        "with Triton/KServe-compatible REST (binary tensor extension) and gRPC, Prometheus metrics, "
-        "and a graceful drain on SIGTERM. Logs are JSON lines on stderr; a repository with no servable "
-        "model is served all the same (models can be added and loaded through the API), with a warning.",
-        epilog="example:\n  infercore serve models/ --http-port 8000 --grpc-port off --metrics-port off",
+        description="Serve PATH with Triton/KServe-compatible REST (binary tensor extension) and gRPC, "
+        "Prometheus metrics, and a graceful drain on SIGTERM. PATH is a model repository "
+        "(PATH/<model>/<version>/model.{onnx,xml,tflite,engine} + PATH/<model>/config.yaml), or one "
+        "model: a model file (minilm.onnx), or with --model-name a directory of one model's files "
+        "(PATH/model.onnx + PATH/config.yaml, as KServe's storage initializer leaves /mnt/models) or "
+        "of its versions (PATH/1/model.onnx). Logs are JSON lines on stderr; a repository with no servable model is "
+        "served all the same (models can be added and loaded through the API), with a warning.",
+        epilog="examples:\n  infercore serve models/ --http-port 8000 --grpc-port off --metrics-port off\n"
+        "  infercore serve /mnt/models --model-name minilm --threads auto",
     )
-    p.add_argument("repository", type=Path, metavar="REPO", help="model repository: REPO/<model>/<version>/model.<suffix>")
+    p.add_argument(
+        "repository",
+        type=Path,
+        metavar="PATH",
+        help="model repository (PATH/<model>/<version>/model.<suffix>), or one model: a model file, "
+        "or a directory of its files or of its versions",
+    )
+    p.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="serve PATH as the model NAME: PATH is one model (a file, a directory of its files or of its "
+        "versions), or a repository holding NAME or only one model (KServe runtimes pass {{.Name}}); "
+        "without it a directory is a repository, and a file is named after its stem",
+    )
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--http-port", type=_port, default=8000, help="REST port (default 8000; 0: any; off)")
     p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0: any; off)")
@@ -98,6 +152,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=30.0,
         help="seconds to finish accepted requests after SIGTERM (default 30)",
     )
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N|auto",
+        help="runtime threads per engine instance for every model whose config.yaml does not set "
+        "threads; auto: the CPUs this container may use (its cgroup CPU quota). Default: the "
+        "runtime's own choice, usually every core of the machine, too many in a container",
+    )
     p.add_argument("--access-log", action="store_true", help="log every inference request (JSON lines)")
     p.add_argument(
         "--no-autotune",
@@ -106,7 +168,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="do not probe a model's layout at load: a config without threads/instances runs one engine "
         "with the runtime's default threads (as `auto: false` in its config.yaml)",
     )
-    p.set_defaults(func=run, preflight=preflight)
+    p.add_argument(
+        "--require-signatures",
+        type=Path,
+        default=None,
+        metavar="PUB",
+        help="load only version directories whose model.sig verifies with this PEM public key (a version "
+        "that does not is listed UNAVAILABLE, and the version policy picks among the others); "
+        "needs infercore[sign]",
+    )
+    p.set_defaults(func=run, preflight=preflight, param_flags={"public_key": "--require-signatures"})
 
 
 def preflight(args: argparse.Namespace) -> Preflight:
@@ -117,34 +188,51 @@ def preflight(args: argparse.Namespace) -> Preflight:
         modules += ["grpc", "google.protobuf"]
     if args.metrics_port is not None:
         modules += ["prometheus_client"]
-    return Preflight(needs=[Need("serve", tuple(modules), "infercore serve")])
+    needs = [Need("serve", tuple(modules), "infercore serve")]
+    if args.require_signatures is not None:  # model-signing imports OpenSSL (pyopenssl) undeclared
+        needs.append(Need("sign", SIGN_MODULES, "--require-signatures"))
+    return Preflight(needs=needs)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ServeError, UsageError
+    from ..serve.layout import repository_for
     from ..serve.logs import configure_logging
+    from ..serve.repository import ModelRepository
     from ..serve.server import InferenceServer, ServeOptions
 
     configure_logging(
         logging.DEBUG if getattr(args, "debug", False) else logging.INFO, access=args.access_log
     )
-    if not args.repository.is_dir():
-        raise ValueError(f"model repository {args.repository} is not a directory")
-    options = ServeOptions(
-        host=args.host,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        token=args.token or None,
-        max_body=args.max_body,
-        models=args.models,
-        drain_timeout=args.drain_timeout,
-        autotune=args.autotune,
-    )
-    from ..errors import ServeError
+    if args.models and args.model_name:
+        raise UsageError("--model and --model-name: give one (--model-name serves PATH as that one model)")
+    signature = None
+    if args.require_signatures is not None:
+        from ..serve.signatures import SignatureConfig
 
+        signature = SignatureConfig(public_key=args.require_signatures)
+    served = repository_for(args.repository, args.model_name)
     try:
-        InferenceServer(args.repository, options).run()
+        repo = ModelRepository(
+            served.root,
+            signature=signature,
+            defaults={"threads": args.threads} if args.threads else None,
+            autotune=args.autotune,
+        )
+        options = ServeOptions(
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            token=args.token or None,
+            max_body=args.max_body,
+            models=args.models or list(served.models) or None,
+            drain_timeout=args.drain_timeout,
+        )
+        InferenceServer(repo, options).run()
     except ServeError as e:  # a model that fails to load at start: not a bad request, not a bug
         print(f"infercore serve: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        served.cleanup()
     return EXIT_OK

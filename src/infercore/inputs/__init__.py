@@ -18,14 +18,17 @@ from here, so that one model gets the same inputs, shapes and error messages fro
    input with the same declared shape as one already sized takes its sizes);
 4. a batch dimension (the dynamic ones named like ``*batch*``, else those named ``N``/``B``/``bs``,
    else a dynamic dimension 0) takes ``batch`` (default 1);
-5. any other dynamic dimension takes ``dynamic_size`` (default ``DYNAMIC_SIZE`` = 64, a multiple
+5. the samples dimension of a signal (the last dimension of a 2-d float input, audio) takes
+   at least ``SIGNAL_SIZE`` = 512: speech front ends (STFT, strided convolutions) refuse 64 samples;
+6. any other dynamic dimension takes ``dynamic_size`` (default ``DYNAMIC_SIZE`` = 64, a multiple
    of 32 as detection backbones need), and ``InputInfo.source`` says so.
 
 **Generated values** (``seed``-reproducible) stay within each input's spec:
 
 - floats: uniform in [-1, 1) (``distribution="normal"``: N(0, 1));
 - integers, by the input's name: ``*mask*`` all ones; ``*type_id*``/``*segment*`` zeros;
-  ``*position*`` 0, 1, 2... along the last axis; token ids (``*id*``/``*token*``) in
+  ``*position*`` 0, 1, 2... along the last axis; sample rates (``sr``, ``*sample_rate*``,
+  ``*sampling_rate*``) ``SAMPLE_RATE`` = 16000; token ids (``*id*``/``*token*``) in
   [0, vocab) when the model's metadata has a ``*vocab_size`` key; 8-bit integers over their whole
   range (quantized images); any other integer in [0, 100);
 - booleans: random; strings: random lowercase words;
@@ -63,11 +66,14 @@ from .data import (
 )
 from .feeds import (
     DYNAMIC_SIZE,
+    SAMPLE_RATE,
+    SIGNAL_SIZE,
     Feeds,
     InputInfo,
     as_feed,
     generate,
     is_batch_axis,
+    is_signal_axis,
     make_feeds,
     resolve_shapes,
 )
@@ -75,6 +81,8 @@ from .feeds import (
 __all__ = [
     "DYNAMIC_SIZE",
     "LABEL_KEYS",
+    "SAMPLE_RATE",
+    "SIGNAL_SIZE",
     "BackendChoice",
     "Data",
     "Feeds",
@@ -84,6 +92,7 @@ __all__ = [
     "default_backends",
     "generate",
     "is_batch_axis",
+    "is_signal_axis",
     "iter_batches",
     "labelled_batches",
     "load_arrays",

@@ -18,7 +18,7 @@ import numpy as np
 from ..arguments import check_int
 from ..errors import ArgumentError, InputSpecError, ModelLoadError
 from ..specs import TensorSpec
-from .feeds import Feeds, as_feed
+from .feeds import Feeds, as_feed, is_batch_axis
 
 V = TypeVar("V")
 LABEL_KEYS = ("labels", "label")
@@ -207,15 +207,24 @@ def _batch_feeds(item: Any, specs: Sequence[TensorSpec], where: str) -> Feeds:
     return feeds
 
 
-def _cut(whole: Feeds, batch_size: int) -> list[Feeds]:
-    n = {a.shape[0] for a in whole.values() if a.ndim}  # a 0-d input has no samples: every batch gets it
-    if len(n) > 1:
-        raise InputSpecError(f"dataset arrays disagree on the number of samples: {sorted(n)}")
-    total = n.pop() if n else 1
-    return [
-        {k: v[i : i + batch_size] if v.ndim else v for k, v in whole.items()}
-        for i in range(0, total, batch_size)
-    ]
+def _sample_axis(spec: TensorSpec) -> int:
+    """The axis a dataset's samples run along: the input's batch dimension (Silero VAD's state
+    [2, batch, 128] has it second), else the first."""
+    return next((i for i in range(spec.rank) if is_batch_axis(spec, i)), 0)
+
+
+def _cut(whole: Feeds, batch_size: int, specs: Sequence[TensorSpec]) -> list[Feeds]:
+    axes = {s.name: _sample_axis(s) for s in specs}
+    counts = {k: a.shape[axes[k]] for k, a in whole.items() if a.ndim}  # a 0-d input: every batch gets it
+    if len(set(counts.values())) > 1:
+        said = ", ".join(f"{k} {v} (axis {axes[k]})" for k, v in counts.items())
+        raise InputSpecError(f"dataset arrays disagree on the number of samples: {said}")
+    total = next(iter(counts.values()), 1)
+
+    def part(k: str, v: np.ndarray, i: int) -> np.ndarray:
+        return np.ascontiguousarray(v[(slice(None),) * axes[k] + (slice(i, i + batch_size),)]) if v.ndim else v
+
+    return [{k: part(k, v, i) for k, v in whole.items()} for i in range(0, total, batch_size)]
 
 
 def _default_batch(specs: Sequence[TensorSpec]) -> int:
@@ -265,7 +274,7 @@ def iter_batches(
         if transform is not None:
             item = transform(item)
         if whole:
-            batches = _cut(_batch_feeds(item, specs, "dataset"), batch_size or _default_batch(specs))
+            batches = _cut(_batch_feeds(item, specs, "dataset"), batch_size or _default_batch(specs), specs)
         else:
             batches = [_batch_feeds(item, specs, f"batch {i}")]
         for b in batches:

@@ -18,6 +18,14 @@ Feeds = dict[str, np.ndarray]
 
 DYNAMIC_SIZE = 64
 """Size of a dynamic dimension that is not a batch dimension and that nothing else sizes."""
+SIGNAL_SIZE = 512
+"""Least size of the samples dimension of a signal (the last dimension of a 2-d float input,
+``[batch, samples]``: audio): 64 samples are too few for the STFT or convolution front ends of speech models (Silero VAD
+pads by 64 on each side and wants 256 or 512 samples; openWakeWord's melspectrogram takes >= 512)."""
+SAMPLE_RATE = 16000
+"""The value of a generated integer sample-rate input (``sr``, ``*sample_rate*``): speech models
+branch on it and refuse or misread other rates."""
+_SAMPLE_RATE_NAME = re.compile(r"sr|.*sampl(e|ing)_?rate.*")
 _BATCH_NAME = re.compile(r".*batch.*")
 _BATCH_LETTER = re.compile(r"n|b|bs")
 _DISTRIBUTIONS = ("uniform", "normal")
@@ -44,6 +52,12 @@ def _shape_of(spec: TensorSpec, given: Sequence[int] | int, parameter: str) -> t
             parameter, f"{spec.name}={_x(dims)} does not fit input {spec}; a dynamic dimension takes any size"
         )
     return dims
+
+
+def is_signal_axis(spec: TensorSpec, axis: int) -> bool:
+    """Whether dimension ``axis`` of ``spec`` is the samples dimension of a signal: the last
+    dimension of a 2-d floating-point input (``[batch, samples]``, audio)."""
+    return spec.rank == 2 and axis == 1 and _kind(spec.dtype) == "float"
 
 
 def _x(dims: Sequence[int]) -> str:
@@ -140,6 +154,9 @@ def resolve_shapes(
             elif is_batch_axis(spec, i):
                 size = batch if batch is not None else 1
                 said.append(f"{label}={size} (batch)")
+            elif is_signal_axis(spec, i) and dynamic_size < SIGNAL_SIZE:
+                size = SIGNAL_SIZE
+                said.append(f"{label}={size} (samples of a signal: the last dimension of a 2-d float input)")
             else:
                 size = dynamic_size
                 said.append(f"{label}={size} (default size of a dynamic dimension)")
@@ -346,6 +363,8 @@ def generate(
         return np.ones(shape, dt), "generated: ones (a mask)"
     if "type_id" in name or "segment" in name:
         return np.zeros(shape, dt), "generated: zeros (token types)"
+    if _SAMPLE_RATE_NAME.fullmatch(name) and info.min <= SAMPLE_RATE <= info.max:
+        return np.full(shape, SAMPLE_RATE, dt), f"generated: {SAMPLE_RATE} (a sample rate)"
     if "position" in name and len(shape):
         return np.broadcast_to(np.minimum(np.arange(shape[-1]), int(info.max)), shape).astype(dt), (
             "generated: positions 0, 1, 2... along the last axis"

@@ -36,16 +36,19 @@ import numpy as np
 from ..arguments import check_choice, check_int, check_number
 from ..backends import redirected_stdout, runtimes_quiet
 from ..backends.ort import log_severity
-from ..errors import ArgumentError, CalibrationError, InputSpecError, ModelLoadError
+from ..errors import ArgumentError, CalibrationError, InfercoreError, InputSpecError, ModelLoadError
 from ..inputs import Feeds, LabelledBatches, iter_batches, labelled_batches, model_inputs, rows
 from ..metrics import Metric, metric_name
+from ..modelfiles import quantized_ops
 from ..optional import require
 from ..progress import Progress, track
 from ..specs import TensorSpec
 from .cache import building, cache_root, fingerprint, model_digest, versions
-from .measure import CalibrationResult, build_report, deliver, measure
+from .measure import CalibrationResult, build_report, deliver, describe, measure
 
-__all__ = ["METHODS", "PRESETS", "TARGETS", "calibrate", "calibration_batches", "check_finite"]
+__all__ = [
+    "METHODS", "PRESETS", "TARGETS", "calibrate", "calibration_batches", "check_finite", "refuse_quantized",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +205,32 @@ _QUANTIZED_OPS = frozenset(
 )  # fmt: skip
 
 
+def refuse_quantized(model: Path, what: str) -> None:
+    """Refuse to quantize or convert a model that is already quantized (ONNX Runtime's quantizer
+    fails on it with a KeyError, the FP16 converter writes a graph it cannot load)."""
+    found = quantized_ops(model)  # onnx reads them: the quantize extra's own dependency
+    if found:
+        raise CalibrationError(
+            f"{model.name} is already quantized (it has {', '.join(found)}): {what} needs the float32 "
+            "model it was quantized from"
+        )
+
+
 def _check_quantized(model: Path, out: Path, op_types: Sequence[str] | None, preset: str | None) -> None:
     """A model with no quantized op is the float model under an INT8 name: refuse it."""
     found = _op_types(out)
     if found & _QUANTIZED_OPS or any(o.startswith("QLinear") for o in found):
         return
+    onnx = require("onnx", EXTRA)
+    top = {n.op_type for n in onnx.load(str(model), load_external_data=False).graph.node}
+    nested = sorted((_op_types(model) - top) & {"Conv", "MatMul", "Gemm", "ConvTranspose"})
+    if nested and op_types is None:
+        control = ", ".join(sorted(top & {"If", "Loop", "Scan"}))
+        raise CalibrationError(
+            f"nothing was quantized in {model.name}: its {', '.join(nested)} ops sit only inside the "
+            f"subgraphs of {control} nodes, and ONNX Runtime's quantizer does not quantize subgraphs: "
+            "quantize a variant of the model without control flow"
+        )
     why = " (preset 'transformer' quantizes MatMul only)" if preset == "transformer" else ""
     raise CalibrationError(
         f"nothing was quantized in {model.name}: ONNX Runtime inserted no QuantizeLinear/DequantizeLinear "
@@ -315,15 +339,48 @@ def _quantize_onnx(
         )
     calib = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
              "percentile": q.CalibrationMethod.Percentile}[method]  # fmt: skip
-    with redirected_stdout(log, "onnxruntime.quantization"):  # entropy/percentile print histograms
-        q.quantize_static(
-            str(src), str(out), _Reader(batches, progress), quant_format=q.QuantFormat.QDQ,
-            op_types_to_quantize=op_types, per_channel=per_channel, activation_type=q.QuantType.QInt8,
-            weight_type=q.QuantType.QInt8, calibrate_method=calib, calibration_providers=["CPUExecutionProvider"],
-            extra_options=extra,
-        )  # fmt: skip
+
+    def quantize_static() -> None:
+        with redirected_stdout(log, "onnxruntime.quantization"):  # entropy/percentile print histograms
+            q.quantize_static(
+                str(src), str(out), _Reader(batches, progress), quant_format=q.QuantFormat.QDQ,
+                op_types_to_quantize=op_types, per_channel=per_channel, activation_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8, calibrate_method=calib, calibration_providers=["CPUExecutionProvider"],
+                extra_options=extra,
+            )  # fmt: skip
+
+    try:
+        quantize_static()
+    except Exception as e:
+        if _raised_in(e, "collect_data") and not isinstance(e, InfercoreError):
+            # onnxruntime ran the model on the calibration batches, and the model refused them
+            raise CalibrationError(
+                f"{model.name} failed on the calibration data (first batch: {describe(batches[0])}): "
+                f"{type(e).__name__}: {e}. Give data of the shapes the model runs on"
+            ) from e
+        # onnxruntime's per-channel path reads a bias as 1-d and fails on a bias of another rank
+        # ([1, N], as tf2onnx writes for magika); disabling its bias adjustment then writes a
+        # per-axis DequantizeLinear that onnxruntime cannot load. Per-tensor weights work.
+        if not (isinstance(e, ValueError) and per_channel and _raised_in(e, "_adjust_weight_scale_for_int32_bias")):
+            raise
+        per_channel = False
+        notes.append(
+            "onnxruntime's per-channel quantization fails on a bias that is not 1-d "
+            f"({type(e).__name__}: {e}); per-tensor weights used"
+        )
+        quantize_static()
     _check_quantized(model, out, op_types, preset)
     return per_channel
+
+
+def _raised_in(e: BaseException, function: str) -> bool:
+    """Whether ``e`` was raised inside a function named ``function`` (a known runtime bug)."""
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _quantize_openvino(
@@ -463,6 +520,8 @@ def calibrate(
         method = "minmax"
     mode = "nncf" if target == "openvino" else ("dynamic" if dynamic else "static Q/DQ")
 
+    if src.suffix == ".onnx":
+        refuse_quantized(src, "INT8 calibration")
     specs = model_inputs(src)
     notes: list[str] = []
     if target != "openvino":  # openvino op types are checked on the model OpenVINO reads

@@ -29,7 +29,7 @@ from ..inputs import LabelledBatches, iter_batches, labelled_batches, model_inpu
 from ..metrics import Metric, metric_name
 from ..optional import require
 from .cache import building, cache_root, model_digest, versions
-from .calibration import EXTRA, check_finite
+from .calibration import EXTRA, check_finite, refuse_quantized
 from .measure import CalibrationResult, build_report, deliver, describe, generated_inputs, measure
 
 __all__ = ["convert_fp16"]
@@ -81,6 +81,7 @@ def convert_fp16(
     check_number("timing_s", timing_s)
     metric_name(metric, has_labels=False)  # an unknown metric is refused before converting
 
+    refuse_quantized(src, "FP16 conversion")
     specs = model_inputs(src)
     notes: list[str] = []
     if eval_data is not None:

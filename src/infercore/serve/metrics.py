@@ -21,6 +21,11 @@ request::
 Monitoring (drift, quality, screening: ``infercore_drift``, ``infercore_quality``, ...) is listed
 in :mod:`infercore.serve.monitoring`; the process's CPU time and memory are prometheus_client's
 ``process_*`` metrics.
+
+Counted by the repository when a version is refused for its signature (missing, invalid,
+mismatch: ``SignatureError.reason``); the version is not loaded::
+
+    infercore_signature_failure_total{model,version,reason}
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class ServeMetrics:
             self.registry.register(_BatcherCollector(repo))
             self.registry.register(MonitorCollector(repo))  # drift, quality, screening (serve/monitoring.py)
             ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, resident memory: resources
+            self.registry.register(_SignatureCollector(repo))
 
     def success(self, model: str, version: str, protocol: str, seconds: float) -> None:
         key = (model, version, protocol)
@@ -164,6 +170,29 @@ class _BatcherCollector:
                     stats = mv.engine.stats
                     runs.add_metric(lv, float(stats.runs + stats.bound_runs))
         yield from (requests, depth, sizes, queue, compute, runs)
+
+
+class _SignatureCollector:
+    """The repository's count of versions refused for their signature."""
+
+    def __init__(self, repo: ModelRepository) -> None:
+        self.repo = repo
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        refused = CounterMetricFamily(
+            "infercore_signature_failure",
+            "Model versions not loaded because their signature is missing, invalid or does not match.",
+            labels=["model", "version", "reason"],
+        )
+        signatures = getattr(self.repo, "signatures", None)
+        for labels, count in sorted(dict(getattr(signatures, "failures", {})).items()):
+            refused.add_metric(list(labels), float(count))
+        yield refused
 
 
 def _batch_histogram(m: Any) -> Mapping[int, int]:

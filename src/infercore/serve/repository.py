@@ -29,6 +29,7 @@ A model's optional ``REPO/<model>/config.yaml``::
     outputs: []
     monitoring: {profile: profile.json, sample_rate: 0.1, window: 1000}   # see serve/monitoring.py
     screen: {action: flag, threshold: 3.0}                                  # flag | reject
+    signature: {public_key: /etc/infercore/models.pub}   # signed versions only: serve.signatures
 
 Loading builds every selected version completely before it replaces what was served, so a reload
 (or a rollback: a policy that selects an older version) never leaves a model half-loaded; the
@@ -55,6 +56,7 @@ from ..errors import BadRequest, InfercoreError, NotFound, QueueFullError, Unava
 from ..specs import TensorSpec, format_shape
 from . import autotune
 from .monitoring import MonitoringConfig, ScreenConfig, open_watch
+from .signatures import SignatureConfig, VersionSignatures, close_copies, no_signature_override
 from .tensors import datatype_of, dtype_of
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "ModelConfig",
     "ModelRepository",
     "ModelVersion",
+    "SignatureConfig",
     "TensorOverride",
     "VersionPolicy",
 ]
@@ -147,6 +150,7 @@ class ModelConfig:
     outputs: tuple[TensorOverride, ...] = ()
     monitoring: MonitoringConfig | None = None
     screen: ScreenConfig | None = None
+    signature: SignatureConfig | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None, source: str = "config") -> ModelConfig:
@@ -185,12 +189,15 @@ class ModelConfig:
                 kw["monitoring"] = MonitoringConfig.parse(raw["monitoring"])
             if "screen" in raw:
                 kw["screen"] = ScreenConfig.parse(raw["screen"])
+            if raw.get("signature") is not None:
+                kw["signature"] = SignatureConfig.parse(raw["signature"])
         except ValueError as e:
             raise ValueError(f"{source}: {e}") from None
         return cls(**kw, given=frozenset(k for k, v in raw.items() if v is not None))
 
     def merged(self, override: Mapping[str, Any], source: str) -> ModelConfig:
         """This config with the keys of ``override`` (a load request's ``config``) replaced."""
+        no_signature_override(override, source)
         new = ModelConfig.from_dict(override, source)
         return replace(self, **{k: getattr(new, k) for k in _keys(override)}, given=self.given | new.given)
 
@@ -275,21 +282,20 @@ def _override(raw: Any, key: str) -> TensorOverride:
     return TensorOverride(raw["name"], datatype, shape)
 
 
-def read_config(model_dir: Path) -> ModelConfig:
+def read_config(model_dir: Path, defaults: Mapping[str, Any] | None = None) -> ModelConfig:
+    """``model_dir/config.yaml`` (or ``.yml``); ``defaults`` fill the keys it does not set."""
     path = model_dir / "config.yaml"
     if not path.exists():
         path = model_dir / "config.yml"
-        if not path.exists():
-            return ModelConfig()
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text()) if path.exists() else None
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from None
     if raw is not None and not isinstance(raw, Mapping):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return ModelConfig.from_dict(raw, str(path))
+    return ModelConfig.from_dict({**(defaults or {}), **(raw or {})}, str(path))
 
 
 def apply_overrides(
@@ -380,6 +386,7 @@ class ModelVersion:
     batching: BatchingConfig | None
     engine: Engine | None = None
     watch: Any = None  # a serve.monitoring.Watch: the version's Monitor and Screen, when configured
+    verified: Any = None  # the verified private copy the engines were opened from (signing.VerifiedCopy)
     input_map: dict[str, TensorSpec] = field(default_factory=dict)
     output_names: frozenset[str] = frozenset()
 
@@ -408,14 +415,17 @@ class ModelEntry:
 class ModelRepository:
     """Models on disk and the versions loaded from them; load, unload and reload at run time."""
 
-    def __init__(
-        self, root: str | os.PathLike[str], *, batcher_factory: Callable[..., Any] | None = None, autotune: bool = True
-    ) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, batcher_factory: Callable[..., Any] | None = None,
+                 signature: SignatureConfig | None = None, defaults: Mapping[str, Any] | None = None,
+                 autotune: bool = True) -> None:  # fmt: skip
+        self.defaults = dict(defaults or {})  # config keys for models whose config.yaml lacks them
+        ModelConfig.from_dict(self.defaults, "repository defaults")  # a bad one fails before any load
         self.root = Path(root)
         self.autotune = autotune  # False: a model without threads/instances runs as before the probe
         self._layouts: dict[Any, Any] = {}  # probed layouts, reused by a reload of the same file
         if not self.root.is_dir():
             raise FileNotFoundError(f"model repository {self.root} is not a directory")
+        self.signatures = VersionSignatures(signature)  # --require-signatures, and what it refused
         self._models: dict[str, ModelEntry] = {}
         self._state_lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -490,8 +500,9 @@ class ModelRepository:
         on_disk, unusable = self._scan()
         with self._state_lock:
             entries = dict(self._models)
+            refused = {n: dict(r) for n, r in self.signatures.refused.items() if r}
         rows: list[dict[str, str]] = []
-        for name in sorted(set(on_disk) | set(entries) | set(unusable)):
+        for name in sorted(set(on_disk) | set(entries) | set(unusable) | set(refused)):
             entry = entries.get(name)
             if entry is not None and entry.versions:
                 for v in sorted(entry.versions):
@@ -501,8 +512,9 @@ class ModelRepository:
             elif not ready_only and (entry is not None or name in on_disk):
                 state, reason = (entry.state, entry.reason) if entry else ("UNAVAILABLE", "unloaded")
                 rows.append({"name": name, "version": "", "state": state, "reason": reason})
-            if not ready_only:
-                for v, why in sorted(unusable.get(name, {}).items()):
+            if not ready_only:  # a refused version still served (its verified copy) is listed READY
+                refused_now = {v: y for v, y in refused.get(name, {}).items() if not (entry and v in entry.versions)}
+                for v, why in sorted({**refused_now, **unusable.get(name, {})}.items()):
                     rows.append({"name": name, "version": str(v), "state": "UNAVAILABLE", "reason": why})
         return rows
 
@@ -517,7 +529,7 @@ class ModelRepository:
         if entry is None or not entry.versions:
             if entry is not None and entry.state in ("LOADING", "UNLOADING"):
                 raise Unavailable(f"model {name!r} is {entry.state.lower()}")
-            problems = self._unusable.get(name)
+            problems = {**self.signatures.refused.get(name, {}), **self._unusable.get(name, {})}
             if problems:
                 raise BadRequest(f"model {name!r} is not served: {'; '.join(problems.values())}")
             raise BadRequest(f"unknown model {name!r}: {self._known()}")
@@ -557,7 +569,7 @@ class ModelRepository:
             )
         with self._load_lock:
             try:
-                cfg = read_config(self.root / name)
+                cfg = read_config(self.root / name, self.defaults)
                 if config:
                     cfg = cfg.merged(config, f"load request for {name!r}")
             except ValueError as e:
@@ -566,8 +578,11 @@ class ModelRepository:
             versions, problems = _versions(self.root / name, cfg.backend)
             if not versions:
                 raise BadRequest(f"model {name!r} has no usable version: " + "; ".join(problems.values()))
-            selected = cfg.version_policy.select(list(versions))
+            checks = self.signatures.checks(name, cfg.signature, self.root / name)
+            copies = self.signatures.select(name, versions, cfg.version_policy, checks) if checks else {}
+            selected = sorted(copies) if checks else cfg.version_policy.select(list(versions))
             if not selected:
+                self.signatures.raise_if_refused(name, self._served(name), self._set_state)
                 raise BadRequest(
                     f"model {name!r}: version_policy selects none of the usable versions on disk "
                     f"({', '.join(str(v) for v in sorted(versions))})"
@@ -577,10 +592,11 @@ class ModelRepository:
             built: dict[int, ModelVersion] = {}
             try:
                 for v in selected:
-                    built[v] = self._open(name, v, versions[v], cfg)
+                    built[v] = self._open(name, v, versions[v], cfg, copies.get(v))
             except Exception as e:
                 for mv in built.values():
                     _close_quietly(mv)
+                close_copies({v: c for v, c in copies.items() if v not in built})
                 self._set_state(name, "READY" if self._served(name) else "UNAVAILABLE", f"load failed: {e}")
                 if isinstance(e, InfercoreError | ValueError | OSError):
                     raise BadRequest(f"model {name!r}: load failed: {e}") from e
@@ -634,10 +650,12 @@ class ModelRepository:
             else:
                 entry.state, entry.reason = state, reason
 
-    def _open(self, name: str, version: int, path: Path, cfg: ModelConfig) -> ModelVersion:
+    def _open(self, name: str, version: int, path: Path, cfg: ModelConfig, verified: Any = None) -> ModelVersion:
+        opened = verified.path / path.name if verified is not None else path  # the verified private copy
+
         def open_engine(threads: int | None = cfg.threads, options: Mapping[str, Any] | None = None) -> Engine:
             return load(
-                path,
+                opened,
                 cfg.backend,
                 device=cfg.device,
                 precision=cfg.precision,
@@ -651,7 +669,7 @@ class ModelRepository:
         try:
             inputs = apply_overrides(engine.inputs, cfg.inputs, "inputs")
             outputs = apply_overrides(engine.outputs, cfg.outputs, "outputs")
-            watch = open_watch(cfg.monitoring, cfg.screen, self.root / name, path.parent, name, version, inputs, outputs)
+            watch = open_watch(cfg.monitoring, cfg.screen, self.root / name, opened.parent, name, version, inputs, outputs)
             batching = cfg.batching
             batchable = all(
                 s.rank >= 1 and s.shape[0] is None and not s.dtype.hasobject for s in engine.inputs
@@ -661,9 +679,8 @@ class ModelRepository:
                     engine, open_engine, cores, batching, inputs, f"{name}/{version}", self._batcher_factory,
                     cfg.options, self._layouts, autotune.layout_key(path, cfg, cores),
                 )
-                return ModelVersion(
-                    name, version, path, engine.backend_name, inputs, outputs, tuned, batching, tuned.engine, watch
-                )
+                return ModelVersion(name, version, path, engine.backend_name, inputs, outputs, tuned, batching,
+                                    tuned.engine, watch, verified)  # fmt: skip
             if batching is not None and not batchable:
                 if cfg.batching_explicit:
                     raise ValueError(
@@ -699,7 +716,7 @@ class ModelRepository:
                 watch.close()
             raise
         return ModelVersion(
-            name, version, path, engine.backend_name, inputs, outputs, runner, batching, engine, watch
+            name, version, path, engine.backend_name, inputs, outputs, runner, batching, engine, watch, verified
         )
 
 
@@ -796,3 +813,5 @@ def _close_quietly(mv: ModelVersion, drain: bool = True) -> None:
             mv.engine.close()
     if mv.watch is not None:
         mv.watch.close()
+    if mv.verified is not None:
+        mv.verified.close()

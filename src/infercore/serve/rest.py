@@ -107,9 +107,19 @@ def _loads(raw: bytes | memoryview, what: str) -> Any:
             raise BadRequest(f"{what} is not valid JSON: {e}") from None
 
 
-def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starlette:
-    """The Starlette application serving ``service`` under ``/v2``."""
+def create_app(
+    service: InferenceService, *, max_body: int = 64 << 20, model_control: str | None = None
+) -> Starlette:
+    """The Starlette application serving ``service`` under ``/v2``.
+
+    ``model_control``: ``None`` lets clients load and unload models (the repository extension);
+    a reason (``"...redeploy instead"``) refuses those requests with 400 and says it: one of many
+    replicas of a scaled-out server must not change its models alone."""
     repo = service.repo
+
+    def check_model_control(request: Request) -> None:
+        if model_control is not None:
+            raise BadRequest(f"{request.url.path}: loading and unloading models is off here: {model_control}")
 
     # -- health and metadata ------------------------------------------------------------------
     async def server_metadata(request: Request) -> Response:
@@ -227,6 +237,7 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
 
     async def repo_load(request: Request) -> Response:
         service.check_auth(request.headers.get("authorization"))
+        check_model_control(request)
         body = await read_body(request, 16 << 20)
         config = None
         if body.strip():
@@ -248,6 +259,7 @@ def create_app(service: InferenceService, *, max_body: int = 64 << 20) -> Starle
 
     async def repo_unload(request: Request) -> Response:
         service.check_auth(request.headers.get("authorization"))
+        check_model_control(request)
         await read_body(request, 1 << 20)
         await asyncio.to_thread(repo.unload, request.path_params["model"])
         return Response(status_code=200)

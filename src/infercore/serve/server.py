@@ -19,8 +19,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import BadRequest, SignatureError
 from .metrics import ServeMetrics
-from .repository import ModelRepository
+from .repository import ModelRepository, SignatureConfig
 from .service import InferenceService
 
 __all__ = ["InferenceServer", "ServeOptions"]
@@ -38,6 +39,8 @@ class ServeOptions:
     max_body: int = 64 << 20
     models: Sequence[str] | None = None  # loaded at start; None: every model in the repository
     drain_timeout: float = 30.0
+    # every version of every model must verify against this (--require-signatures PUB)
+    signature: SignatureConfig | None = None
     autotune: bool = True  # False: models without threads/instances in their config are not probed
     ports: dict[str, int] = field(default_factory=dict)  # filled in by start(): the bound ports
 
@@ -52,11 +55,14 @@ class InferenceServer:
         drain = self.options.drain_timeout
         if not (isinstance(drain, int | float) and math.isfinite(drain) and drain >= 0):
             raise ValueError(f"drain_timeout must be a number of seconds >= 0, got {drain!r}")
-        self.repo = (
-            repository
-            if isinstance(repository, ModelRepository)
-            else ModelRepository(repository, autotune=self.options.autotune)
-        )
+        if isinstance(repository, ModelRepository):
+            if self.options.signature is not None and repository.signatures.server != self.options.signature:
+                raise ValueError("give the signature setting to the ModelRepository, not to ServeOptions")
+            self.repo = repository
+        else:
+            self.repo = ModelRepository(
+                repository, signature=self.options.signature, autotune=self.options.autotune
+            )
         self.metrics = ServeMetrics(self.repo)
         self.service = InferenceService(self.repo, self.metrics, token=self.options.token)
         self.ports = self.options.ports
@@ -76,7 +82,13 @@ class InferenceServer:
             log.warning(problem, extra={"repository": str(self.repo.root)})
         names = list(opts.models) if opts.models is not None else list(self.repo.scan())
         for name in names:
-            await asyncio.to_thread(self.repo.load, name)
+            try:
+                await asyncio.to_thread(self.repo.load, name)
+            except BadRequest as e:
+                if not isinstance(e.__cause__, SignatureError):
+                    raise
+                # listed UNAVAILABLE with why (and logged) by the repository; the others are served
+                log.error("model not loaded: %s", e, extra={"model": name})
         if opts.http_port is not None:
             await self._start_http()
         if opts.grpc_port is not None:

@@ -180,24 +180,28 @@ def builtin_target(name: str) -> BackendUnderTest:
     assert info.available, (
         f"{backend}: the runtime is installed but the backend is unavailable: {info.reason}"
     )
+    # real models: an image classifier or landmark model, and a speech model (a [batch, samples]
+    # signal: Silero VAD with its 0-d sample rate, openWakeWord's melspectrogram)
+    silero = lambda: models.silero_vad("ifless")  # noqa: E731
+    melspectrogram = lambda: models.open_wakeword("melspectrogram")  # noqa: E731
     if name == "ort":
-        return BackendUnderTest("ort", raw=_RAW["ort"], real_models=(models.ppocr_cls,))
+        return BackendUnderTest("ort", raw=_RAW["ort"], real_models=(models.ppocr_cls, silero))
     if name == "openvino":
-        return BackendUnderTest("openvino", raw=_RAW["openvino"], real_models=(models.ppocr_cls,))
+        return BackendUnderTest("openvino", raw=_RAW["openvino"], real_models=(models.ppocr_cls, silero))
     if name == "openvino-tflite":
         return BackendUnderTest(
             "openvino",
             model_format="tflite",
             raw=_RAW["openvino"],
             id=name,
-            real_models=(lambda: models.mediapipe("hand_landmark_lite"),),
+            real_models=(lambda: models.mediapipe("hand_landmark_lite"), melspectrogram),
         )
     if name == "litert":
         return BackendUnderTest(
             "litert",
             model_format="tflite",
             raw=_RAW["litert"],
-            real_models=(lambda: models.mediapipe("hand_landmark_lite"),),
+            real_models=(lambda: models.mediapipe("hand_landmark_lite"), melspectrogram),
         )
     if name == "reference":
         return BackendUnderTest("reference")

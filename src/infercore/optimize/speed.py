@@ -1,0 +1,180 @@
+"""Speed of several models on one backend, measured in paired rounds so their ratios survive a
+machine whose speed drifts while it is measured.
+
+Each round times every model at every batch size with ``ic.benchmark`` (the bound, zero-copy
+path), one model after another in a rotating order; a ratio is the median over rounds of the ratio
+measured within each round, so a slow spell of the machine hits both sides of it. Latency
+percentiles pool every round's samples. The best batch is the one with the most items per second.
+
+A speed step (pruning, quantization) that is not ``min_speedup`` (1.1x) faster than its input,
+neither at batch 1 nor at its best batch, is flagged ``"no speedup"``. "Faster" is read from the
+lower quartile of the per-round ratios, not their median: three rounds in four must show it. On a
+shared machine two models that compute the same thing (80% of the weights zero, or not) differ by
+up to 15% in single rounds; a median alone would call some of that a speedup.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..arguments import check_int, check_number
+from ..errors import ArgumentError, BenchmarkWarning, OptimizeError
+
+__all__ = ["MIN_SPEEDUP", "NO_SPEEDUP", "ModelSpeed", "SpeedRun", "lower_quartile", "measure_speed", "speed_flag"]
+
+MIN_SPEEDUP = 1.1
+NO_SPEEDUP = "no speedup"
+
+
+@dataclass(frozen=True)
+class ModelSpeed:
+    """One model's latency at batch 1 and at its best batch (pooled over rounds), and items per
+    second at every batch measured (median over rounds)."""
+
+    label: str
+    p50_ms: float
+    p99_ms: float
+    best_batch: int
+    best_p50_ms: float
+    best_p99_ms: float
+    best_items_per_s: float
+    items_per_s: dict[int, float]
+    samples: int
+
+
+@dataclass
+class SpeedRun:
+    """Every model's speed on ``backend``, and the per-round figures the ratios come from."""
+
+    backend: str
+    batches: tuple[int, ...]
+    rounds: int
+    models: dict[str, ModelSpeed]
+    _p50: dict[tuple[str, int], list[float]]
+    _ips: dict[tuple[str, int], list[float]]
+    notes: list[str]
+
+    def ratios(self, faster: str, slower: str, batch: int = 1) -> list[float]:
+        """Per round: ``slower``'s p50 over ``faster``'s at ``batch``."""
+        pairs = zip(self._p50[(slower, batch)], self._p50[(faster, batch)], strict=True)
+        return [s / f for s, f in pairs if f > 0]
+
+    def best_ratios(self, faster: str, slower: str) -> list[float]:
+        """Per round: items per second at each model's best batch, ``faster`` over ``slower``."""
+        fb, sb = self.models[faster].best_batch, self.models[slower].best_batch
+        pairs = zip(self._ips[(faster, fb)], self._ips[(slower, sb)], strict=True)
+        return [f / s for f, s in pairs if s > 0]
+
+    def ratio(self, faster: str, slower: str, batch: int = 1) -> float:
+        """How many times ``faster`` is faster than ``slower`` at ``batch``: the median of the
+        per-round ratios."""
+        return float(statistics.median(self.ratios(faster, slower, batch)))
+
+    def best_ratio(self, faster: str, slower: str) -> float:
+        """The median of the per-round ratios of items per second at each model's best batch."""
+        return float(statistics.median(self.best_ratios(faster, slower)))
+
+    def ratio_low(self, faster: str, slower: str, batch: int = 1) -> float:
+        """The lower quartile of the per-round ratios at ``batch``: what three rounds in four beat."""
+        return lower_quartile(self.ratios(faster, slower, batch))
+
+    def best_ratio_low(self, faster: str, slower: str) -> float:
+        return lower_quartile(self.best_ratios(faster, slower))
+
+
+def lower_quartile(values: Sequence[float]) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), 25)) if len(values) else float("nan")
+
+
+def speed_flag(batch1: float | None, best: float | None, min_speedup: float = MIN_SPEEDUP) -> str | None:
+    """``"no speedup"`` when neither ratio (batch 1, best batch; lower quartiles of the per-round
+    ratios) reaches ``min_speedup``."""
+    ratios = [r for r in (batch1, best) if r is not None]
+    if not ratios:
+        return None
+    return None if max(ratios) >= min_speedup else NO_SPEEDUP
+
+
+def measure_speed(
+    models: Mapping[str, str | Path],
+    backend: str,
+    *,
+    batches: Sequence[int] = (1, 8, 32),
+    rounds: int = 5,
+    round_s: float = 0.25,
+    warmup_s: float = 0.3,
+    threads: int | None = None,
+    precision: str | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    progress: Any = None,
+) -> SpeedRun:
+    """Time ``models`` (label -> file) on ``backend`` in ``rounds`` paired rounds of ``round_s``
+    seconds per model and batch. ``inputs``: real data (rows repeat to fill a batch), else
+    generated by ``infercore.inputs``' rules."""
+    from ..bench import LatencyStats, benchmark
+    from ..engine import load
+
+    if not models:
+        raise ArgumentError("models", "nothing to measure")
+    batch_list = sorted({b for b in (check_int("batches", x) for x in batches) if b is not None})
+    if 1 not in batch_list:
+        batch_list.insert(0, 1)
+    check_int("rounds", rounds)
+    check_number("round_s", round_s, inclusive=False)
+    labels = list(models)
+    engines = {}
+    try:
+        for label in labels:
+            engines[label] = load(models[label], backend, threads=threads, precision=precision)
+        # warm each once, outside the rounds: first-call costs (kernel selection) stay out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BenchmarkWarning)
+            for label in labels:
+                benchmark(engines[label], batch=batch_list[0], warmup=warmup_s, duration=0.05, progress=False,
+                          inputs=inputs, keep_samples=False)  # fmt: skip
+        p50: dict[tuple[str, int], list[float]] = {(m, b): [] for m in labels for b in batch_list}
+        ips: dict[tuple[str, int], list[float]] = {(m, b): [] for m in labels for b in batch_list}
+        samples: dict[tuple[str, int], list[np.ndarray]] = {(m, b): [] for m in labels for b in batch_list}
+        failures: dict[str, str] = {}
+        for r in range(rounds):
+            order = labels[r % len(labels):] + labels[: r % len(labels)]
+            for b in batch_list:
+                for label in order if r % 2 == 0 else order[::-1]:
+                    if label in failures:
+                        continue
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", BenchmarkWarning)
+                        rep = benchmark(engines[label], batch=b, warmup=0.02, duration=round_s, progress=False,
+                                        inputs=inputs)  # fmt: skip
+                    res = rep.results[0]
+                    if not res.ok or res.latency is None:
+                        failures[label] = res.error or "no samples"
+                        continue
+                    p50[(label, b)].append(res.latency.p50_ms)
+                    ips[(label, b)].append(res.items_per_s or 0.0)
+                    if res.samples_ns is not None:
+                        samples[(label, b)].append(res.samples_ns)
+                if progress is not None:
+                    progress.advance()
+        if failures:
+            label, why = next(iter(failures.items()))
+            raise OptimizeError(f"{label} could not be timed on {backend}: {why}")
+    finally:
+        for eng in engines.values():
+            eng.close()
+    out: dict[str, ModelSpeed] = {}
+    for label in labels:
+        med_ips = {b: float(statistics.median(ips[(label, b)])) for b in batch_list}
+        best = max(batch_list, key=lambda b: med_ips[b])
+        one = LatencyStats.from_ns(np.concatenate(samples[(label, 1)]))
+        top = LatencyStats.from_ns(np.concatenate(samples[(label, best)]))
+        out[label] = ModelSpeed(label, one.p50_ms, one.p99_ms, best, top.p50_ms, top.p99_ms, med_ips[best], med_ips,
+                                one.count)  # fmt: skip
+    return SpeedRun(backend, tuple(batch_list), rounds, out, p50, ips, [])
