@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,12 +63,32 @@ _QUANTILE = 0.2  # runs are timed by their fastest fifth (see _rate)
 _PEAK = 0.99  # the batch size picked is the smallest whose items/s is within 1% of the best
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), else ``os.cpu_count()``."""
+def available_cores(cgroup: str | os.PathLike[str] = "/sys/fs/cgroup") -> int:
+    """The cores this process may use: its CPU affinity (else ``os.cpu_count()``), capped by its
+    container's CPU quota (cgroup v2 ``cpu.max``, v1 ``cpu/cpu.cfs_quota_us``), rounded up.
+
+    A container limited to 2 CPUs on a 64-core host sees 64 in its affinity; threads sized from that
+    would be throttled by the quota."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    root = Path(cgroup)
+    quota = period = 0
+    try:
+        quota_text, period_text = (root / "cpu.max").read_text().split()[:2]
+        if quota_text != "max":
+            quota, period = int(quota_text), int(period_text)
+    except (OSError, ValueError):
+        try:
+            quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            if quota > 0:
+                period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            quota = 0
+    if quota > 0 and period > 0:
+        cpus = min(cpus, math.ceil(quota / period))
+    return max(1, cpus)
 
 
 def _cpu_seconds() -> tuple[float, float] | None:

@@ -190,7 +190,7 @@ def test_cli_serves_a_model_file_with_model_name_and_threads(tmp_path):
 
 
 def test_cli_threads_auto_reads_the_cgroup_quota(tmp_path):
-    from infercore.cli.serve import cpu_limit
+    from infercore.layout import available_cores as cpu_limit
 
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert cpu_limit(tmp_path) == min(2, len(os.sched_getaffinity(0)))

@@ -59,7 +59,9 @@ def _seconds(text: str) -> float:
 
 def _threads(text: str) -> int:
     if text.strip().lower() == "auto":
-        return cpu_limit()
+        from ..layout import available_cores
+
+        return available_cores()
     try:
         value = int(text)
     except ValueError:
@@ -67,30 +69,6 @@ def _threads(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"not a positive integer or 'auto': {text!r}")
     return value
-
-
-def cpu_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """The CPUs this process may use: its container's CPU quota (cgroup v2 ``cpu.max``, v1
-    ``cpu.cfs_quota_us``), rounded up, else the CPUs it may run on."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cpus = os.cpu_count() or 1
-    quota = period = None
-    try:
-        quota_text, period_text = (cgroup / "cpu.max").read_text().split()[:2]
-        if quota_text != "max":
-            quota, period = int(quota_text), int(period_text)
-    except (OSError, ValueError):
-        try:
-            q = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
-            if q > 0:
-                quota, period = q, int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            pass
-    if quota and period:
-        cpus = min(cpus, max(1, math.ceil(quota / period)))
-    return cpus
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -157,8 +135,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=_threads,
         metavar="N|auto",
         help="runtime threads per engine instance for every model whose config.yaml does not set "
-        "threads; auto: the CPUs this container may use (its cgroup CPU quota). Default: the "
-        "runtime's own choice, usually every core of the machine, too many in a container",
+        "threads or instances, in place of the probed layout; auto: the CPUs this container may use (its "
+        "cgroup CPU quota). Default: a layout probed at load on those CPUs (see --no-autotune)",
     )
     p.add_argument("--access-log", action="store_true", help="log every inference request (JSON lines)")
     p.add_argument(

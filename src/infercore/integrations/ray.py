@@ -182,7 +182,7 @@ def _batching(value: Any) -> dict[str, Any] | bool | str:
     if value is True:
         return {}
     if isinstance(value, Mapping):
-        from ..serve.repository import ModelConfig
+        from ..serve.config import ModelConfig
 
         try:
             ModelConfig.from_dict({"batching": dict(value)}, "batching")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadRequest, InfercoreError, SignatureError
 
 if TYPE_CHECKING:
-    from .repository import VersionPolicy
+    from .config import VersionPolicy
 
 __all__ = ["SignatureConfig", "VersionSignatures", "close_copies", "no_signature_override", "select_verified"]
 
