@@ -49,8 +49,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .arguments import check_int, check_number
 from .engine import BoundIO, Engine
-from .errors import BatcherClosedError, BatchingError, DeadlineExceededError, InputSpecError, QueueFullError
+from .errors import (
+    ArgumentError,
+    BatcherClosedError,
+    BatchingError,
+    DeadlineExceededError,
+    InputSpecError,
+    QueueFullError,
+)
 from .layout import Layout, available_cores, probe_layout
 from .specs import TensorSpec, format_shape, is_symbol
 
@@ -88,16 +96,17 @@ def _dim_key(spec: TensorSpec, axis: int) -> str:
     return f"{spec.name}[{axis}]" if _unnamed(spec, axis) else str(spec.dim_names[axis])
 
 
-def _timeout(timeout: float | None) -> float | None:
-    """A request timeout in seconds: > 0, or None (or inf) for none."""
+def _timeout(timeout: float | None, minimum: str = "> 0") -> float | None:
+    """A timeout in seconds (> 0; >= 0 for ``close``), or None (or inf) for none."""
     if timeout is None:
         return None
+    wanted = f"expected seconds {minimum} (or None: no limit), got {timeout!r}"
     try:
         t = float(timeout)
     except (TypeError, ValueError):
-        raise ValueError(f"timeout is in seconds and must be a number > 0 (or None), got {timeout!r}") from None
-    if not t > 0:  # also NaN
-        raise ValueError(f"timeout is in seconds and must be > 0 (or None), got {timeout!r}")
+        raise ArgumentError("timeout", wanted) from None
+    if isinstance(timeout, bool) or not (t > 0 or (minimum == ">= 0" and t == 0)):  # also NaN
+        raise ArgumentError("timeout", wanted)
     return None if t == float("inf") else t
 
 # request states; every transition out of _QUEUED happens under the batcher's lock
@@ -479,21 +488,15 @@ class Batcher:
         cores: int | None = None,
         probe_feeds: Mapping[str, Any] | None = None,
     ) -> None:
-        if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
-            raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
-        if max_queue_delay is not None and not max_queue_delay >= 0:  # also NaN
-            raise ValueError(f"max_queue_delay is in seconds and must be >= 0, got {max_queue_delay!r}")
-        if quiet is not None and not quiet >= 0:
-            raise ValueError(f"quiet is in seconds and must be >= 0 (or None), got {quiet!r}")
-        if not isinstance(max_queue_size, int) or max_queue_size < 1:
-            raise ValueError(f"max_queue_size must be a positive int, got {max_queue_size!r}")
+        max_batch_size = check_int("max_batch_size", max_batch_size, optional=True)
+        max_queue_delay = check_number("max_queue_delay", max_queue_delay, optional=True)
+        quiet = check_number("quiet", quiet, optional=True)
+        max_queue_size = check_int("max_queue_size", max_queue_size)  # type: ignore[assignment]
         timeout = _timeout(timeout)
-        if instances is not None and (not isinstance(instances, int) or instances < 1):
-            raise ValueError(f"instances must be a positive int, got {instances!r}")
+        instances = check_int("instances", instances, optional=True)
         if not (layout is None or layout == "auto" or isinstance(layout, Layout)):
-            raise ValueError(f"layout must be 'auto', a Layout or None, got {layout!r}")
-        if cores is not None and (not isinstance(cores, int) or isinstance(cores, bool) or cores < 1):
-            raise ValueError(f"cores must be a positive int, got {cores!r}")
+            raise ArgumentError("layout", f"expected 'auto', a Layout or None, got {layout!r}")
+        cores = check_int("cores", cores, optional=True)
         self.name = name or f"batcher-{id(self):x}"
         self.max_queue_size = max_queue_size
         self.timeout = timeout
@@ -541,8 +544,8 @@ class Batcher:
             for e in (*engines, lone_engine) if self._owned else ():
                 if e is not None:
                     e.close()
-            raise ValueError(
-                f"preferred_batch_sizes {preferred} must lie in 1..max_batch_size={self.max_batch_size}"
+            raise ArgumentError(
+                "preferred_batch_sizes", f"{preferred} must lie in 1..max_batch_size={self.max_batch_size}"
             )
         self.preferred_batch_sizes = tuple(preferred)
         self.max_queue_delay = 0.002 if max_queue_delay is None else float(max_queue_delay)
@@ -740,9 +743,10 @@ class Batcher:
             dyn = sorted(
                 {str(s.dim_names[i]) for s in self.inputs for i in range(1, s.rank) if s.shape[i] is None}
             )
-            raise ValueError(
-                f"pad names dimension(s) {sorted(missing)} that no input has as a dynamic non-batch dimension; "
-                f"the model's are: {dyn or 'none'}"
+            raise ArgumentError(
+                "pad",
+                f"names dimension(s) {sorted(missing)} that no input has as a dynamic non-batch dimension; "
+                f"the model's are: {dyn or 'none'}",
             )
         return plan
 
@@ -761,11 +765,12 @@ class Batcher:
         for s in self.outputs:
             unnamed = [i for i in range(1, s.rank) if s.shape[i] is None and _unnamed(s, i)]
             if anonymous and unnamed:
-                raise ValueError(
-                    f"pad would pad unnamed dimension(s) {', '.join(anonymous)}, and output {s.name!r} "
+                raise ArgumentError(
+                    "pad",
+                    f"would pad unnamed dimension(s) {', '.join(anonymous)}, and output {s.name!r} "
                     f"{format_shape(s.shape, s.dim_names)} has unnamed dynamic axes {unnamed}: the batcher "
                     "cannot tell which to cut back to each request's size. Batch without pad (requests of "
-                    "different shapes then run in separate batches), or name the dimensions in the model"
+                    "different shapes then run in separate batches), or name the dimensions in the model",
                 )
             axes = tuple((i, str(s.dim_names[i])) for i in range(1, s.rank) if s.dim_names[i] in keys)
             if axes:
@@ -900,7 +905,7 @@ class Batcher:
         if self._closing:
             raise BatcherClosedError(f"batcher {self.name!r} is closed; no new requests are accepted")
         if priority not in (0, 1):
-            raise ValueError(f"priority must be 0 (normal) or 1 (high), got {priority!r}")
+            raise ArgumentError("priority", f"expected 0 (normal) or 1 (high), got {priority!r}")
         timeout = self.timeout if timeout is None else _timeout(timeout)
         req = self._make_request(feeds)
         req.priority = priority
@@ -1429,9 +1434,8 @@ class Batcher:
         seconds at most: what is still queued then ends with ``BatcherClosedError``);
         ``drain=False`` ends every queued request with ``BatcherClosedError`` at once. Batches
         already running finish either way. Engines the batcher made are closed. Idempotent."""
-        if timeout is not None and not timeout >= 0:  # also NaN
-            raise ValueError(f"close timeout is in seconds and must be >= 0 (or None), got {timeout!r}")
-        end = None if timeout is None or timeout == float("inf") else _now() + timeout
+        timeout = _timeout(timeout, ">= 0")
+        end = None if timeout is None else _now() + timeout
 
         def join(thread: threading.Thread) -> None:  # Thread.join overflows past ~2**63 ns
             while thread.is_alive():
