@@ -264,7 +264,7 @@ class CompareReport:
         }
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_json_default)
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=json_default)
 
     def rows(self) -> list[list[str]]:
         rows = []
@@ -273,13 +273,13 @@ class CompareReport:
                 [
                     c.output,
                     f"{c.backend} vs {c.reference}",
-                    _fmt(c.max_abs),
-                    _fmt(c.max_rel),
+                    fmt_value(c.max_abs),
+                    fmt_value(c.max_rel),
                     ("" if c.cosine_judged or c.cosine is None else "(")
-                    + _fmt(c.cosine, ".6f")
+                    + fmt_value(c.cosine, ".6f")
                     + ("" if c.cosine_judged or c.cosine is None else ")"),
                     f"{c.mismatch:.2%}",
-                    _fmt(c.atol),
+                    fmt_value(c.atol),
                     "ok" if c.passed else "MISMATCH",
                     c.note,
                 ]
@@ -321,11 +321,13 @@ class CompareReport:
         return self.table()
 
 
-def _fmt(v: float | None, spec: str = ".3g") -> str:
+def fmt_value(v: float | None, spec: str = ".3g") -> str:
+    """A figure for a table: ``spec``-formatted, or ``n/a``."""
     return "n/a" if v is None else format(v, spec)
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps``'s ``default`` for reports: numpy scalars as Python numbers."""
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "external_data_locations", "graph_tensors", "model_files", "onnx_op_types", "quantized_ops", "sha256_file",
+    "external_data_locations", "graph_op_types", "graph_tensors", "model_files", "onnx_op_types", "quantized_ops", "sha256_file",
     "sha256_files",
 ]  # fmt: skip
 
@@ -84,8 +84,13 @@ def onnx_op_types(path: str | os.PathLike[str]) -> set[str] | None:
     except Exception as e:
         log.debug("onnx could not read %s: %s", path, e)
         return None
+    return graph_op_types(proto.graph)
+
+
+def graph_op_types(graph: Any) -> set[str]:
+    """The op types of an ONNX graph (a ``GraphProto``) and of its subgraphs."""
     found: set[str] = set()
-    graphs = [proto.graph]
+    graphs = [graph]
     while graphs:
         for node in graphs.pop().node:
             found.add(node.op_type)

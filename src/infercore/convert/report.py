@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..compare import fmt_value, json_default
+
 __all__ = ["Attempt", "Check", "ConversionReport", "ConversionResult", "SourceInfo"]
 
 
@@ -90,7 +92,7 @@ class ConversionReport:
         return {"schema": "infercore.convert/1", **d}
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_json_default)
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=json_default)
 
     def max_error(self) -> tuple[float | None, float | None]:
         """The largest abs error over every check, and the largest abs error relative to its
@@ -110,7 +112,7 @@ class ConversionReport:
             verb = "agrees" if len(self.backends) == 1 else "agree"
             return f"VERIFIED: {', '.join(self.backends)} {verb} with {self.source.framework} within {self.tolerance} tolerance"
         first = bad[0]
-        what = first.error or f"max abs {_fmt(first.max_abs)}, cosine {_fmt(first.cosine, '.6f')}"
+        what = first.error or f"max abs {fmt_value(first.max_abs)}, cosine {fmt_value(first.cosine, '.6f')}"
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
         return f"MISMATCH: {first.backend} output {first.output!r} at {first.shape}: {what}{more}"
 
@@ -143,8 +145,8 @@ class ConversionReport:
             )
             rows = [["backend", "output", "shape", "sets", "max abs", "max rel", "cosine", "verdict"]]
             for c in self.checks:
-                rows.append([c.backend, c.output, c.shape, str(c.sets), _fmt(c.max_abs), _fmt(c.max_rel),
-                             _fmt(c.cosine, ".6f"), "ok" if c.passed else f"FAIL {c.error or c.note}".strip()])  # fmt: skip
+                rows.append([c.backend, c.output, c.shape, str(c.sets), fmt_value(c.max_abs), fmt_value(c.max_rel),
+                             fmt_value(c.cosine, ".6f"), "ok" if c.passed else f"FAIL {c.error or c.note}".strip()])  # fmt: skip
             widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
             for r in rows:
                 lines.append("  " + "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=False)) + "  " + r[-1])
@@ -161,15 +163,3 @@ class ConversionResult:
 
     artifact_path: Any  # pathlib.Path
     report: ConversionReport
-
-
-def _fmt(v: float | None, spec: str = ".3g") -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..optional import require
-from .profile import QUANTILE_LEVELS, FeatureStats, _cdf
+from .profile import QUANTILE_LEVELS, FeatureStats, reference_cdf
 
 __all__ = ["Cusum", "FeatureTest", "class_test", "cusum_threshold", "decide", "ks_test", "psi"]
 
@@ -90,8 +90,8 @@ def ks_statistic(window_sorted: np.ndarray, quantiles: np.ndarray) -> float:
     if np.all(quantiles[1:] > quantiles[:-1]):  # no ties: a continuous reference CDF, one interpolation
         ref_right = ref_left = np.interp(x, quantiles, QUANTILE_LEVELS)
     else:
-        ref_right = _cdf(quantiles, x)
-        ref_left = _left_cdf(quantiles, x)
+        ref_right = reference_cdf(quantiles, x)
+        ref_left = reference_cdf(quantiles, x, "left")
     return float(max(np.max(np.abs(right - ref_right)), np.max(np.abs(left - ref_left))))
 
 
@@ -233,7 +233,7 @@ class Cusum:
             if self.strict[f]:  # no ties: the CDF is the interpolation of the quantiles
                 u[:, f] = np.interp(col, q[f], QUANTILE_LEVELS)
             else:
-                u[:, f] = 0.5 * (_cdf(q[f], col) + _left_cdf(q[f], col))
+                u[:, f] = 0.5 * (reference_cdf(q[f], col) + reference_cdf(q[f], col, "left"))
         u = np.clip(np.nan_to_num(u, nan=0.5), 1e-4, 1 - 1e-4)
         z: np.ndarray = special.ndtri(u)
         z[:, ~self.usable] = 0.0
@@ -279,20 +279,6 @@ def _lindley(start: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """Every ``S_t = max(0, S_{t-1} + steps_t)`` from ``S_0 = start`` (>= 0), rows of ``steps``."""
     d = start + np.cumsum(steps, axis=0)
     return d - np.minimum(np.minimum.accumulate(d, axis=0), 0.0)
-
-
-def _left_cdf(quantiles: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The reference CDF just below ``x``."""
-    q = quantiles
-    k = np.searchsorted(q, x, side="left")
-    lo = np.clip(k - 1, 0, len(q) - 1)
-    hi = np.clip(k, 0, len(q) - 1)
-    span = q[hi] - q[lo]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(span > 0, (x - q[lo]) / np.where(span > 0, span, 1.0), 0.0)
-    levels = QUANTILE_LEVELS
-    f = levels[lo] + (levels[hi] - levels[lo]) * frac
-    return np.where(k == 0, 0.0, np.where(k >= len(q), 1.0, f))
 
 
 def _round(v: float) -> float:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -179,7 +179,7 @@ class ScreenStats:
         up to the 95th percentile, an exponential tail beyond."""
         q = self.distances
         d95 = float(np.interp(0.95, QUANTILE_LEVELS, q))
-        body = 1.0 - _cdf(q, d)
+        body = 1.0 - reference_cdf(q, d)
         with np.errstate(over="ignore", invalid="ignore"):
             tail = 0.05 * np.exp(-(d - d95) / max(self.tail_scale, 1e-12))
         p = np.where(d <= d95, np.maximum(body, 0.05), tail)
@@ -627,10 +627,11 @@ def _looks_like_probabilities(arr: np.ndarray) -> bool:
     return bool(np.all(a >= 0)) and bool(np.allclose(a.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def _cdf(quantiles: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The reference CDF at ``x`` from its quantiles (a step where quantiles repeat)."""
+def reference_cdf(quantiles: np.ndarray, x: np.ndarray, side: Literal["left", "right"] = "right") -> np.ndarray:
+    """The reference CDF at ``x`` from its quantiles (a step where quantiles repeat); ``side="left"``:
+    just below ``x``."""
     q = quantiles
-    k = np.searchsorted(q, x, side="right")
+    k = np.searchsorted(q, x, side=side)
     lo = np.clip(k - 1, 0, len(q) - 1)
     hi = np.clip(k, 0, len(q) - 1)
     span = q[hi] - q[lo]

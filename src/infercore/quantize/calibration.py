@@ -39,7 +39,7 @@ from ..backends.ort import log_severity
 from ..errors import ArgumentError, CalibrationError, InfercoreError, InputSpecError, ModelLoadError
 from ..inputs import Feeds, LabelledBatches, iter_batches, labelled_batches, model_inputs, rows
 from ..metrics import Metric, metric_name
-from ..modelfiles import quantized_ops
+from ..modelfiles import graph_op_types, quantized_ops
 from ..optional import require
 from ..progress import Progress, track
 from ..specs import TensorSpec
@@ -138,16 +138,7 @@ def _prepare_onnx(model: Path, work: Path, per_channel: bool, notes: list[str]) 
 def _op_types(model: Path) -> set[str]:
     """Op types of the graph and of its subgraphs (If/Loop/Scan bodies)."""
     onnx = require("onnx", EXTRA)
-    proto = onnx.load(str(model), load_external_data=False)
-    found: set[str] = set()
-    graphs = [proto.graph]
-    while graphs:
-        for n in graphs.pop().node:
-            found.add(n.op_type)
-            for a in n.attribute:
-                graphs.extend([a.g] if a.HasField("g") else [])
-                graphs.extend(a.graphs)
-    return found
+    return graph_op_types(onnx.load(str(model), load_external_data=False).graph)
 
 
 def _check_op_selection(
