@@ -299,6 +299,33 @@ def test_the_probe_picks_a_valid_layout_within_its_budget_and_answers_right(tmp_
     assert took < 10
 
 
+def test_the_wide_engine_stays_when_the_probe_guessed_a_dimension() -> None:
+    """A wide engine no faster than a narrow one on the probe's inputs is dropped, unless the probe
+    had to guess a dynamic dimension's size: traffic of another size (a 320 x 320 image where it
+    ran 64 x 64) may gain from every core, and the Batcher times both engines as it serves."""
+    clock = _Clock()
+
+    def equal_engines(shape: tuple[int | None, ...]):
+        def open_engine(threads: int) -> Engine:
+            backend = SlowBackend(clock, 1, 0.002)  # as fast with 1 thread as with 2
+            backend.inputs = (TensorSpec("x", np.float32, shape, ("batch", "n")),)
+            backend.outputs = (TensorSpec("y", np.float32, shape, ("batch", "n")),)
+            return Engine(backend)
+
+        return open_engine
+
+    fixed, load, lone = probe_layout(equal_engines((None, 2)), cores=2, seconds=0.5)
+    for e in [*load, *([lone] if lone else [])]:
+        e.close()
+    assert fixed.probe["shapes_guessed"] is False
+    assert fixed.lone_threads is None and lone is None, fixed.probe
+    guessed, load, lone = probe_layout(equal_engines((None, None)), cores=2, seconds=0.5)
+    for e in [*load, *([lone] if lone else [])]:
+        e.close()
+    assert guessed.probe["shapes_guessed"] is True  # [batch, n] float: n sized as a signal, 512
+    assert guessed.lone_threads == 2 and lone is not None and guessed.instances == 2
+
+
 def test_probe_closes_the_engines_the_layout_does_not_use(tmp_path: Path) -> None:
     path, _ = m.mlp(tmp_path / "mlp.onnx")
     opened: list[Engine] = []

@@ -127,8 +127,12 @@ def _engine_options(backend: str, options: Mapping[str, Any]) -> dict[str, Any] 
 
 def _feeds(engine: Engine, inputs: Sequence[TensorSpec]) -> dict[str, Any] | None:
     """One request of the served shapes (the config's overrides narrow the model's), or None to
-    let the probe generate one from the model's own specs."""
+    let the probe generate one from the model's own specs: also when a served shape is still
+    dynamic past the batch axis, so that the probe knows its sizes are a guess."""
     from ..inputs import make_feeds
+
+    if any(None in s.shape[1:] for s in inputs):
+        return None
 
     try:
         feeds, _ = make_feeds(inputs, batch=1, metadata=engine.metadata)
