@@ -255,7 +255,7 @@ def test_quiet_sends_a_batch_once_arrivals_stop(gated):
         for f in futs:
             f.result(10)  # long before the 30 s delay: 0.2 s without a new request sends it
         assert b.metrics.batch_sizes == {5: 1}  # and the burst went as one batch
-    with pytest.raises(ic.ArgumentError, match="^quiet: expected a finite number"):
+    with pytest.raises(ic.ArgumentError, match=r"^quiet: expected a finite number"):
         Batcher(eng, quiet=-1)
 
 
@@ -269,7 +269,7 @@ def test_high_priority_is_served_first(gated):
         for f in [held, high, *normal]:
             f.result(5)
     assert backend.batches[1][0, 0] == 100  # high went in the first batch after the held one
-    with pytest.raises(ic.ArgumentError, match="^priority: expected 0"):
+    with pytest.raises(ic.ArgumentError, match=r"^priority: expected 0"):
         Batcher(eng).submit(np.zeros((1, 4), np.float32), priority=5)
 
 
@@ -343,10 +343,10 @@ def test_huge_infinite_and_nan_timeouts(gated):
             np.testing.assert_array_equal(b.submit(x, timeout=timeout).result(5)["y"], x * 2)
         np.testing.assert_array_equal(b.submit(x * 3).result(5)["y"], x * 6)  # still scheduling
         for bad in (float("nan"), 0, -1.0, "soon"):
-            with pytest.raises(ic.ArgumentError, match="^timeout: expected seconds > 0"):
+            with pytest.raises(ic.ArgumentError, match=r"^timeout: expected seconds > 0"):
                 b.submit(x, timeout=bad)
     assert Batcher(eng, timeout=float("inf")).timeout is None
-    with pytest.raises(ic.ArgumentError, match="^max_queue_delay: "):
+    with pytest.raises(ic.ArgumentError, match=r"^max_queue_delay: "):
         Batcher(eng, max_queue_delay=float("nan"))
 
 
@@ -525,7 +525,7 @@ def test_close_timeout_values(gated):
     held = _hold(backend, b)
     queued = [b.submit(np.full((1, 4), v, np.float32)) for v in (1, 2)]
     for bad in (float("nan"), -1.0):
-        with pytest.raises(ic.ArgumentError, match="^timeout: expected seconds >= 0"):
+        with pytest.raises(ic.ArgumentError, match=r"^timeout: expected seconds >= 0"):
             b.close(timeout=bad)
     assert not b.closed
     threading.Timer(0.2, backend.gate.set).start()

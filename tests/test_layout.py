@@ -299,6 +299,15 @@ def test_the_probe_picks_a_valid_layout_within_its_budget_and_answers_right(tmp_
     assert took < 10
 
 
+def test_a_quiet_period_given_alone_keeps_a_window_to_end() -> None:
+    """With a chosen layout batches go at once (no delay, no quiet); a caller's quiet= alone keeps
+    the usual 2 ms window, which it can end early, instead of being silently dropped."""
+    with Batcher(_slow_factory(_Clock()), layout=TWO) as b:
+        assert (b.max_queue_delay, b.quiet) == (0.0, None)
+    with Batcher(_slow_factory(_Clock()), layout=TWO, quiet=0.001) as b:
+        assert (b.max_queue_delay, b.quiet) == (0.002, 0.001)
+
+
 def test_the_wide_engine_stays_when_the_probe_guessed_a_dimension() -> None:
     """A wide engine no faster than a narrow one on the probe's inputs is dropped, unless the probe
     had to guess a dynamic dimension's size: traffic of another size (a 320 x 320 image where it

@@ -525,10 +525,9 @@ class Batcher:
                     max_batch_size = 1  # a fixed batch dimension of 1
             if preferred_batch_sizes is None:
                 preferred_batch_sizes = (lay.batch_size,) if lay.batch_size and lay.batch_size < max_batch_size else ()
-            if max_queue_delay is None:
-                max_queue_delay = AUTO_QUEUE_DELAY
-                if quiet is None:
-                    quiet = AUTO_QUIET
+            if max_queue_delay is None and quiet is None:
+                max_queue_delay, quiet = AUTO_QUEUE_DELAY, AUTO_QUIET
+            # a quiet period given alone needs a window to end early: the usual 2 ms below
         else:
             source: Engine | Callable[[], Engine] = engine
             if threads_factory and not _takes_no_args(engine):
@@ -539,14 +538,17 @@ class Batcher:
 
             engines, self._owned = self._make_engines(source, instances or 1)
         self.max_batch_size = 32 if max_batch_size is None else max_batch_size
-        preferred = sorted({int(p) for p in preferred_batch_sizes or ()})
-        if any(p < 1 or p > self.max_batch_size for p in preferred):
+        try:
+            preferred = sorted({int(check_int("preferred_batch_sizes", p)) for p in preferred_batch_sizes or ()})  # type: ignore[arg-type]
+            if any(p > self.max_batch_size for p in preferred):
+                raise ArgumentError(
+                    "preferred_batch_sizes", f"{preferred} must lie in 1..max_batch_size={self.max_batch_size}"
+                )
+        except BaseException:
             for e in (*engines, lone_engine) if self._owned else ():
                 if e is not None:
                     e.close()
-            raise ArgumentError(
-                "preferred_batch_sizes", f"{preferred} must lie in 1..max_batch_size={self.max_batch_size}"
-            )
+            raise
         self.preferred_batch_sizes = tuple(preferred)
         self.max_queue_delay = 0.002 if max_queue_delay is None else float(max_queue_delay)
         self.quiet = None if quiet is None else float(quiet)
@@ -558,6 +560,7 @@ class Batcher:
         try:
             self._check_model(engines if lone_engine is None else [*engines, lone_engine])
             self._pad_dims = self._pad_plan(pad)
+            self._crop = self._crop_plan()
             if preprocess is not None:
                 self._check_pipeline(preprocess)
         except BaseException:
@@ -566,7 +569,6 @@ class Batcher:
                     e.close()
             raise
         self._input_names = tuple(s.name for s in self.inputs)
-        self._crop = self._crop_plan()
         parallel = self.engine.concurrency
         if not self._owned and parallel is not None and parallel < instances:
             log.warning(
@@ -949,16 +951,16 @@ class Batcher:
                 # an engine can take it now and nothing is worth waiting for: dispatch from here,
                 # one thread hop fewer than through the scheduler (the same rules, under the same lock)
                 batch, _, alone = self._form(now, avail, lone)
-                target = self._claim(batch, alone) if batch else None
-                if batch is None:
+                if batch:
+                    # handed over under the lock: a close() that follows sees the batch in the
+                    # engine's inbox, ahead of its stop (SimpleQueue.put never blocks)
+                    self._claim(batch, alone).inbox.put(batch)
+                else:
                     self._cv.notify()  # not due yet: the scheduler keeps the time
             elif wake or avail or lone:
                 # the scheduler only acts when an engine can take a batch: while all are busy (a
                 # full queue under load), waking it for every request costs a thread switch each
                 self._cv.notify()
-        if batch:
-            assert target is not None
-            target.inbox.put(batch)
         return req
 
     def _make_request(self, feeds: Any) -> _Request:
@@ -1288,7 +1290,7 @@ class Batcher:
                 for req in batch:
                     try:
                         (out,) = self._run_batch(inst, [req], req.n)
-                    except Exception as e1:
+                    except BaseException as e1:  # SystemExit & co. too: every request is answered
                         answers.append((req, None, e1))
                     else:
                         answers.append((req, out, None))

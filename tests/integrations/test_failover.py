@@ -78,6 +78,37 @@ def test_an_inference_whose_replica_died_is_sent_again_whole():
     assert headers["x-infercore-replayed"] == "2"
 
 
+class HungUpProxy:
+    """As Ray's proxy when the client hangs up mid-inference: it reads the body, sees the
+    disconnect, and returns without an answer (as it does for a dead replica)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.calls += 1
+        while (await receive()).get("more_body"):
+            pass
+        assert (await receive())["type"] == "http.disconnect"
+
+
+def test_a_client_that_hung_up_is_not_taken_for_a_dead_replica():
+    inner = HungUpProxy()
+    messages = [{"type": "http.request", "body": b"x", "more_body": False}, {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if len(messages) > 1 else messages[0]  # disconnected stays disconnected
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": INFER, "headers": []}
+    asyncio.run(ReplicaFailover(inner, backoff=0)(scope, receive, send))
+    assert inner.calls == 1  # not run again for nobody
+    assert sent == []  # and no 503 written to a closed connection
+
+
 def test_a_versioned_inference_behind_a_route_prefix_is_replayed_too():
     inner = Proxy(deaths=1)
     path = "/minilm-app/v2/models/minilm/versions/3/infer"

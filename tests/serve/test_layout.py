@@ -5,6 +5,7 @@ served as a repository of one model, answering as ONNX Runtime / OpenVINO and nu
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,39 @@ def test_cli_refuses_model_with_model_name(tmp_path, capsys):
     assert "--model and --model-name" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "missing")]) == EXIT_ERROR
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_refuses_required_signatures_on_a_files_view(tmp_path, capsys):
+    """Signatures are checked on version directories; a model file (or a directory of one model's
+    files) is served through links, which the check refuses: say so before any work."""
+    pytest.importorskip("model_signing")
+    from infercore.cli import main
+    from infercore.cli.common import EXIT_ERROR
+
+    affine_model(tmp_path / "m.onnx", 1.0)
+    (tmp_path / "pub.pem").write_text("not read: the layout is refused first\n")
+    assert main(["serve", str(tmp_path / "m.onnx"), "--require-signatures", str(tmp_path / "pub.pem")]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "--require-signatures" in err and "DIR/1/model.sig" in err
+    from infercore.serve.layout import _PREFIX
+
+    assert not list(Path(tempfile.gettempdir()).glob(f"{_PREFIX}{os.getpid()}-*"))  # the view is gone
+
+
+def test_threads_default_leaves_a_config_that_sets_instances_alone(tmp_path):
+    """--threads (and a Ray replica's threads/instances) fill a config that sets neither; threads
+    and instances are one layout, so a config that sets one keeps its own."""
+    from infercore.serve.config import read_config
+
+    (tmp_path / "config.yaml").write_text("instances: 4\n")
+    cfg = read_config(tmp_path, {"threads": 2})
+    assert (cfg.instances, cfg.threads) == (4, None)
+    (tmp_path / "config.yaml").write_text("threads: 3\n")
+    cfg = read_config(tmp_path, {"threads": 1, "instances": 2})
+    assert (cfg.instances, cfg.threads) == (1, 3)
+    (tmp_path / "config.yaml").write_text("backend: ort\n")
+    cfg = read_config(tmp_path, {"threads": 1, "instances": 2})
+    assert (cfg.instances, cfg.threads) == (2, 1)
 
 
 def test_views_of_dead_processes_are_removed(tmp_path, monkeypatch):

@@ -190,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
 
         signature = SignatureConfig(public_key=args.require_signatures)
     served = repository_for(args.repository, args.model_name)
+    if signature is not None and served.layout in ("file", "files"):
+        served.cleanup()  # served through links, which signature checks refuse (and model.* renames)
+        raise UsageError(
+            f"--require-signatures: {args.repository} is served as one model's files; signatures are "
+            "checked on version directories: lay it out as DIR/1/model.onnx with DIR/1/model.sig "
+            "(infercore sign DIR/1) and serve DIR (with --model-name) or a repository"
+        )
     try:
         repo = ModelRepository(
             served.root,

@@ -416,14 +416,18 @@ class ReplicaFailover:
             if not message.get("more_body") or size > self.max_body:
                 break
         whole = not body[-1].get("more_body")
+        gone = False  # the client hung up: Ray's proxy then returns without an answer too
         for attempt in range(self.retries + 1 if whole else 1):
             started = False
             replay = iter(body)
 
             async def replayed_receive(replay: Any = replay) -> dict[str, Any]:
+                nonlocal gone
                 for message in replay:
                     return message
-                return dict(await receive())  # after the body: the client's disconnect, if any
+                message = dict(await receive())  # after the body: the client's disconnect, if any
+                gone = gone or message["type"] == "http.disconnect"
+                return message
 
             async def watched_send(message: dict[str, Any], attempt: int = attempt) -> None:
                 nonlocal started
@@ -440,7 +444,7 @@ class ReplicaFailover:
                 await send(message)
 
             await self.app(scope, replayed_receive, watched_send)
-            if started:
+            if started or gone:  # answered, or no one left to answer: not a dead replica
                 return
             log.warning(
                 "the replica serving %s %s died before it answered: %s",

@@ -261,7 +261,8 @@ def _override(raw: Any, key: str) -> TensorOverride:
 
 
 def read_config(model_dir: Path, defaults: Mapping[str, Any] | None = None) -> ModelConfig:
-    """``model_dir/config.yaml`` (or ``.yml``); ``defaults`` fill the keys it does not set."""
+    """``model_dir/config.yaml`` (or ``.yml``); ``defaults`` fill the keys it does not set, but
+    ``threads`` and ``instances`` only when it sets neither (together they are the engine layout)."""
     path = model_dir / "config.yaml"
     if not path.exists():
         path = model_dir / "config.yml"
@@ -273,7 +274,12 @@ def read_config(model_dir: Path, defaults: Mapping[str, Any] | None = None) -> M
         raise ValueError(f"{path}: not valid YAML: {e}") from None
     if raw is not None and not isinstance(raw, Mapping):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return ModelConfig.from_dict({**(defaults or {}), **(raw or {})}, str(path))
+    given = dict(defaults or {})
+    if raw and {"threads", "instances"} & {k for k, v in raw.items() if v is not None}:
+        # threads and instances are one layout: a config that sets either keeps the other's default
+        given.pop("threads", None)
+        given.pop("instances", None)
+    return ModelConfig.from_dict({**given, **(raw or {})}, str(path))
 
 
 def apply_overrides(
