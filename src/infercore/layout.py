@@ -140,8 +140,9 @@ class Layout:
     ``instances`` engines of ``threads`` threads run batches under load; ``lone_threads`` (None:
     no such engine) is the engine for a request that is alone. ``batch_size``: the batch size
     where the load engines' items/s peaks, used as the preferred batch size (None: no
-    preference). ``source``: ``"probe"``, ``"given"`` or ``"fallback"`` (the probe failed);
-    ``probe``: what the probe measured, for the record (``/stats``, logs).
+    preference). ``source``: ``"probe"``, ``"probe, reused"`` (a reload of the same file and
+    config), ``"given"`` or ``"fallback"`` (the probe failed); ``probe``: what the probe measured,
+    for the record (``/stats``, logs).
     """
 
     cores: int
