@@ -346,6 +346,7 @@ def test_huge_infinite_and_nan_timeouts(gated):
             with pytest.raises(ic.ArgumentError, match=r"^timeout: expected seconds > 0"):
                 b.submit(x, timeout=bad)
     assert Batcher(eng, timeout=float("inf")).timeout is None
+    assert Batcher(eng, max_queue_delay=float("inf")).max_queue_delay == float("inf")  # wait for a full batch
     with pytest.raises(ic.ArgumentError, match=r"^max_queue_delay: "):
         Batcher(eng, max_queue_delay=float("nan"))
 

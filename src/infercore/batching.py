@@ -96,6 +96,13 @@ def _dim_key(spec: TensorSpec, axis: int) -> str:
     return f"{spec.name}[{axis}]" if _unnamed(spec, axis) else str(spec.dim_names[axis])
 
 
+def _wait(parameter: str, value: float | None) -> float | None:
+    """A wait in seconds: >= 0, inf (wait for a full batch) or None (the default)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == float("inf"):
+        return float("inf")
+    return check_number(parameter, value, optional=True)
+
+
 def _timeout(timeout: float | None, minimum: str = "> 0") -> float | None:
     """A timeout in seconds (> 0; >= 0 for ``close``), or None (or inf) for none."""
     if timeout is None:
@@ -489,8 +496,8 @@ class Batcher:
         probe_feeds: Mapping[str, Any] | None = None,
     ) -> None:
         max_batch_size = check_int("max_batch_size", max_batch_size, optional=True)
-        max_queue_delay = check_number("max_queue_delay", max_queue_delay, optional=True)
-        quiet = check_number("quiet", quiet, optional=True)
+        max_queue_delay = _wait("max_queue_delay", max_queue_delay)
+        quiet = _wait("quiet", quiet)
         max_queue_size = check_int("max_queue_size", max_queue_size)  # type: ignore[assignment]
         timeout = _timeout(timeout)
         instances = check_int("instances", instances, optional=True)
