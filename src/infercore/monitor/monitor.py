@@ -47,6 +47,7 @@ log = logging.getLogger("infercore.monitor")
 
 _TOP = 5
 _BATCH = 256  # samples per pass at most
+_CHUNK = 32  # ... taken this many at a time, the GIL handed back in between (see _process)
 _MIN_BATCH = 128  # a pass waits for this many samples (at most half the queue) ...
 _MAX_WAIT = 0.25  # ... or this many seconds: fewer, larger passes hand the GIL back and forth less
 
@@ -373,8 +374,8 @@ class Monitor:
                 try:
                     if labels:
                         self._process_labels(labels)
-                    if samples:
-                        self._process(samples)
+                    for i in range(0, len(samples), _CHUNK):
+                        self._process(samples[i : i + _CHUNK])
                 except Exception:  # a bug must not end monitoring: count it, log it, go on
                     self.errors += 1
                     log.exception("monitor worker failed on a batch", extra={"model": self.name})

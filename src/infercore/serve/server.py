@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -186,6 +187,11 @@ class InferenceServer:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
+            # the process serves from here on, and what start-up made (modules, models, routes)
+            # lives as long as it does: frozen out of the collector's reach, a full collection no
+            # longer walks it all while requests wait on the GIL (monitoring at sample_rate 1 on a
+            # 1 ms model: p99 x1.56 -> x1.22 against monitoring off)
+            gc.freeze()
             await stop.wait()
             log.info("signal received: shutting down")
         finally:
