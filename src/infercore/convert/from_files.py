@@ -38,33 +38,37 @@ def _digest(path: Path) -> str:
     return sha256_files(model_files(path))
 
 
-def open_onnx(path: Path) -> Source:
-    from ..backends.ort import raw_session
-
-    session = raw_session(path)
-    outs = tuple(s.name for s in session.outputs)
+def _file_source(path: Path, session: Any, framework: str, version: str, builders: Any) -> Source:
+    """A model file as a ``Source``: run by its runtime's raw session (the reference), converted to
+    ONNX or OpenVINO IR by ``builders(opts)``."""
 
     def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(session.run(dict(feeds)))
 
-    def builders(opts: Options) -> list[Builder]:
-        if opts.target == "onnx":
-            return [Builder("copy", _copy_onnx(path))]
-        return [Builder("openvino.convert_model (ONNX)", _onnx_to_ir(path, opts))]
-
     return Source(
-        framework="onnx",
-        version=f"onnxruntime {_version('onnxruntime')}",
-        kind=".onnx",
+        framework=framework,
+        version=version,
+        kind=f".{framework}",  # .onnx, .tflite
         name=str(path),
         inputs=tuple(session.inputs),
-        outputs=outs,
+        outputs=tuple(s.name for s in session.outputs),
         sha256=_digest(path),
         run=run,
         builders=builders,
         targets=("onnx", "openvino"),
         close=session.close,
     )
+
+
+def open_onnx(path: Path) -> Source:
+    from ..backends.ort import raw_session
+
+    def builders(opts: Options) -> list[Builder]:
+        if opts.target == "onnx":
+            return [Builder("copy", _copy_onnx(path))]
+        return [Builder("openvino.convert_model (ONNX)", _onnx_to_ir(path, opts))]
+
+    return _file_source(path, raw_session(path), "onnx", f"onnxruntime {_version('onnxruntime')}", builders)
 
 
 def _copy_onnx(src: Path) -> Any:
@@ -92,29 +96,13 @@ def open_tflite(path: Path) -> Source:
     from ..backends.litert import raw_session
 
     session = raw_session(path)
-    outs = tuple(s.name for s in session.outputs)
-
-    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(session.run(dict(feeds)))
 
     def builders(opts: Options) -> list[Builder]:
         if opts.target == "onnx":
             return [Builder("tf2onnx.convert.from_tflite", _tflite_to_onnx(path, opts, session))]
         return [Builder("openvino.convert_model (TFLite)", _tflite_to_ir(path, opts))]
 
-    return Source(
-        framework="tflite",
-        version=f"litert {_version('ai-edge-litert')}",
-        kind=".tflite",
-        name=str(path),
-        inputs=tuple(session.inputs),
-        outputs=outs,
-        sha256=_digest(path),
-        run=run,
-        builders=builders,
-        targets=("onnx", "openvino"),
-        close=session.close,
-    )
+    return _file_source(path, session, "tflite", f"litert {_version('ai-edge-litert')}", builders)
 
 
 def _tflite_to_onnx(src: Path, opts: Options, session: Any) -> Any:
