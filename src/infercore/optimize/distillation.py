@@ -27,7 +27,7 @@ from ..inputs import LabelledBatches, labelled_batches, read_data
 from ..progress import Progress
 from .torchmodel import ModuleInputs, call, flat_outputs, module_inputs, score_module, torch
 
-__all__ = ["DistillReport", "DistillResult", "distill", "example_from_data"]
+__all__ = ["DistillReport", "DistillResult", "as_numpy_data", "distill", "example_from_data"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _numpy(v: Any) -> Any:
     return v.detach().cpu().numpy() if hasattr(v, "detach") else v
 
 
-def _as_numpy_data(data: Any) -> Any:
+def as_numpy_data(data: Any) -> Any:
     """Tensors in the caller's data as arrays (``infercore.inputs`` reads numpy)."""
     if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[1], Mapping):
         x, y = data
@@ -187,11 +187,11 @@ def distill(
         if fn is not None and not callable(fn):
             raise ArgumentError(name, f"expected a callable, got {type(fn).__name__}")
     started = time.perf_counter()
-    data = _as_numpy_data(data)
+    data = as_numpy_data(data)
     inputs = module_inputs(student, example_inputs if example_inputs is not None else example_from_data(data))
     evalset = None
     if eval_data is not None:
-        evalset = labelled_batches(_as_numpy_data(eval_data), inputs.specs, batch_size=256)
+        evalset = labelled_batches(as_numpy_data(eval_data), inputs.specs, batch_size=256)
         if not evalset.batches:
             raise ArgumentError("eval_data", "is empty")
     teacher_scores = score_module(teacher, inputs, evalset) if teacher is not None and evalset else {}

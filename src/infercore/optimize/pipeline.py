@@ -38,7 +38,7 @@ from ..inputs import LabelledBatches, labelled_batches
 from ..metrics import classification, cosines
 from ..modelfiles import model_files
 from ..progress import Progress
-from .distillation import _as_numpy_data, distill
+from .distillation import as_numpy_data, distill
 from .pruning import check_ratio, prune
 from .report import OptimizeReport, OptimizeResult, StepReport
 from .speed import MIN_SPEEDUP, measure_speed, speed_flag
@@ -213,12 +213,12 @@ def optimize(
     fmt = _FORMAT[target]
     verify = list(verify_backends) if verify_backends is not None else ([backend] if target != "tensorrt" else None)
     inputs = module_inputs(module, example_inputs)
-    data = _as_numpy_data(data) if data is not None else None
+    data = as_numpy_data(data) if data is not None else None
     if data is None and any(s in chain for s in ("distill", "int8")):
         raise ArgumentError("data", "distill and int8 need training data: (inputs, labels)")
     if eval_data is None:
         raise ArgumentError("eval_data", "give held-out data to measure every step on: (inputs, labels)")
-    evalset = labelled_batches(_as_numpy_data(eval_data), inputs.specs, batch_size=64)
+    evalset = labelled_batches(as_numpy_data(eval_data), inputs.specs, batch_size=64)
     if not evalset.batches:
         raise ArgumentError("eval_data", "is empty")
     metric_name = _check_metric(metric, evalset.has_labels)
