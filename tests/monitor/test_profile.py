@@ -4,12 +4,14 @@ refusals that name the problem."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
 
 import infercore as ic
 from infercore.monitor import Featurizer, Profile
+from infercore.monitor.features import Workspace
 from infercore.specs import TensorSpec
 from tests import onnx_models as m
 
@@ -70,6 +72,51 @@ def test_layouts_and_features_against_numpy():
     # a 0-d input is one sample of one feature
     fz = Featurizer.for_tensor(TensorSpec("sr", np.int64, ()), np.array(16000))
     assert fz.layout == "scalar" and fz(np.array(16000)).tolist() == [[16000.0]]
+
+
+def test_kept_and_gathered_samples_give_the_features_of_the_whole_batch():
+    rng = np.random.default_rng(1)
+    big = rng.random((2, 3, 48, 192), dtype=np.float32)
+    fz = Featurizer.for_tensor(TensorSpec("x", np.float32, (None, 3, None, None)), big)
+    a, b = big[:1], big[1:]
+    kept = [fz.keep(a), fz.keep(b)]
+    # the rows the features read (every 10th), copied: the request's buffer is not held
+    assert kept[0].shape == (1, 3, 5, 192) and not np.shares_memory(kept[0], big)
+    np.testing.assert_array_equal(kept[0], a[:, :, ::10])
+    work = Workspace()
+    for _ in range(2):  # the second pass reuses the scratch arrays of the first
+        batch = fz.gather(kept, work)
+        np.testing.assert_array_equal(fz.of_samples(batch, work), fz(big))
+    assert work.nbytes() > 0
+    np.testing.assert_array_equal(fz.of_samples(fz.gather([a, b])), fz(big))  # unthinned arrays too
+    assert fz.gather([a, rng.random((1, 3, 40, 192), dtype=np.float32)]) is None  # sample shapes differ
+    # nothing to thin (a small image, a table): the array itself, not a copy
+    small = rng.random((1, 3, 8, 8), dtype=np.float32)
+    fz_small = Featurizer.for_tensor(TensorSpec("s", np.float32, (None, 3, 8, 8)), small)
+    assert fz_small.keep(small) is small
+
+
+def test_the_monitor_does_not_hold_a_requests_image(tmp_path):
+    import weakref
+
+    from onnx import TensorProto
+
+    rng = np.random.default_rng(2)
+    ref = rng.random((64, 3, 48, 192), dtype=np.float32)
+    path = m.identity(tmp_path / "image.onnx", TensorProto.FLOAT, ("n", 3, 48, 192))
+    profile = Profile.build(path, ref, batch_size=16)
+    with ic.monitor.Monitor(profile, window=20, tensors=["x"]) as mon:
+        gate = threading.Event()
+        real = mon._process
+        mon._process = lambda samples: (gate.wait(30), real(samples))  # the worker holds on
+        x = rng.random((1, 3, 48, 192), dtype=np.float32)
+        alive = weakref.ref(x)
+        mon.observe({"x": x})
+        del x
+        assert alive() is None  # what waits in the queue is a copy of the rows the features read
+        gate.set()
+        mon.flush()
+        assert mon.state()["tensors"]["x"]["samples"] == 1
 
 
 def test_profile_of_a_real_model_with_labels(tmp_path):

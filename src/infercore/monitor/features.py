@@ -20,6 +20,7 @@ ahead of more axes); otherwise the whole tensor is one sample (a state tensor, a
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +31,32 @@ import numpy as np
 from ..errors import InputSpecError
 from ..specs import TensorSpec
 
-__all__ = ["LAYOUTS", "Featurizer"]
+__all__ = ["LAYOUTS", "Featurizer", "Workspace"]
 
 LAYOUTS = ("scalar", "elements", "channels", "summary")
 _MAX_CHANNELS = 64
 _MAX_PER_CHANNEL = 1024
+
+
+class Workspace:
+    """Scratch arrays reused from one batch to the next (grown, never shrunk): the monitor's worker
+    featurizes every request, and fresh temporaries of a few hundred KB each cost page faults and
+    unmaps (a third of the worker's CPU under load, measured with perf) where reused ones cost
+    nothing. One per thread: the arrays handed out are overwritten by the next call."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        size = math.prod(shape)
+        dt = np.dtype(dtype)
+        buf = self._arrays.get(name)
+        if buf is None or buf.dtype != dt or buf.size < size:
+            buf = self._arrays[name] = np.empty(max(size, 1), dt)
+        return buf[:size].reshape(shape)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays.values())
 
 
 @dataclass(frozen=True)
@@ -123,9 +145,10 @@ class Featurizer:
         """Feature rows ``[samples, features]`` (float64) of one batch of the tensor."""
         return self.of_samples(self.samples(arr))
 
-    def of_samples(self, a: np.ndarray) -> np.ndarray:
+    def of_samples(self, a: np.ndarray, work: Workspace | None = None) -> np.ndarray:
         """Feature rows of samples already along axis 0 (what :meth:`samples` or :meth:`thin`
-        returns, or several of those concatenated)."""
+        returns, or several of those concatenated). ``work``: scratch arrays to reuse (the rows
+        returned are always a new array)."""
         n = a.shape[0]
         if a.dtype.kind == "b":
             a = a.astype(np.float32)
@@ -144,10 +167,10 @@ class Featurizer:
                 )
             return a.reshape(n, -1).astype(np.float64)
         if self.layout == "channels":
-            return self._channels(a)
+            return self._channels(a, work or Workspace())
         return self._summary(a)
 
-    def _channels(self, a: np.ndarray) -> np.ndarray:
+    def _channels(self, a: np.ndarray, work: Workspace) -> np.ndarray:
         axis = 1 + (self.channel_axis or 0)
         if a.ndim <= axis:
             raise InputSpecError(
@@ -155,17 +178,20 @@ class Featurizer:
                 tensor=self.tensor,
             )
         x = np.moveaxis(self.thin(a), axis, 1)  # [n, C, ..., W]; thinning twice changes nothing
-        channels = x.shape[1]
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        n = x.shape[0]
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = work.get("x", x.shape, np.float32)
+            np.copyto(x, np.moveaxis(self.thin(a), axis, 1), casting="unsafe")
+        n, channels = x.shape[:2]
         flat = x.reshape(n, channels, -1)
         size = max(flat.shape[2], 1)
         mean = flat.sum(axis=2, dtype=np.float64) / size
-        centered = flat - mean[:, :, None].astype(np.float32)
+        centered = np.subtract(flat, mean[:, :, None].astype(np.float32), out=work.get("centered", flat.shape, np.float32))
         std = np.sqrt(np.einsum("ncl,ncl->nc", centered, centered) / size).astype(np.float64)
         parts = [mean, std]
         if self.texture:
-            d = np.abs(np.diff(x, axis=-1)).reshape(n, channels, -1)
+            d = np.subtract(x[..., 1:], x[..., :-1], out=work.get("diff", (*x.shape[:-1], x.shape[-1] - 1), np.float32))
+            np.abs(d, out=d)
+            d = d.reshape(n, channels, -1)
             parts.append(d.sum(axis=2, dtype=np.float64) / max(d.shape[2], 1))
         return np.stack(parts, axis=2).reshape(n, -1)
 
@@ -175,22 +201,44 @@ class Featurizer:
         neighbours. A view; thinning twice changes nothing."""
         if self.layout != "channels":
             return a
-        axis = 1 + (self.channel_axis or 0)
-        if a.ndim <= axis or a.ndim < 4:
+        index = _thin_index(1 + (self.channel_axis or 0), a.shape[1:])
+        return a if index is None else a[index]
+
+    def keep(self, arr: Any) -> np.ndarray:
+        """What the features of a batch read, for holding until they are computed: a copy of the
+        thinned rows when thinning leaves at most half of the tensor (the request's own memory is
+        then freed with the request, and what waits is small: at most ``_MAX_PER_CHANNEL`` values
+        per channel and sample), else the array itself (not copied: it must not change)."""
+        a = np.asarray(arr)
+        if self.layout != "channels" or not (self.batched and a.ndim >= 1):
             return a
-        per_channel = math.prod(a.shape[1:]) // max(a.shape[axis], 1)
-        if per_channel <= _MAX_PER_CHANNEL:
+        index = _thin_index(1 + (self.channel_axis or 0), a.shape[1:])
+        if index is None:
             return a
-        spatial = [i for i in range(1, a.ndim) if i != axis]
-        row_axis = spatial[0]
-        rows = a.shape[row_axis]
-        keep = max(_MAX_PER_CHANNEL // max(per_channel // max(rows, 1), 1), 1)  # rows that fit
-        k = math.ceil(rows / keep)
-        if k <= 1:
-            return a
-        index = [slice(None)] * a.ndim
-        index[row_axis] = slice(None, None, k)
-        return a[tuple(index)]
+        view = a[index]
+        return np.array(view) if 2 * view.size <= a.size else a
+
+    def gather(self, arrays: Sequence[np.ndarray], work: Workspace | None = None) -> np.ndarray | None:
+        """The thinned samples of several batches of this tensor, concatenated along axis 0 (into
+        ``work``'s scratch when given): what :meth:`of_samples` reads for all of them in one pass.
+        None when their sample shapes or dtypes differ (featurize them one by one then)."""
+        first = arrays[0]
+        if not (self.batched and first.ndim >= 1):
+            arrays = [a[None] for a in arrays]
+            first = arrays[0]
+        sample, dtype = first.shape[1:], first.dtype
+        rows = 0
+        for a in arrays:
+            if a.shape[1:] != sample or a.dtype != dtype:
+                return None
+            rows += a.shape[0]
+        index = _thin_index(1 + (self.channel_axis or 0), sample) if self.layout == "channels" else None
+        parts = arrays if index is None else [a[index] for a in arrays]
+        if len(parts) == 1:
+            return parts[0]
+        shape = (rows, *parts[0].shape[1:])
+        out = np.empty(shape, dtype) if work is None else work.get("batch", shape, dtype)
+        return np.concatenate(parts, out=out)
 
     def _summary(self, a: np.ndarray) -> np.ndarray:
         n = a.shape[0]
@@ -206,6 +254,27 @@ class Featurizer:
             else:
                 parts.append(np.zeros(n))
         return np.stack(parts, axis=1)
+
+
+@functools.lru_cache(maxsize=256)
+def _thin_index(axis: int, sample: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """The index that thins batches of ``sample``-shaped samples with channels on ``axis`` (of the
+    batch) to at most ``_MAX_PER_CHANNEL`` values per channel; None: nothing to thin."""
+    ndim = len(sample) + 1
+    if ndim <= axis or ndim < 4:
+        return None
+    per_channel = math.prod(sample) // max(sample[axis - 1], 1)
+    if per_channel <= _MAX_PER_CHANNEL:
+        return None
+    row_axis = next(i for i in range(1, ndim) if i != axis)
+    rows = sample[row_axis - 1]
+    keep = max(_MAX_PER_CHANNEL // max(per_channel // max(rows, 1), 1), 1)  # rows that fit
+    k = math.ceil(rows / keep)
+    if k <= 1:
+        return None
+    index = [slice(None)] * ndim
+    index[row_axis] = slice(None, None, k)
+    return tuple(index)
 
 
 def _batched(spec: TensorSpec, arr: np.ndarray) -> bool:

@@ -3,12 +3,14 @@ background, with bounded memory.
 
     mon = ic.monitor.Monitor(profile, sample_rate=0.1, window=1000)
     out = engine.run(feeds)
-    mon.observe(feeds, out, request_id="req-17")     # O(1): a reference into a bounded queue
+    mon.observe(feeds, out, request_id="req-17")     # O(1): into a bounded queue
     mon.feedback("req-17", label=3)                  # ground truth, when it arrives
     mon.state()                                      # drift per tensor, quality, counters (JSON-able)
 
-``observe`` keeps a reference to the arrays (it never copies or computes): the caller must not
-change them afterwards. A sample that finds the queue full is dropped and counted
+``observe`` computes nothing: it keeps each monitored tensor until the worker reads it, as a copy
+of the rows its features read when those are at most half of it (an image's thinned rows: see
+:meth:`.Featurizer.keep`; the request's memory is then freed with the request), else as a
+reference, which the caller must not change afterwards. A sample that finds the queue full is dropped and counted
 (``state()["samples"]["dropped"]``); nothing ever waits. One daemon thread reads the queue, turns
 tensors into features (:mod:`.features`), keeps the last ``window`` samples per tensor in a ring
 buffer, runs the window tests (:mod:`.drift`) every ``step`` samples (half a window by default)
@@ -38,6 +40,7 @@ import numpy as np
 from ..arguments import check_int, check_number
 from ..errors import ArgumentError, InfercoreError
 from .drift import Cusum, FeatureTest, class_test, cusum_reference, cusum_threshold, decide, feature_tests
+from .features import Workspace
 from .profile import Profile, TensorProfile, class_probabilities
 from .quality import PredictionStore, QualityTracker
 
@@ -47,7 +50,7 @@ log = logging.getLogger("infercore.monitor")
 
 _TOP = 5
 _BATCH = 256  # samples per pass at most
-_CHUNK = 32  # ... taken this many at a time, the GIL handed back in between (see _process)
+_CHUNK = 128  # ... taken this many at a time, the GIL handed back in between (see _process)
 _MIN_BATCH = 128  # a pass waits for this many samples (at most half the queue) ...
 _MAX_WAIT = 0.25  # ... or this many seconds: fewer, larger passes hand the GIL back and forth less
 
@@ -57,6 +60,8 @@ class _TensorWindow:
 
     def __init__(self, t: TensorProfile, window: int, step: int, cusum_h: float, cusum_k: float) -> None:
         self.t = t
+        self.input = t.kind == "input"
+        self.work = Workspace()  # the featurizer's scratch arrays, reused batch after batch
         self.window = window
         self.step = step
         width = t.featurizer.size
@@ -265,7 +270,7 @@ class Monitor:
             self._quality = QualityTracker(
                 clf.classes.classes, self.window, baseline=baseline, drop=self.accuracy_drop, alpha=self.alpha
             )
-        self._samples: collections.deque[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = collections.deque()
+        self._samples: collections.deque[dict[str, np.ndarray]] = collections.deque()  # tensor -> what is kept
         self._labels: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
         self._credit = 0.0
         self.observed = 0
@@ -307,7 +312,19 @@ class Monitor:
         if len(self._samples) >= self.queue_size or self._stop.is_set():
             self.dropped += 1
             return
-        self._samples.append((inputs, outputs))
+        kept: dict[str, np.ndarray] = {}
+        for name, tw in self._windows.items():
+            a = inputs.get(name) if tw.input else None
+            if a is None and outputs is not None:
+                a = outputs.get(name)
+            if a is None and not tw.input:
+                a = inputs.get(name)
+            if a is not None:
+                try:
+                    kept[name] = tw.t.featurizer.keep(a)
+                except Exception:  # never fail the request: the worker says what it cannot read
+                    kept[name] = a
+        self._samples.append(kept)
         self.sampled += 1
 
     def knows(self, request_id: str) -> bool:
@@ -368,7 +385,7 @@ class Monitor:
                 labels = []
                 while self._labels:
                     labels.append(self._labels.popleft())
-                samples: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = []
+                samples: list[dict[str, np.ndarray]] = []
                 while self._samples and len(samples) < _BATCH:
                     samples.append(self._samples.popleft())
                 try:
@@ -392,29 +409,23 @@ class Monitor:
         for out, labels in items:
             self._quality.add(class_probabilities(out, clf.probabilities), labels)
 
-    def _process(self, samples: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]]) -> None:
+    def _process(self, samples: list[dict[str, np.ndarray]]) -> None:
         for name, tw in self._windows.items():
-            arrays = []
-            for inputs, outputs in samples:
-                a = inputs.get(name)
-                if a is None and outputs is not None:
-                    a = outputs.get(name)
-                if a is not None:
-                    arrays.append(np.asarray(a))
+            arrays = [a for a in (s.get(name) for s in samples) if a is not None]
             if not arrays:
                 continue
             fz = tw.t.featurizer
             try:
-                parts = [fz.thin(fz.samples(a)) for a in arrays]  # a view of what the features read
-                if len({p.shape[1:] for p in parts}) == 1:
-                    batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
-                    rows = fz.of_samples(batch)
+                arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
+                batch = fz.gather(arrays, tw.work)  # the thinned samples, in one array
+                if batch is not None:
+                    rows = fz.of_samples(batch, tw.work)
                     probs = tw.t.classes.probs(batch) if tw.t.classes is not None else None
                 else:
                     rows = np.concatenate([fz(a) for a in arrays])
                     probs = (np.concatenate([tw.t.classes.probs(fz.samples(a)) for a in arrays])
                              if tw.t.classes is not None else None)
-            except (InfercoreError, ValueError) as e:
+            except (InfercoreError, ValueError, TypeError) as e:
                 tw.skipped += len(arrays)
                 tw.skip_reason = str(e)
                 continue
