@@ -1,16 +1,20 @@
 """What monitoring costs ``infercore serve``: requests/s and p99 at 32 clients with monitoring on
-(sample_rate 1.0) against off, in paired rounds of the same run.
+(sample_rate 1.0) against off, in paired rounds of the same run, for each place the monitor's
+analysis can run (``worker: process``, serve's default on x86-64 Linux, and ``worker: thread``).
 
-    python benchmarks/monitor_overhead.py [--rounds 8] [--duration 5] [--clients 32] [--json results/monitor_overhead.json]
+    python benchmarks/monitor_overhead.py [--rounds 8] [--duration 5] [--clients 32] [--workers process,thread]
+                                          [--json results/monitor_overhead.json]
 
 Model: PP-OCR's text direction classifier (``infercore.testing.models.ppocr_cls``, x [1, 3, 48, 192],
 about 1 ms: the server's own overhead decides), configured as benchmarks/serve.py configures it.
-Two servers run side by side on loopback, identical but for ``monitoring:`` (a profile of 512
-inputs like the ones sent, the classifier output named, sample_rate 1.0, window 1000); the idle
-one costs nothing. Each round loads one then the other (the order alternates) with the same V2
-binary request, which carries an ``id`` so the prediction store is exercised too. The ratios
-on/off of each round, and their medians, cancel this shared machine's drift. The monitor's own
-counters (samples taken, processed, dropped on a full queue) are read back at the end.
+Servers run side by side on loopback, identical but for ``monitoring:`` (off; or a profile of 512
+inputs like the ones sent, the classifier output named, sample_rate 1.0, window 1000, and the
+worker); the idle ones cost nothing (a worker process polls its ring 50 times a second). Each
+round loads each server in turn (the order rotates) with the same V2 binary request, which
+carries an ``id`` so the prediction store is exercised too. The ratios on/off of each round, and
+their medians, cancel this shared machine's drift. Server CPU is the server process's own (from
+/proc); a worker process's CPU is reported beside it. The monitors' counters (samples taken,
+processed, dropped) are read back at the end.
 
 Targets (issue 20): requests/s falls by <= 3% and p99 rises by <= 5%.
 """
@@ -45,8 +49,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(path: Path, work: Path, monitoring: bool) -> tuple[subprocess.Popen, int]:
-    repo = work / ("repo-on" if monitoring else "repo-off")
+def start(path: Path, work: Path, worker: str | None) -> tuple[subprocess.Popen, int]:
+    """A server with monitoring off (``worker`` None) or on with that worker."""
+    monitoring = worker is not None
+    repo = work / f"repo-{worker or 'off'}"
     shutil.rmtree(repo, ignore_errors=True)
     (repo / MODEL / "1").mkdir(parents=True)
     (repo / MODEL / "1" / "model.onnx").symlink_to(path)
@@ -54,7 +60,7 @@ def start(path: Path, work: Path, monitoring: bool) -> tuple[subprocess.Popen, i
     config = f"threads: 1\ninstances: {cores}\nbatching: {{max_batch_size: 32, max_queue_delay_ms: 2}}\n"
     if monitoring:
         shutil.copy(work / "profile.json", repo / MODEL / "profile.json")
-        config += "monitoring: {profile: profile.json, sample_rate: 1.0, window: 1000}\n"
+        config += f"monitoring: {{profile: profile.json, sample_rate: 1.0, window: 1000, worker: {worker}}}\n"
     (repo / MODEL / "config.yaml").write_text(config)
     port = free_port()
     cmd = [PY, "-m", "infercore.cli", "serve", str(repo), "--host", "127.0.0.1", "--http-port", str(port),
@@ -69,6 +75,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per load (default 5)")
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--workers", default="process,thread", help="monitored variants (default process,thread)")
     ap.add_argument("--json", default="results/monitor_overhead.json")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 2 s: indicative only")
     args = ap.parse_args()
@@ -94,51 +101,76 @@ def main() -> None:
         head = json.dumps(header).encode()
         body = head + body[head_len:]
         headers = {**headers, "Inference-Header-Content-Length": str(len(head))}
-        servers = {"off": start(path, work, False), "on": start(path, work, True)}
+        workers = [w for w in args.workers.split(",") if w]
+        servers = {"off": start(path, work, None), **{w: start(path, work, w) for w in workers}}
         try:
             urls = {k: f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer" for k, (_, port) in servers.items()}
             for url in urls.values():
                 load(url, body, headers, 8, 2.0, work)  # warm up
+            names = list(servers)
             rows = []
             for r in range(args.rounds):
-                order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
+                order = names[r % len(names):] + names[: r % len(names)]
                 res = {}
                 for k in order:
                     time.sleep(1.0)  # the server answers what it accepted before the load stopped
                     pid = servers[k][0].pid
+                    before = _worker_cpu(servers[k][1]) if k != "off" else 0.0
                     c0, t0 = cpu_seconds(pid), time.perf_counter()
                     res[k] = load(urls[k], body, headers, args.clients, args.duration, work)
                     served = res[k]["rps"] * (time.perf_counter() - t0)
                     res[k]["cpu_us_per_request"] = (cpu_seconds(pid) - c0) / max(served, 1) * 1e6
-                row = {"off": res["off"], "on": res["on"], "rps_ratio": res["on"]["rps"] / res["off"]["rps"],
-                       "p99_ratio": (res["on"]["p99_ms"] or 0) / (res["off"]["p99_ms"] or 1),
-                       "cpu_ratio": res["on"]["cpu_us_per_request"] / res["off"]["cpu_us_per_request"]}
+                    if k == "process":
+                        res[k]["worker_cpu_us_per_request"] = (_worker_cpu(servers[k][1]) - before) / max(served, 1) * 1e6
+                row: dict[str, Any] = {"order": order, **res}
+                line = [f"  round {r + 1}: off {res['off']['rps']:7.1f} req/s p99 {res['off']['p99_ms']:6.2f} ms"]
+                for w in workers:
+                    row[w + "_ratios"] = {
+                        "rps": res[w]["rps"] / res["off"]["rps"],
+                        "p99": (res[w]["p99_ms"] or 0) / (res["off"]["p99_ms"] or 1),
+                        "cpu": res[w]["cpu_us_per_request"] / res["off"]["cpu_us_per_request"]}
+                    q = row[w + "_ratios"]
+                    line.append(f"{w} {res[w]['rps']:7.1f} req/s p99 {res[w]['p99_ms']:6.2f} ms (rps x{q['rps']:.3f}, "
+                                f"p99 x{q['p99']:.3f}, CPU/req x{q['cpu']:.3f})")
                 rows.append(row)
-                print(f"  round {r + 1} ({'/'.join(order)}): off {res['off']['rps']:7.1f} req/s p99 "
-                      f"{res['off']['p99_ms']:6.2f} ms | on {res['on']['rps']:7.1f} req/s p99 {res['on']['p99_ms']:6.2f} ms"
-                      f" | rps x{row['rps_ratio']:.3f}, p99 x{row['p99_ratio']:.3f}, server CPU per request "
-                      f"x{row['cpu_ratio']:.3f}")
-            port_on = servers["on"][1]
-            state = httpx.get(f"http://127.0.0.1:{port_on}/v2/models/{MODEL}/monitor").json()["versions"]["1"]["monitor"]
+                print(" | ".join(line))
             report["rounds"] = rows
-            report["median_rps_ratio"] = float(np.median([r["rps_ratio"] for r in rows]))
-            report["median_p99_ratio"] = float(np.median([r["p99_ratio"] for r in rows]))
-            report["median_cpu_per_request_ratio"] = float(np.median([r["cpu_ratio"] for r in rows]))
-            report["monitor_worker_cpu_seconds"] = state["worker_cpu_seconds"]
-            report["monitor_samples"] = state["samples"]
-            report["drift_windows_tested"] = {k: v["windows"] for k, v in state["tensors"].items()}
+            report["variants"] = {}
+            for w in workers:
+                port = servers[w][1]
+                state = httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL}/monitor").json()["versions"]["1"]["monitor"]
+                v: dict[str, Any] = {
+                    "median_rps_ratio": float(np.median([r[w + "_ratios"]["rps"] for r in rows])),
+                    "median_p99_ratio": float(np.median([r[w + "_ratios"]["p99"] for r in rows])),
+                    "median_cpu_per_request_ratio": float(np.median([r[w + "_ratios"]["cpu"] for r in rows])),
+                    "monitor_worker_cpu_seconds": state["worker_cpu_seconds"],
+                    "monitor_samples": state["samples"],
+                    "drift_windows_tested": {k: t["windows"] for k, t in state["tensors"].items()},
+                }
+                if w == "process":
+                    v["median_worker_cpu_us_per_request"] = float(np.median([r["process"]["worker_cpu_us_per_request"]
+                                                                             for r in rows]))
+                report["variants"][w] = v
         finally:
             for proc, _ in servers.values():
                 stop(proc)
-    s = report["monitor_samples"]
-    print(f"median of the paired ratios: requests/s x{report['median_rps_ratio']:.3f} "
-          f"({(report['median_rps_ratio'] - 1) * 100:+.1f}%), p99 x{report['median_p99_ratio']:.3f} "
-          f"({(report['median_p99_ratio'] - 1) * 100:+.1f}%), server CPU per request x"
-          f"{report['median_cpu_per_request_ratio']:.3f}")
-    print(f"monitor: {s['sampled']} samples taken, {s['processed']} processed, {s['dropped']} dropped "
-          f"(queue full); worker CPU {report['monitor_worker_cpu_seconds']:.1f} s; windows tested per tensor: "
-          f"{report['drift_windows_tested']}")
+    for w, v in report["variants"].items():
+        s = v["monitor_samples"]
+        print(f"worker {w}: median of the paired ratios: requests/s x{v['median_rps_ratio']:.3f} "
+              f"({(v['median_rps_ratio'] - 1) * 100:+.1f}%), p99 x{v['median_p99_ratio']:.3f} "
+              f"({(v['median_p99_ratio'] - 1) * 100:+.1f}%), server CPU per request x{v['median_cpu_per_request_ratio']:.3f}"
+              + (f", worker process {v['median_worker_cpu_us_per_request']:.0f} us CPU per request"
+                 if "median_worker_cpu_us_per_request" in v else ""))
+        print(f"  monitor: {s['sampled']} samples taken, {s['processed']} processed, {s['dropped']} dropped; worker CPU "
+              f"{v['monitor_worker_cpu_seconds']:.1f} s; windows tested per tensor: {v['drift_windows_tested']}")
     print(f"wrote {write_json(args.json, report)}")
+
+
+def _worker_cpu(port: int) -> float:
+    import httpx
+
+    state = httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL}/monitor").json()["versions"]["1"]["monitor"]
+    return float(state["worker_cpu_seconds"])
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ the original kept as ``__cause__``::
     ├── CalibrationError
     │   └── CalibrationDropError                         the measured drop exceeded max_drop
     ├── ProfileError (also ValueError)                   a monitoring profile that is unreadable or not the model's
+    ├── MonitorWorkerError                               a Monitor's worker process could not start
     ├── SignatureError                                   a model that does not match its signature: names
     │                                                    the files, and why (missing, invalid, mismatch)
     ├── ConversionError                                  a model could not be converted
@@ -67,6 +68,7 @@ __all__ = [
     "InputsRejectedError",
     "ModelLoadError",
     "ModelUnavailable",
+    "MonitorWorkerError",
     "NotFound",
     "OptimizeDropError",
     "OptimizeError",
@@ -224,6 +226,10 @@ class SignatureError(InfercoreError):
 class ProfileError(InfercoreError, ValueError):
     """A monitoring profile that cannot be read (missing, malformed, another format version) or that
     was built for another model (a tensor it names is not the model's)."""
+
+
+class MonitorWorkerError(InfercoreError):
+    """A Monitor's worker process (``worker="process"``) could not start, or failed at start."""
 
 
 class ConversionError(InfercoreError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from infercore.monitor.quality import (
     bernoulli_cusum_threshold,
     cusum_run_length,
 )
+from infercore.monitor.worker import supported as worker_unsupported
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -248,6 +250,82 @@ def test_monitor_arguments_are_checked():
         with pytest.raises(ic.ArgumentError) as e:
             Monitor(profile, **kwargs)
         assert e.value.parameter == parameter
+
+
+needs_process_worker = pytest.mark.skipif(bool(worker_unsupported()), reason=worker_unsupported() or "")
+
+
+def _feed(mon, rng, w, requests, shift_from, every=50):
+    """Requests of 1 and 2 rows, the third feature shifted from request ``shift_from`` on; flushed
+    every ``every`` requests so nothing is dropped."""
+    for i in range(requests):
+        x = rng.standard_normal((1 + (i % 3 == 0), 5)).astype(np.float32)
+        if i >= shift_from:
+            x[:, 2] += 0.8
+        mon.observe({"x": x}, {"logits": x @ w}, request_id=f"r{i}")
+        if i % every == every - 1:
+            mon.flush()
+
+
+@needs_process_worker
+def test_the_worker_process_computes_what_the_thread_does():
+    profile, w = _classifier_profile(np.random.default_rng(10))
+    states = {}
+    for worker in ("thread", "process"):
+        with Monitor(profile, window=200, worker=worker, queue_size=1000) as mon:
+            rng = np.random.default_rng(11)
+            _feed(mon, rng, w, 900, 500)
+            for i in range(300):
+                assert mon.feedback(f"r{i}", [int(i % 3 == 0)] * (1 + (i % 3 == 0)))
+            mon.flush()
+            states[worker] = mon.state()
+    thread, process = states["thread"], states["process"]
+    assert process["worker"]["kind"] == "process" and process["worker"]["alive"] and process["worker"]["pid"] > 0
+    for st in (thread, process):
+        for t in st["tensors"].values():
+            t.pop("updated", None)
+    assert process["samples"] == thread["samples"] == {"observed": 900, "sampled": 900, "dropped": 0, "queued": 0,
+                                                      "processed": 900}
+    assert process["tensors"] == thread["tensors"]  # the same windows, scores and verdicts, bit for bit
+    assert thread["tensors"]["x"]["drift"]
+    assert process["quality"] == thread["quality"] and process["quality"]["labels_total"] == 400
+
+
+@needs_process_worker
+def test_a_dead_worker_process_is_reported_and_requests_go_on():
+    import os
+    import signal
+
+    profile, w = _classifier_profile(np.random.default_rng(12), 500)
+    mon = Monitor(profile, window=100, worker="process")
+    try:
+        pid = mon.state()["worker"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while mon.state()["worker"]["alive"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        x = np.zeros((1, 5), np.float32)
+        for i in range(50):
+            mon.observe({"x": x}, {"logits": x @ w}, request_id=f"r{i}")  # never raises, never blocks
+        st = mon.state()
+        assert st["worker"]["alive"] is False and "exited with code -9" in st["worker"]["problem"]
+        assert st["samples"]["observed"] == 50
+        with pytest.raises(RuntimeError, match="exited"):
+            mon.flush(timeout=5)
+    finally:
+        mon.close()
+
+
+def test_the_worker_process_is_refused_where_its_ring_is_not_safe(monkeypatch):
+    import platform
+
+    profile, _ = _classifier_profile(np.random.default_rng(13), 200)
+    with pytest.raises(ic.ArgumentError) as e:
+        Monitor(profile, worker="fork")
+    assert e.value.parameter == "worker"
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with pytest.raises(ic.MonitorWorkerError, match="x86-64's store order; this machine is aarch64"):
+        Monitor(profile, worker="process")
 
 
 def test_ks_p_value_is_close_to_scipys_exact_two_sample_one():

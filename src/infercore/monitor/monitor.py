@@ -44,11 +44,12 @@ from .features import Workspace
 from .profile import Profile, TensorProfile, class_probabilities
 from .quality import PredictionStore, QualityTracker
 
-__all__ = ["Monitor"]
+__all__ = ["WORKERS", "Monitor"]
 
 log = logging.getLogger("infercore.monitor")
 
 _TOP = 5
+WORKERS = ("thread", "process")  # where a Monitor's analysis runs
 _BATCH = 256  # samples per pass at most
 _CHUNK = 128  # ... taken this many at a time, the GIL handed back in between (see _process)
 _MIN_BATCH = 128  # a pass waits for this many samples (at most half the queue) ...
@@ -212,6 +213,99 @@ class _TensorWindow:
         return state
 
 
+class _Analysis:
+    """What the worker does with the samples and labels it takes: the tensors' windows and
+    detectors, the quality tracker, their state. Lives in the worker thread, or in the worker
+    process (:mod:`.worker`); touched by that worker only."""
+
+    def __init__(
+        self, profile: Profile, names: Sequence[str], window: int, step: int, alpha: float, psi_floor: float,
+        accuracy_drop: float, name: str = "",
+    ) -> None:
+        self.profile = profile
+        self.name = name
+        self.alpha = alpha
+        self.psi_floor = psi_floor
+        monitored = [profile.tensors[n] for n in names]
+        features = sum(t.featurizer.size for t in monitored)
+        self.tests_per_window = features + sum(2 for t in monitored if t.classes is not None)
+        smallest = min((t.stats.sampled for t in monitored), default=1)
+        self.cusum_k = cusum_reference(smallest)
+        self.cusum_h = cusum_threshold(max(features, 1), window, alpha / 2, self.cusum_k)
+        self.windows = {t.name: _TensorWindow(t, window, step, self.cusum_h, self.cusum_k) for t in monitored}
+        clf = profile.classifier
+        self.classifier = clf.name if clf is not None and clf.classes is not None else None
+        self.quality: QualityTracker | None = None
+        if clf is not None and clf.classes is not None:
+            baseline = (profile.quality or {}).get("accuracy")
+            self.quality = QualityTracker(clf.classes.classes, window, baseline=baseline, drop=accuracy_drop, alpha=alpha)
+        self.processed = 0
+        self.labels_done = 0
+        self.errors = 0
+
+    def run(self, samples: list[dict[str, np.ndarray]], labels: list[tuple[np.ndarray, np.ndarray]],
+            process: Callable[[list[dict[str, np.ndarray]]], None] | None = None, count: int | None = None) -> None:
+        """One pass: the labels, then the samples ``_CHUNK`` at a time (``count`` requests in all,
+        when an entry holds several). A failure is counted and logged, never raised: a bug must not
+        end monitoring."""
+        process = process or self.process
+        try:
+            if labels:
+                self.process_labels(labels)
+            for i in range(0, len(samples), _CHUNK):
+                process(samples[i : i + _CHUNK])
+        except Exception:
+            self.errors += 1
+            log.exception("monitor worker failed on a batch", extra={"model": self.name})
+        self.processed += len(samples) if count is None else count
+        self.labels_done += len(labels)
+
+    def process_labels(self, items: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        assert self.quality is not None and self.classifier is not None
+        clf = self.profile.tensors[self.classifier].classes
+        assert clf is not None
+        for out, labels in items:
+            self.quality.add(class_probabilities(out, clf.probabilities), labels)
+
+    def process(self, samples: list[dict[str, np.ndarray]]) -> None:
+        for name, tw in self.windows.items():
+            arrays = [a for a in (s.get(name) for s in samples) if a is not None]
+            if not arrays:
+                continue
+            fz = tw.t.featurizer
+            try:
+                arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
+                batch = fz.gather(arrays, tw.work)  # the thinned samples, in one array
+                if batch is not None:
+                    rows = fz.of_samples(batch, tw.work)
+                    probs = tw.t.classes.probs(batch) if tw.t.classes is not None else None
+                else:
+                    rows = np.concatenate([fz(a) for a in arrays])
+                    probs = (np.concatenate([tw.t.classes.probs(fz.samples(a)) for a in arrays])
+                             if tw.t.classes is not None else None)
+            except (InfercoreError, ValueError, TypeError) as e:
+                tw.skipped += len(arrays)
+                tw.skip_reason = str(e)
+                continue
+            tw.add(rows, probs, self.evaluate)
+            time.sleep(0)  # hand the GIL back to the request threads between tensors
+
+    def evaluate(self, tw: _TensorWindow) -> None:
+        tests = tw.tests()
+        drift = decide(tests, self.tests_per_window, self.alpha / 2, self.psi_floor)
+        tw.conclude(tests, drift)
+
+    def state(self) -> dict[str, Any]:
+        """The worker's side of :meth:`Monitor.state` (JSON-able)."""
+        return {
+            "processed": self.processed,
+            "labels_done": self.labels_done,
+            "errors": self.errors,
+            "tensors": {name: tw.live() for name, tw in self.windows.items()},
+            "quality": None if self.quality is None else self.quality.state(),
+        }
+
+
 class Monitor:
     """Drift and quality monitoring against a reference :class:`Profile`; see the module docstring."""
 
@@ -229,6 +323,7 @@ class Monitor:
         feedback_ttl: float = 3600.0,
         max_feedback_ids: int = 100_000,
         tensors: Sequence[str] | None = None,
+        worker: str = "thread",
         name: str = "",
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else Profile.load(profile)
@@ -245,6 +340,9 @@ class Monitor:
         self.queue_size = int(check_int("queue_size", queue_size) or 1)
         ttl = check_number("feedback_ttl", feedback_ttl, minimum=0.0, inclusive=False)
         max_ids = check_int("max_feedback_ids", max_feedback_ids)
+        if worker not in WORKERS:
+            raise ArgumentError("worker", f"expected one of {', '.join(WORKERS)}, got {worker!r}")
+        self.worker = worker
         self.name = name
         names = list(self.profile.tensors) if tensors is None else list(tensors)
         unknown = [n for n in names if n not in self.profile.tensors]
@@ -252,41 +350,39 @@ class Monitor:
             raise ArgumentError(
                 "tensors", f"the profile has no tensor {', '.join(map(repr, unknown))}; it has {', '.join(self.profile.tensors)}"
             )
-        monitored = [self.profile.tensors[n] for n in names]
-        features = sum(t.featurizer.size for t in monitored)
-        self.tests_per_window = features + sum(2 for t in monitored if t.classes is not None)
-        smallest = min((t.stats.sampled for t in monitored), default=1)
-        self.cusum_k = cusum_reference(smallest)
-        self.cusum_h = cusum_threshold(max(features, 1), self.window, self.alpha / 2, self.cusum_k)
-        self._windows = {
-            t.name: _TensorWindow(t, self.window, self.step, self.cusum_h, self.cusum_k) for t in monitored
-        }
+        # what observe reads of each monitored tensor: (name, featurizer, whether an input)
+        self._tensors = [(n, self.profile.tensors[n].featurizer, self.profile.tensors[n].kind == "input") for n in names]
         clf = self.profile.classifier
         self.classifier = clf.name if clf is not None and clf.classes is not None else None
+        self._classes = clf.classes.classes if clf is not None and clf.classes is not None else 0
         self._store = PredictionStore(float(ttl or 3600.0), int(max_ids or 1))
-        self._quality: QualityTracker | None = None
-        if clf is not None and clf.classes is not None:
-            baseline = (self.profile.quality or {}).get("accuracy")
-            self._quality = QualityTracker(
-                clf.classes.classes, self.window, baseline=baseline, drop=self.accuracy_drop, alpha=self.alpha
-            )
+        settings = {"names": names, "window": self.window, "step": self.step, "alpha": self.alpha,
+                    "psi_floor": self.psi_floor, "accuracy_drop": self.accuracy_drop, "name": name}
         self._samples: collections.deque[dict[str, np.ndarray]] = collections.deque()  # tensor -> what is kept
         self._labels: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
         self._credit = 0.0
         self.observed = 0
         self.sampled = 0
         self.dropped = 0
-        self.processed = 0
-        self.errors = 0
         self.feedback_matched = 0
         self.feedback_unknown = 0
         self.labels_dropped = 0
         self._labels_accepted = 0
-        self._labels_done = 0
         self._busy = False
-        self.cpu_seconds = 0.0  # the worker thread's CPU time
+        self._cpu_seconds = 0.0  # the worker thread's CPU time
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._analysis: _Analysis | None = None
+        self._link: Any = None  # a .worker.ProcessLink
+        if worker == "process":
+            from .worker import ProcessLink
+
+            self._link = ProcessLink(self.profile, settings, self.queue_size, name)
+            self.tests_per_window, self.cusum_k, self.cusum_h = self._link.constants
+            return
+        self._analysis = _Analysis(self.profile, **settings)  # type: ignore[arg-type]
+        self.tests_per_window = self._analysis.tests_per_window
+        self.cusum_k, self.cusum_h = self._analysis.cusum_k, self._analysis.cusum_h
         self._thread = threading.Thread(target=self._run, name=f"infercore-monitor{'-' + name if name else ''}",
                                         daemon=True)
         self._thread.start()
@@ -309,22 +405,28 @@ class Monitor:
         if self._credit < 1.0:
             return
         self._credit -= 1.0
-        if len(self._samples) >= self.queue_size or self._stop.is_set():
+        link = self._link
+        if self._stop.is_set() or (link is None and len(self._samples) >= self.queue_size):
             self.dropped += 1
             return
         kept: dict[str, np.ndarray] = {}
-        for name, tw in self._windows.items():
-            a = inputs.get(name) if tw.input else None
+        for name, fz, is_input in self._tensors:
+            a = inputs.get(name) if is_input else None
             if a is None and outputs is not None:
                 a = outputs.get(name)
-            if a is None and not tw.input:
+            if a is None and not is_input:
                 a = inputs.get(name)
             if a is not None:
                 try:
-                    kept[name] = tw.t.featurizer.keep(a)
+                    kept[name] = fz.keep(a)
                 except Exception:  # never fail the request: the worker says what it cannot read
                     kept[name] = a
-        self._samples.append(kept)
+        if link is not None:
+            if not link.send_sample(kept):
+                self.dropped += 1
+                return
+        else:
+            self._samples.append(kept)
         self.sampled += 1
 
     def knows(self, request_id: str) -> bool:
@@ -334,7 +436,7 @@ class Monitor:
     def feedback(self, request_id: str, label: Any) -> bool:
         """The true class (or one per row of the request) of a request observed with
         ``request_id``; False when the id is unknown or expired (nothing is recorded)."""
-        if self._quality is None:
+        if not self._classes:
             raise ArgumentError(
                 "label", "the profile has no classifier output, so there is no prediction to compare labels with"
             )
@@ -345,25 +447,32 @@ class Monitor:
             self.feedback_unknown += 1
             return False
         try:
-            labels = _labels(label, np.shape(out)[0] if np.ndim(out) >= 1 else 1, self._quality.classes)
+            labels = _labels(label, np.shape(out)[0] if np.ndim(out) >= 1 else 1, self._classes)
         except ArgumentError:
             self._store.put(request_id, out)  # a malformed label does not use up the prediction
             raise
         self.feedback_matched += 1
-        if len(self._labels) >= 65_536:
+        item = (np.asarray(out), labels)
+        if self._link is not None:
+            accepted = self._link.send_labels(item)
+        else:
+            accepted = len(self._labels) < 65_536
+            if accepted:
+                self._labels.append(item)
+        if not accepted:
             self.labels_dropped += 1
             return True
-        self._labels.append((np.asarray(out), labels))
         self._labels_accepted += 1
         return True
 
-    # -- the worker ------------------------------------------------------------------------------
+    # -- the worker thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        assert self._analysis is not None
         since = None  # when samples were first seen waiting
         while True:
             if not self._samples and not self._labels:
                 if self._stop.is_set():
-                    self.cpu_seconds = time.thread_time()
+                    self._cpu_seconds = time.thread_time()
                     return
                 self._wake.wait(0.05)
                 self._wake.clear()
@@ -388,74 +497,45 @@ class Monitor:
                 samples: list[dict[str, np.ndarray]] = []
                 while self._samples and len(samples) < _BATCH:
                     samples.append(self._samples.popleft())
-                try:
-                    if labels:
-                        self._process_labels(labels)
-                    for i in range(0, len(samples), _CHUNK):
-                        self._process(samples[i : i + _CHUNK])
-                except Exception:  # a bug must not end monitoring: count it, log it, go on
-                    self.errors += 1
-                    log.exception("monitor worker failed on a batch", extra={"model": self.name})
-                self.processed += len(samples)
-                self._labels_done += len(labels)
-                self.cpu_seconds = time.thread_time()
+                self._analysis.run(samples, labels, self._process)
+                self._cpu_seconds = time.thread_time()
             finally:
                 self._busy = False
 
-    def _process_labels(self, items: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        assert self._quality is not None and self.classifier is not None
-        clf = self.profile.tensors[self.classifier].classes
-        assert clf is not None
-        for out, labels in items:
-            self._quality.add(class_probabilities(out, clf.probabilities), labels)
-
     def _process(self, samples: list[dict[str, np.ndarray]]) -> None:
-        for name, tw in self._windows.items():
-            arrays = [a for a in (s.get(name) for s in samples) if a is not None]
-            if not arrays:
-                continue
-            fz = tw.t.featurizer
-            try:
-                arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
-                batch = fz.gather(arrays, tw.work)  # the thinned samples, in one array
-                if batch is not None:
-                    rows = fz.of_samples(batch, tw.work)
-                    probs = tw.t.classes.probs(batch) if tw.t.classes is not None else None
-                else:
-                    rows = np.concatenate([fz(a) for a in arrays])
-                    probs = (np.concatenate([tw.t.classes.probs(fz.samples(a)) for a in arrays])
-                             if tw.t.classes is not None else None)
-            except (InfercoreError, ValueError, TypeError) as e:
-                tw.skipped += len(arrays)
-                tw.skip_reason = str(e)
-                continue
-            tw.add(rows, probs, self._evaluate)
-            time.sleep(0)  # hand the GIL back to the request threads between tensors
-
-    def _evaluate(self, tw: _TensorWindow) -> None:
-        tests = tw.tests()
-        drift = decide(tests, self.tests_per_window, self.alpha / 2, self.psi_floor)
-        tw.conclude(tests, drift)
+        assert self._analysis is not None
+        self._analysis.process(samples)
 
     # -- reading ---------------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every sample and label accepted so far is processed (tests, benchmarks)."""
         target_samples = self.sampled
         target_labels = self._labels_accepted
+        if self._link is not None:
+            self._link.flush(target_samples, target_labels, timeout)
+            return
+        assert self._analysis is not None
         deadline = time.monotonic() + timeout
-        while self.processed < target_samples or self._labels_done < target_labels or self._busy:
+        while self._analysis.processed < target_samples or self._analysis.labels_done < target_labels or self._busy:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"monitor: {target_samples - self.processed} samples still queued after {timeout} s")
+                raise TimeoutError(
+                    f"monitor: {target_samples - self._analysis.processed} samples still queued after {timeout} s")
             self._wake.set()
             time.sleep(0.001)
 
     @property
     def drift(self) -> bool:
-        return any(tw.live()["drift"] for tw in self._windows.values())
+        return bool(self.state()["drift"])
 
     def state(self) -> dict[str, Any]:
         """Counters, drift per tensor and quality, as JSON-able values."""
-        tensors = {name: tw.live() for name, tw in self._windows.items()}
+        if self._link is not None:
+            worker = self._link.state()
+        else:
+            assert self._analysis is not None
+            worker = {**self._analysis.state(), "cpu_seconds": self._cpu_seconds, "queued": len(self._samples),
+                      "dropped": 0}
+        tensors = worker["tensors"]
         out: dict[str, Any] = {
             "sample_rate": self.sample_rate,
             "window": self.window,
@@ -466,20 +546,21 @@ class Monitor:
             "cusum": {"k": _r(self.cusum_k), "h": _r(self.cusum_h)},
             "samples": {
                 "observed": self.observed,
-                "sampled": self.sampled,
-                "dropped": self.dropped,
-                "queued": len(self._samples),
-                "processed": self.processed,
+                "sampled": self.sampled - worker["dropped"],  # the worker process's own drops are drops
+                "dropped": self.dropped + worker["dropped"],
+                "queued": worker["queued"],
+                "processed": worker["processed"],
             },
-            "worker_cpu_seconds": round(self.cpu_seconds, 3),
+            "worker": {"kind": self.worker, **worker.get("process", {})},
+            "worker_cpu_seconds": round(worker["cpu_seconds"], 3),
             "drift": any(t["drift"] for t in tensors.values()),
             "tensors": tensors,
             "quality": None,
-            "errors": self.errors,
+            "errors": worker["errors"],
         }
-        if self._quality is not None:
+        if worker["quality"] is not None:
             out["quality"] = {
-                **self._quality.state(),
+                **worker["quality"],
                 "output": self.classifier,
                 "feedback": {
                     "matched": self.feedback_matched,
@@ -495,6 +576,9 @@ class Monitor:
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker after it processes what is queued."""
         self._stop.set()
+        if self._link is not None:
+            self._link.close(timeout)
+            return
         self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)

@@ -67,6 +67,7 @@ _MONITOR_KEYS = {
     "feedback_ttl_s": float,
     "max_feedback_ids": int,
     "tensors": list,
+    "worker": str,
 }
 _SCREEN_KEYS = {"action": str, "threshold": float, "tensors": list, "profile": str}
 
@@ -87,6 +88,13 @@ class MonitoringConfig:
         settings = {k: v for k, v in raw.items() if k != "profile"}
         if "feedback_ttl_s" in settings:
             settings["feedback_ttl"] = settings.pop("feedback_ttl_s")
+        # a worker process where it can run: a thread's Python holds the GIL while requests wait
+        if "worker" not in settings:
+            from ..monitor.worker import supported
+
+            settings["worker"] = "thread" if supported() else "process"
+        if settings["worker"] not in ("thread", "process"):
+            raise ValueError(f"monitoring.worker must be process or thread, got {settings['worker']!r}")
         return cls(raw["profile"], tuple(sorted(settings.items())))
 
 
