@@ -10,13 +10,16 @@ background, with bounded memory.
 ``observe`` computes nothing: it keeps each monitored tensor until the worker reads it, as a copy
 of the rows its features read when those are at most half of it (an image's thinned rows: see
 :meth:`.Featurizer.keep`; the request's memory is then freed with the request), else as a
-reference, which the caller must not change afterwards. A sample that finds the queue full is dropped and counted
-(``state()["samples"]["dropped"]``); nothing ever waits. One daemon thread reads the queue, turns
-tensors into features (:mod:`.features`), keeps the last ``window`` samples per tensor in a ring
-buffer, runs the window tests (:mod:`.drift`) every ``step`` samples (half a window by default)
-and the sequential CUSUM on every sample, and feeds labels to the quality tracker
-(:mod:`.quality`). Memory: the queue (``queue_size`` requests), ``window`` rows of features per
-tensor, the prediction store (``max_feedback_ids`` ids for ``feedback_ttl`` seconds).
+reference, which the caller must not change afterwards. A sample that finds the queue full is
+dropped and counted (``state()["samples"]["dropped"]``); nothing ever waits. A worker reads the
+queue, turns tensors into features (:mod:`.features`), keeps the last ``window`` samples per
+tensor in a ring buffer, runs the window tests (:mod:`.drift`) every ``step`` samples (half a
+window by default) and the sequential CUSUM on every sample, and feeds labels to the quality
+tracker (:mod:`.quality`): a daemon thread (``worker="thread"``, the default), or a child process
+fed through shared memory (``worker="process"``, :mod:`.worker`: the caller's threads then never
+wait on the GIL for it). Memory: the queue (``queue_size`` requests), ``window`` rows of features
+per tensor, the worker's scratch arrays, the prediction store (``max_feedback_ids`` ids for
+``feedback_ttl`` seconds).
 
 False alarms: ``alpha`` (default 0.01) bounds the probability that a window of stationary traffic
 raises drift, split evenly between the window tests (Bonferroni over every test of the model) and
