@@ -63,9 +63,10 @@ _TENSOR = struct.Struct("<HBB")  # the tensor's index, the dtype string's length
 _LAYOUT = "<HH"  # a sample's layout: its length in bytes, the tensors in it
 _RING_BYTES = 8 << 20
 _HEADER = 128  # the written counter at 0, the read counter at 64 (their own cache lines)
+_STATE_BYTES = 1 << 20  # after the ring: the child's last state, pickled, behind a sequence counter
 _DRAIN = 0.02  # seconds between the child's reads of the ring
 _START_TIMEOUT = 60.0  # numpy, scipy and the profile on a loaded machine
-_STATE_TIMEOUT = 5.0
+_PUBLISH = 0.25  # seconds between the child's state updates while it waits
 
 
 def supported() -> str:
@@ -77,11 +78,42 @@ def supported() -> str:
     return ""
 
 
-def _ring(fd: int) -> tuple[mmap.mmap, np.ndarray, np.ndarray]:
-    m = mmap.mmap(fd, _HEADER + _RING_BYTES)
+def _ring(fd: int) -> tuple[mmap.mmap, np.ndarray, np.ndarray, np.ndarray]:
+    m = mmap.mmap(fd, _HEADER + _RING_BYTES + _STATE_BYTES)
     counters = np.frombuffer(m, np.int64, _HEADER // 8)  # [0]: written, [8]: read
     data = np.frombuffer(m, np.uint8, _RING_BYTES, _HEADER)
-    return m, counters, data
+    slot = np.frombuffer(m, np.uint8, _STATE_BYTES, _HEADER + _RING_BYTES)  # [sequence, length] int64, then bytes
+    return m, counters, data, slot
+
+
+def _publish(slot: np.ndarray, state: dict[str, Any]) -> None:
+    """The child's side of a sequence lock: odd while it writes (x86-64 keeps stores in order)."""
+    blob = np.frombuffer(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+    if blob.size > _STATE_BYTES - 16:
+        return  # not expected (a state is a few KB): the parent keeps the last one
+    head = slot[:16].view(np.int64)
+    head[0] += 1
+    slot[16 : 16 + blob.size] = blob
+    head[1] = blob.size
+    head[0] += 1
+
+
+def _read_state(slot: np.ndarray) -> dict[str, Any] | None:
+    """The parent's side: a consistent copy of the last state published, or None before the first."""
+    head = slot[:16].view(np.int64)
+    for _ in range(1000):
+        seq = int(head[0])
+        if seq == 0:
+            return None
+        if seq % 2:
+            time.sleep(0.0001)
+            continue
+        size = int(head[1])
+        blob = slot[16 : 16 + size].tobytes()
+        if int(head[0]) == seq:  # x86-64 does not reorder loads with loads
+            state: dict[str, Any] = pickle.loads(blob)
+            return state
+    return None
 
 
 class ProcessLink:
@@ -96,8 +128,8 @@ class ProcessLink:
         mem_fd = os.memfd_create("infercore-monitor")
         ours, theirs = socket.socketpair()
         try:
-            os.ftruncate(mem_fd, _HEADER + _RING_BYTES)
-            self._mmap, self._counters, self._data = _ring(mem_fd)
+            os.ftruncate(mem_fd, _HEADER + _RING_BYTES + _STATE_BYTES)
+            self._mmap, self._counters, self._data, self._slot = _ring(mem_fd)
             self._data[:] = 0  # fault the pages in now, not on the request path
             env = dict(os.environ)
             env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -109,7 +141,6 @@ class ProcessLink:
         self._ctl = Connection(ours.detach())
         self._written = 0
         self._lock = threading.Lock()  # one writer at a time: records stay whole
-        self._ctl_lock = threading.Lock()
         self.broken = ""  # why samples can no longer be sent, once they cannot
         self._last: dict[str, Any] | None = None
         try:
@@ -182,34 +213,25 @@ class ProcessLink:
 
     # -- reading ---------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """The child's state: its answer, or the last one with why there is no new one."""
-        with self._ctl_lock:
-            problem = ""
-            if self._proc.poll() is not None:
-                problem = f"exited with code {self._proc.returncode}"
-            else:
-                try:
-                    self._ctl.send("state")
-                    if self._ctl.poll(_STATE_TIMEOUT):
-                        self._last = self._ctl.recv()
-                    else:
-                        problem = f"did not answer within {_STATE_TIMEOUT:.0f} s"
-                except (OSError, EOFError) as e:
-                    problem = f"unreachable ({e})"
-            st = dict(self._last) if self._last is not None else _empty()
-            st["process"] = {"pid": self._proc.pid, "alive": not problem, **({"problem": problem} if problem else {})}
-            if self.broken:
-                st["process"]["problem"] = self.broken
-            return st
+        """The child's last published state (it publishes after every pass, and every quarter
+        second while it waits), read from shared memory: never waits on the child."""
+        problem = f"exited with code {self._proc.returncode}" if self._proc.poll() is not None else ""
+        st = _read_state(self._slot) or self._last or _empty()
+        self._last = st
+        st = {**st, "process": {"pid": self._proc.pid, "alive": not problem, **({"problem": problem} if problem else {})}}
+        if self.broken:
+            st["process"]["problem"] = self.broken
+        return st
 
     def flush(self, samples: int, labels: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        with contextlib.suppress(OSError, EOFError):
+            self._ctl.send("flush")  # process what is queued now, without waiting for a full batch
         while True:
             st = self.state()
             if not st["process"]["alive"]:
                 raise RuntimeError(f"monitor: the worker process {st['process']['problem']}")
-            if st["received"] >= samples and st["processed"] + st["dropped"] >= samples and \
-                    st["labels_done"] >= labels and not st["busy"]:
+            if st["processed"] + st["dropped"] >= samples and st["labels_done"] >= labels:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"monitor: {samples - st['processed'] - st['dropped']} samples still queued after {timeout} s")
@@ -220,7 +242,7 @@ class ProcessLink:
         with self._lock:
             if not self.broken:
                 self.broken = "the monitor is closed"
-        with self._ctl_lock, contextlib.suppress(OSError, EOFError):
+        with contextlib.suppress(OSError, EOFError):
             self._ctl.send("stop")
         try:
             self._proc.wait(timeout)
@@ -238,7 +260,7 @@ class ProcessLink:
 
 def _empty() -> dict[str, Any]:
     return {"processed": 0, "labels_done": 0, "errors": 0, "tensors": {}, "quality": None, "cpu_seconds": 0.0,
-            "queued": 0, "dropped": 0, "received": 0, "busy": False}
+            "queued": 0, "dropped": 0, "received": 0}
 
 
 # -- the child -------------------------------------------------------------------------------------
@@ -248,7 +270,7 @@ class _Inbox:
     a run of requests costs a few numpy calls, not a few per request."""
 
     def __init__(self, mem_fd: int, names: Sequence[str], batched: Mapping[str, bool], queue_size: int) -> None:
-        self._mmap, self._counters, self._data = _ring(mem_fd)
+        self._mmap, self._counters, self._data, self.slot = _ring(mem_fd)
         self.names = list(names)
         self.batched = dict(batched)  # whether the tensor's first axis holds samples
         self.queue_size = queue_size
@@ -366,29 +388,39 @@ def _child(mem_fd: int, ctl_fd: int) -> None:
     pending = select.poll()  # Connection.poll builds a selector per call: too dear 50 times a second
     pending.register(ctl_fd, select.POLLIN)
     min_batch = min(_MIN_BATCH, max(inbox.queue_size // 2, 1))
-    stopping = False
+    stopping = hurry = False
     since = None
+    published = 0.0
+
+    def publish() -> None:
+        nonlocal published
+        _publish(inbox.slot, {**analysis.state(), "cpu_seconds": time.process_time(), "queued": inbox.queued,
+                              "dropped": inbox.dropped, "received": inbox.received})
+        published = time.monotonic()
+
+    publish()
     while True:
         try:
             while pending.poll(0):
                 request = ctl.recv()
-                if request == "state":
-                    ctl.send({**analysis.state(), "cpu_seconds": time.process_time(), "queued": inbox.queued,
-                              "dropped": inbox.dropped, "received": inbox.received, "busy": False})
-                elif request == "stop":
-                    stopping = True
+                stopping |= request == "stop"
+                hurry |= request == "flush"
         except (OSError, EOFError):
             return  # the parent is gone
         read = inbox.drain()
         if not inbox.samples and not inbox.labels:
+            hurry = False
             if stopping:
+                publish()
                 return
+            if time.monotonic() - published > _PUBLISH:
+                publish()
             time.sleep(_DRAIN)
             since = None
             continue
         now = time.monotonic()
         since = since or now
-        if inbox.queued < min_batch and not inbox.labels and now - since < _MAX_WAIT and not stopping:
+        if inbox.queued < min_batch and not inbox.labels and now - since < _MAX_WAIT and not (stopping or hurry):
             time.sleep(_DRAIN if read < _RING_BYTES // 4 else _DRAIN / 10)
             continue
         since = None
@@ -403,6 +435,7 @@ def _child(mem_fd: int, ctl_fd: int) -> None:
             taken += count
         inbox.queued -= taken
         analysis.run(samples, labels, count=taken)
+        publish()
 
 
 if __name__ == "__main__":
