@@ -79,7 +79,7 @@ def false_alarms(name: str, draw: Any, reference: int, windows: int, seed: int) 
         stream(mon, rng, draw, WINDOW + (windows - 1) * STEP, 50)
         mon.flush(600)
         t = mon.state()["tensors"]["x"]
-    tw = mon._windows["x"]
+    tw = mon._analysis.windows["x"]
     rate = t["drift_windows"] / max(t["windows"], 1)
     return {
         "case": name,
@@ -103,7 +103,7 @@ def delay(features: int, sd: float, trials: int, seed: int, reference: int = 20_
             start = WINDOW + int(rng.integers(0, STEP))  # the shift starts anywhere in a step
             stream(mon, rng, draw, start, 10)
             mon.flush(600)
-            before = mon._windows["x"].first_drift
+            before = mon._analysis.windows["x"].first_drift
             col = int(rng.integers(0, features))
 
             def shift(x: np.ndarray, col: int = col) -> np.ndarray:
@@ -112,7 +112,7 @@ def delay(features: int, sd: float, trials: int, seed: int, reference: int = 20_
 
             stream(mon, rng, draw, limit, 10, shift)
             mon.flush(600)
-            since = mon._windows["x"].first_drift
+            since = mon._analysis.windows["x"].first_drift
         if before is not None or since is None:  # a false alarm before the shift: count the trial as missed
             missed += 1
         else:

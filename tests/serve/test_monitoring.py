@@ -153,6 +153,12 @@ def test_config_errors_name_the_key(tmp_path):
         ModelConfig.from_dict({"monitoring": {"window": 100}})
     with pytest.raises(ValueError, match=r"screen\.action must be flag or reject"):
         ModelConfig.from_dict({"screen": {"action": "drop"}})
+    with pytest.raises(ValueError, match=r"monitoring\.worker must be process or thread, got 'fork'"):
+        ModelConfig.from_dict({"monitoring": {"profile": "p.json", "worker": "fork"}})
+    from infercore.monitor.worker import supported
+
+    default = dict(ModelConfig.from_dict({"monitoring": {"profile": "p.json"}}).monitoring.settings)["worker"]
+    assert default == ("thread" if supported() else "process")
     (tmp_path / "a" / "1").mkdir(parents=True)
     m.mlp(tmp_path / "a" / "1" / "model.onnx", d_in=4, d_out=3)
     (tmp_path / "a" / "config.yaml").write_text("monitoring: {profile: missing.json}\n")

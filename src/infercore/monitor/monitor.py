@@ -64,7 +64,6 @@ class _TensorWindow:
 
     def __init__(self, t: TensorProfile, window: int, step: int, cusum_h: float, cusum_k: float) -> None:
         self.t = t
-        self.input = t.kind == "input"
         self.work = Workspace()  # the featurizer's scratch arrays, reused batch after batch
         self.window = window
         self.step = step

@@ -18,13 +18,16 @@ spent outside the GIL cost the p99 nothing. So the analysis runs in a child proc
   The counters rely on x86-64's store order (a record's bytes are visible before the counter that
   covers them, and read before the counter that frees them): elsewhere ``process`` is refused and
   ``infercore serve`` uses a thread.
-- **a control connection** (a socket pair): the profile and settings at start; ``state`` and
-  ``stop`` requests, answered by the child.
+- **a state slot** after the ring: the child publishes its state (pickled, behind a sequence
+  counter) after every pass and every quarter second while it waits, so ``state()`` (``/monitor``,
+  ``/metrics``, the dashboard) reads it without waiting on the child.
+- **a control connection** (a socket pair): the profile and settings at start, ``flush`` and
+  ``stop`` after.
 
 The child exits when the control connection closes (the parent stopped, or died). A child that
 dies is reported by ``state()["worker"]``, and every later sample is counted as dropped; requests
-are never affected. Memory: a second Python process with numpy and scipy (about 60-80 MB resident)
-and the 8 MiB ring.
+are never affected. Memory: a second Python process with numpy and scipy (about 60-80 MB resident),
+the 8 MiB ring and the 1 MiB state slot.
 """
 
 from __future__ import annotations
