@@ -24,7 +24,10 @@ spent outside the GIL cost the p99 nothing. So the analysis runs in a child proc
 - **a control connection** (a socket pair): the profile and settings at start, ``flush`` and
   ``stop`` after.
 
-The child exits when the control connection closes (the parent stopped, or died). A child that
+The child runs at ``SCHED_IDLE`` (nice 19 where Linux refuses it): it takes the CPU serving leaves,
+and the server's threads preempt it at once; on a server saturated for long it falls behind and
+samples are dropped, counted. The child exits when the control connection closes (the parent
+stopped, or died). A child that
 dies is reported by ``state()["worker"]``, and every later sample is counted as dropped; requests
 are never affected. Memory: a second Python process with numpy and scipy (about 60-80 MB resident),
 the 8 MiB ring and the 1 MiB state slot.
@@ -372,11 +375,20 @@ def _dtype(code: bytes) -> np.dtype[Any]:
     return np.dtype(code.decode())
 
 
+def _yield_cpu() -> None:
+    """Run on the CPU that serving leaves: SCHED_IDLE where Linux allows it (the server's threads
+    preempt it at once), else nice 19."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(19)
+
+
 def _child(mem_fd: int, ctl_fd: int) -> None:
     from .monitor import _BATCH, _MAX_WAIT, _MIN_BATCH, _Analysis
 
-    with contextlib.suppress(OSError):
-        os.nice(5)  # monitoring yields the cores to serving when both want them
+    _yield_cpu()
     ctl = Connection(ctl_fd)
     init = ctl.recv()
     try:
