@@ -119,6 +119,40 @@ def test_the_monitor_does_not_hold_a_requests_image(tmp_path):
         assert mon.state()["tensors"]["x"]["samples"] == 1
 
 
+def test_the_worker_process_reads_tensors_with_no_batch_axis_as_the_thread_does(tmp_path):
+    from infercore.monitor.worker import supported
+
+    if supported():
+        pytest.skip(f"no worker process here: {supported()}")
+    from onnx import TensorProto, helper
+
+    # x [batch, 3] and a 0-d s: the batch's rows are samples, s is one sample per request
+    path = m.save(tmp_path / "scaled.onnx", [helper.make_node("Mul", ["x", "s"], ["y"])],
+                  [m.vi("x", TensorProto.FLOAT, ["batch", 3]), m.vi("s", TensorProto.FLOAT, [])],
+                  [m.vi("y", TensorProto.FLOAT, ["batch", 3])])
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.standard_normal((2, 3)).astype(np.float32), "s": np.array(rng.standard_normal(), np.float32)}
+            for _ in range(200)]
+    profile = Profile.build(path, data)
+    assert not profile.tensors["s"].featurizer.batched and profile.tensors["x"].featurizer.batched
+    states = {}
+    for worker in ("thread", "process"):
+        with ic.monitor.Monitor(profile, window=50, worker=worker, queue_size=1000) as mon:
+            r = np.random.default_rng(4)
+            for i in range(300):
+                x = r.standard_normal((2, 3)).astype(np.float32)
+                s = np.array(r.standard_normal() + (1.0 if i >= 150 else 0.0), np.float32)
+                mon.observe({"x": x, "s": s}, {"y": x * s})
+                if i % 40 == 39:
+                    mon.flush()
+            mon.flush()
+            states[worker] = mon.state()
+            for t in states[worker]["tensors"].values():
+                t.pop("updated")
+    assert states["process"]["samples"]["processed"] == states["thread"]["samples"]["processed"] == 300
+    assert states["process"]["tensors"] == states["thread"]["tensors"] and states["process"]["tensors"]["s"]["drift"]
+
+
 def test_profile_of_a_real_model_with_labels(tmp_path):
     path, w = m.mlp(tmp_path / "mlp.onnx", d_in=4, d_out=3)
     rng = np.random.default_rng(1)
