@@ -301,19 +301,27 @@ def test_a_dead_worker_process_is_reported_and_requests_go_on():
     import signal
 
     profile, w = _classifier_profile(np.random.default_rng(12), 500)
-    mon = Monitor(profile, window=100, worker="process")
+    mon = Monitor(profile, window=100, worker="process", queue_size=10)
     try:
+        big = np.zeros((4000, 5), np.float32)  # 80 KB a request: the ring holds about 75 of them
+        for _ in range(400):
+            mon.observe({"x": big})
+        mon.flush()
+        st = mon.state()["samples"]  # every sample counted once: analysed, or dropped at the ring
+        assert st["sampled"] + st["dropped"] == st["observed"] == 400 and st["processed"] == st["sampled"]
+        assert st["dropped"] > 0
         pid = mon.state()["worker"]["pid"]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while mon.state()["worker"]["alive"] and time.monotonic() < deadline:
             time.sleep(0.01)
+        before = mon.state()["samples"]["dropped"]  # the state read saw the child gone
         x = np.zeros((1, 5), np.float32)
         for i in range(50):
             mon.observe({"x": x}, {"logits": x @ w}, request_id=f"r{i}")  # never raises, never blocks
         st = mon.state()
         assert st["worker"]["alive"] is False and "exited with code -9" in st["worker"]["problem"]
-        assert st["samples"]["observed"] == 50
+        assert st["samples"]["observed"] == 450 and st["samples"]["dropped"] == before + 50  # counted, not lost
         with pytest.raises(RuntimeError, match="exited"):
             mon.flush(timeout=5)
     finally:

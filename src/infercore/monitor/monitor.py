@@ -535,8 +535,7 @@ class Monitor:
             worker = self._link.state()
         else:
             assert self._analysis is not None
-            worker = {**self._analysis.state(), "cpu_seconds": self._cpu_seconds, "queued": len(self._samples),
-                      "dropped": 0}
+            worker = {**self._analysis.state(), "cpu_seconds": self._cpu_seconds, "queued": len(self._samples)}
         tensors = worker["tensors"]
         out: dict[str, Any] = {
             "sample_rate": self.sample_rate,
@@ -548,8 +547,8 @@ class Monitor:
             "cusum": {"k": _r(self.cusum_k), "h": _r(self.cusum_h)},
             "samples": {
                 "observed": self.observed,
-                "sampled": self.sampled - worker["dropped"],  # the worker process's own drops are drops
-                "dropped": self.dropped + worker["dropped"],
+                "sampled": self.sampled,
+                "dropped": self.dropped,
                 "queued": worker["queued"],
                 "processed": worker["processed"],
             },

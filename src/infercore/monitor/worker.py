@@ -146,6 +146,7 @@ class ProcessLink:
             theirs.close()
         self._ctl = Connection(ours.detach())
         self._written = 0
+        self._records = 0  # records offered: the child's liveness is checked every 256
         self._lock = threading.Lock()  # one writer at a time: records stay whole
         self.broken = ""  # why samples can no longer be sent, once they cannot
         self._last: dict[str, Any] | None = None
@@ -190,6 +191,9 @@ class ProcessLink:
         if total > _RING_BYTES // 4:
             return False  # a sample this large would crowd the ring: not monitored
         with self._lock:
+            self._records += 1
+            if self._records % 256 == 0 and not self.broken and self._proc.poll() is not None:
+                self.broken = f"the worker process exited with code {self._proc.returncode}"
             if self.broken:
                 return False
             w = self._written
@@ -222,6 +226,9 @@ class ProcessLink:
         """The child's last published state (it publishes after every pass, and every quarter
         second while it waits), read from shared memory: never waits on the child."""
         problem = f"exited with code {self._proc.returncode}" if self._proc.poll() is not None else ""
+        if problem and not self.broken:
+            with self._lock:  # later samples are dropped and counted, not lost in the ring
+                self.broken = self.broken or f"the worker process {problem}"
         st = _read_state(self._slot) or self._last or _empty()
         self._last = st
         st = {**st, "process": {"pid": self._proc.pid, "alive": not problem, **({"problem": problem} if problem else {})}}
@@ -237,10 +244,10 @@ class ProcessLink:
             st = self.state()
             if not st["process"]["alive"]:
                 raise RuntimeError(f"monitor: the worker process {st['process']['problem']}")
-            if st["processed"] + st["dropped"] >= samples and st["labels_done"] >= labels:
+            if st["processed"] >= samples and st["labels_done"] >= labels:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"monitor: {samples - st['processed'] - st['dropped']} samples still queued after {timeout} s")
+                raise TimeoutError(f"monitor: {samples - st['processed']} samples still queued after {timeout} s")
             time.sleep(0.005)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -266,7 +273,7 @@ class ProcessLink:
 
 def _empty() -> dict[str, Any]:
     return {"processed": 0, "labels_done": 0, "errors": 0, "tensors": {}, "quality": None, "cpu_seconds": 0.0,
-            "queued": 0, "dropped": 0, "received": 0}
+            "queued": 0, "received": 0}
 
 
 # -- the child -------------------------------------------------------------------------------------
@@ -284,16 +291,17 @@ class _Inbox:
         self.queued = 0
         self.labels: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
         self.received = 0
-        self.dropped = 0
 
     def drain(self) -> int:
-        """Take every record written so far; the bytes read."""
+        """Take the records written so far, as many samples as the queue has room for (the rest
+        wait in the ring, so a full queue makes the parent drop and count, once); the bytes read."""
         r = int(self._counters[8])
         w = int(self._counters[0])
         start = r
         data = self._data
         run: tuple[bytes, int, int] | None = None  # (layout, first record's offset, record size)
         count = 0
+        room = self.queue_size - self.queued
         while r < w:
             off = r % _RING_BYTES
             tail = _RING_BYTES - off
@@ -307,6 +315,9 @@ class _Inbox:
                 continue
             body = off + _HEAD.size
             if kind == _SAMPLE:
+                if room <= 0:
+                    break
+                room -= 1
                 self.received += 1
                 layout_len, _ = struct.unpack(_LAYOUT, data[body : body + 4].tobytes())
                 layout = data[body : body + 4 + layout_len].tobytes()
@@ -329,12 +340,6 @@ class _Inbox:
         """Copy ``count`` records of one layout out of the ring (those the queue has room for)."""
         if run is None or not count:
             return
-        room = max(self.queue_size - self.queued, 0)
-        if count > room:
-            self.dropped += count - room
-            count = room
-            if not count:
-                return
         layout, first, size = run
         (_, tensors), pos = struct.unpack_from(_LAYOUT, layout), 4
         at = _HEADER + first + _HEAD.size + len(layout)  # the first tensor's bytes, in the mapping
@@ -410,7 +415,7 @@ def _child(mem_fd: int, ctl_fd: int) -> None:
     def publish() -> None:
         nonlocal published
         _publish(inbox.slot, {**analysis.state(), "cpu_seconds": time.process_time(), "queued": inbox.queued,
-                              "dropped": inbox.dropped, "received": inbox.received})
+                              "received": inbox.received})
         published = time.monotonic()
 
     publish()
