@@ -14,7 +14,8 @@ spent outside the GIL cost the p99 nothing. So the analysis runs in a child proc
   then the written counter moves; when the ring lacks room the sample is dropped and counted, so a
   slow or stopped worker never blocks a request, and a request costs one copy and no system call.
   The child reads the ring every ``_DRAIN`` seconds (20 ms; sooner while it fills) into a queue of
-  ``queue_size`` samples (beyond that it drops and counts).
+  ``queue_size`` samples (while it is full, records wait in the ring: a sample is dropped, and
+  counted, only by the request path, when the ring has no room).
   The counters rely on x86-64's store order (a record's bytes are visible before the counter that
   covers them, and read before the counter that frees them): elsewhere ``process`` is refused and
   ``infercore serve`` uses a thread.
