@@ -38,7 +38,7 @@ import numpy as np
 from ..optional import require
 from .profile import QUANTILE_LEVELS, FeatureStats, reference_cdf
 
-__all__ = ["Cusum", "FeatureTest", "class_test", "cusum_threshold", "decide", "ks_test", "psi"]
+__all__ = ["Cusum", "FeatureTest", "class_test", "cusum_threshold", "decide", "ks_test", "psi", "round_sig"]
 
 _SMOOTH = 0.5
 
@@ -60,13 +60,13 @@ class FeatureTest:
         out: dict[str, Any] = {
             "feature": self.feature,
             "test": self.test,
-            "statistic": _round(self.statistic),
+            "statistic": round_sig(self.statistic),
             "p": float(f"{self.p:.3g}"),
-            "psi": _round(self.psi),
+            "psi": round_sig(self.psi),
             "drift": self.drift,
         }
         if self.mean_shift is not None:
-            out["mean_shift_sd"] = _round(self.mean_shift)
+            out["mean_shift_sd"] = round_sig(self.mean_shift)
         return out
 
 
@@ -281,5 +281,6 @@ def _lindley(start: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return d - np.minimum(np.minimum.accumulate(d, axis=0), 0.0)
 
 
-def _round(v: float) -> float:
+def round_sig(v: float) -> float:
+    """A figure for a report: four significant digits (inf and NaN as they are)."""
     return float(f"{v:.4g}") if math.isfinite(v) else v

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MonitorWorkerError
+from .analysis import BATCH, MAX_WAIT, MIN_BATCH, Analysis
 from .profile import Profile
 
 __all__ = ["ProcessLink", "supported"]
@@ -392,14 +393,12 @@ def _yield_cpu() -> None:
 
 
 def _child(mem_fd: int, ctl_fd: int) -> None:
-    from .monitor import _BATCH, _MAX_WAIT, _MIN_BATCH, _Analysis
-
     _yield_cpu()
     ctl = Connection(ctl_fd)
     init = ctl.recv()
     try:
         settings = init["settings"]
-        analysis = _Analysis(init["profile"], **settings)
+        analysis = Analysis(init["profile"], **settings)
         batched = {n: tw.t.featurizer.batched for n, tw in analysis.windows.items()}
         inbox = _Inbox(mem_fd, settings["names"], batched, int(init["queue_size"]))
     except Exception as e:  # a profile this process cannot use: say so to the parent
@@ -408,7 +407,7 @@ def _child(mem_fd: int, ctl_fd: int) -> None:
     ctl.send({"constants": (analysis.tests_per_window, analysis.cusum_k, analysis.cusum_h)})
     pending = select.poll()  # Connection.poll builds a selector per call: too dear 50 times a second
     pending.register(ctl_fd, select.POLLIN)
-    min_batch = min(_MIN_BATCH, max(inbox.queue_size // 2, 1))
+    min_batch = min(MIN_BATCH, max(inbox.queue_size // 2, 1))
     stopping = hurry = False
     since = None
     published = 0.0
@@ -441,7 +440,7 @@ def _child(mem_fd: int, ctl_fd: int) -> None:
             continue
         now = time.monotonic()
         since = since or now
-        if inbox.queued < min_batch and not inbox.labels and now - since < _MAX_WAIT and not (stopping or hurry):
+        if inbox.queued < min_batch and not inbox.labels and now - since < MAX_WAIT and not (stopping or hurry):
             time.sleep(_DRAIN if read < _RING_BYTES // 4 else _DRAIN / 10)
             continue
         since = None
@@ -450,7 +449,7 @@ def _child(mem_fd: int, ctl_fd: int) -> None:
             labels.append(inbox.labels.popleft())
         samples: list[dict[str, np.ndarray]] = []
         taken = 0
-        while inbox.samples and taken < _BATCH:
+        while inbox.samples and taken < BATCH:
             count, tensors = inbox.samples.popleft()
             samples.append(tensors)
             taken += count
