@@ -99,17 +99,17 @@ def dashboard_routes(service: InferenceService) -> list[Any]:
     from starlette.responses import HTMLResponse, Response
     from starlette.routing import Route
 
-    from .rest import _guarded, _json
+    from .rest import guarded, json_response
 
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE, headers={"cache-control": "no-store"})
 
     async def data(request: Request) -> Response:
-        return _json(dashboard_data(service), headers={"cache-control": "no-store"})
+        return json_response(dashboard_data(service), headers={"cache-control": "no-store"})
 
     return [
-        Route("/dashboard", _guarded(page), methods=["GET"]),
-        Route("/dashboard/data", _guarded(data), methods=["GET"]),
+        Route("/dashboard", guarded(page), methods=["GET"]),
+        Route("/dashboard/data", guarded(data), methods=["GET"]),
     ]
 
 

@@ -272,13 +272,13 @@ def monitoring_routes(service: InferenceService) -> list[Any]:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from .rest import _guarded, _json, _loads, read_body
+    from .rest import guarded, json_response, loads_json, read_body
 
     async def feedback(request: Request) -> Response:
         service.check_auth(request.headers.get("authorization"))
         p = request.path_params
         body = await read_body(request, 16 << 20)
-        payload = _loads(body, "request body")
+        payload = loads_json(body, "request body")
         items = _feedback_items(payload)
         watched = [mv for mv in _versions(service, p["model"], p.get("version"))
                    if mv.watch is not None and mv.watch.monitor is not None]
@@ -302,7 +302,7 @@ def monitoring_routes(service: InferenceService) -> list[Any]:
                 f"no prediction of model {p['model']!r} is kept for request id {unknown[0]!r}: predictions are "
                 "kept by the V2 request 'id' (or X-Request-Id) for feedback_ttl_s, and a label uses one up"
             )
-        return _json({"matched": matched, "unknown": unknown[:100], "unknown_count": len(unknown)})
+        return json_response({"matched": matched, "unknown": unknown[:100], "unknown_count": len(unknown)})
 
     async def monitor_state(request: Request) -> Response:
         p = request.path_params
@@ -312,9 +312,9 @@ def monitoring_routes(service: InferenceService) -> list[Any]:
             raise BadRequest(
                 f"model {p['model']!r} has no monitoring: add monitoring: {{profile: ...}} to its config.yaml"
             )
-        return _json({"name": p["model"], "versions": states})
+        return json_response({"name": p["model"], "versions": states})
 
-    g = _guarded
+    g = guarded
     return [
         Route("/v2/models/{model}/feedback", g(feedback), methods=["POST"]),
         Route("/v2/models/{model}/versions/{version}/feedback", g(feedback), methods=["POST"]),

@@ -29,7 +29,7 @@ from .repository import ModelVersion
 from .service import InferenceService, RequestTensor, new_request_id
 from .tensors import datatype_of, decode_binary, decode_json, encode_binary, json_data, shown
 
-__all__ = ["EXTENSIONS", "create_app"]
+__all__ = ["EXTENSIONS", "create_app", "guarded", "json_response", "loads_json", "read_body"]
 
 log = logging.getLogger("infercore.serve")
 
@@ -39,7 +39,8 @@ _JSON = "application/json"
 _OPT = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``obj`` as a JSON response (orjson; numpy arrays and scalars included)."""
     return Response(orjson.dumps(obj, option=_OPT), status, headers, media_type=_JSON)
 
 
@@ -47,13 +48,13 @@ def _error(e: ServeError, headers: dict[str, str] | None = None) -> Response:
     """``{"error": message}`` with the error's status (its message is always valid UTF-8)."""
     if isinstance(e, Unauthorized):  # RFC 7235: a 401 names the scheme it wants
         headers = {**(headers or {}), "www-authenticate": "Bearer"}
-    return _json({"error": e.message}, e.http_status, headers)
+    return json_response({"error": e.message}, e.http_status, headers)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _guarded(fn: Handler) -> Handler:
+def guarded(fn: Handler) -> Handler:
     """A ServeError becomes its status; anything else is logged and answered 500, never a crash."""
 
     async def endpoint(request: Request) -> Response:
@@ -94,7 +95,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _loads(raw: bytes | memoryview, what: str) -> Any:
+def loads_json(raw: bytes | memoryview, what: str) -> Any:
+    """A JSON request body; BadRequest naming ``what`` when it is not JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -123,21 +125,21 @@ def create_app(
 
     # -- health and metadata ------------------------------------------------------------------
     async def server_metadata(request: Request) -> Response:
-        return _json({"name": "infercore", "version": __version__, "extensions": EXTENSIONS})
+        return json_response({"name": "infercore", "version": __version__, "extensions": EXTENSIONS})
 
     # The status code is the answer (the V2 protocol); the JSON body says it too, as KServe's
     # own server does and its InferenceRESTClient requires ({"live": true}, {"ready": true}).
     async def live(request: Request) -> Response:
-        return _json({"live": service.live}, 200 if service.live else 400)
+        return json_response({"live": service.live}, 200 if service.live else 400)
 
     async def ready(request: Request) -> Response:
-        return _json({"ready": service.ready}, 200 if service.ready else 400)
+        return json_response({"ready": service.ready}, 200 if service.ready else 400)
 
     async def model_metadata(request: Request) -> Response:
         p = request.path_params
         mv = service.model(p["model"], p.get("version"))
         entry = next(e for e in repo.models() if e.name == mv.name)
-        return _json(
+        return json_response(
             {
                 "name": mv.name,
                 "versions": [str(v) for v in sorted(entry.versions)],
@@ -150,7 +152,7 @@ def create_app(
     async def model_ready(request: Request) -> Response:
         p = request.path_params
         ok = service.ready and repo.is_ready(p["model"], p.get("version"))
-        return _json({"name": p["model"], "ready": ok}, 200 if ok else 400)
+        return json_response({"name": p["model"], "ready": ok}, 200 if ok else 400)
 
     async def model_stats(request: Request) -> Response:
         p = request.path_params
@@ -162,7 +164,7 @@ def create_app(
             body["engine"] = {k: getattr(stats, k) for k in stats.__dataclass_fields__}
         if snap is not None and hasattr(snap, "__dataclass_fields__"):
             body["batcher"] = {k: getattr(snap, k) for k in snap.__dataclass_fields__}
-        return _json({"model_stats": [body]})
+        return json_response({"model_stats": [body]})
 
     # -- inference ------------------------------------------------------------------------------
     async def infer(request: Request) -> Response:
@@ -225,7 +227,7 @@ def create_app(
     async def repo_index(request: Request) -> Response:
         service.check_auth(request.headers.get("authorization"))
         body = await read_body(request, 1 << 20)
-        params = _loads(body, "request body") if body.strip() else {}
+        params = loads_json(body, "request body") if body.strip() else {}
         if not isinstance(params, dict):
             raise BadRequest(
                 f'a repository index request body is {{"ready": true|false}}, got {shown(params)}'
@@ -233,7 +235,7 @@ def create_app(
         ready_only = params.get("ready", False)
         if not isinstance(ready_only, bool):
             raise BadRequest(f"'ready' must be true or false, got {shown(ready_only)}")
-        return _json(repo.index(ready_only))
+        return json_response(repo.index(ready_only))
 
     async def repo_load(request: Request) -> Response:
         service.check_auth(request.headers.get("authorization"))
@@ -241,7 +243,7 @@ def create_app(
         body = await read_body(request, 16 << 20)
         config = None
         if body.strip():
-            params = _loads(body, "request body")
+            params = loads_json(body, "request body")
             params = params.get("parameters", {}) if isinstance(params, dict) else None
             if not isinstance(params, dict):
                 raise BadRequest('a load request body is {"parameters": {...}}')
@@ -251,7 +253,7 @@ def create_app(
                     text = raw.encode() if isinstance(raw, str) else orjson.dumps(raw)
                 except (UnicodeEncodeError, orjson.JSONEncodeError) as e:
                     raise BadRequest(f"parameter 'config' is not valid JSON text: {e}") from None
-                config = _loads(text, "parameter 'config'")
+                config = loads_json(text, "parameter 'config'")
                 if not isinstance(config, dict):
                     raise BadRequest("parameter 'config' must be a JSON object")
         await asyncio.to_thread(repo.load, request.path_params["model"], config)
@@ -264,7 +266,7 @@ def create_app(
         await asyncio.to_thread(repo.unload, request.path_params["model"])
         return Response(status_code=200)
 
-    g = _guarded
+    g = guarded
     routes = [
         Route("/v2", g(server_metadata), methods=["GET"]),
         Route("/v2/health/live", g(live), methods=["GET"]),
@@ -285,10 +287,10 @@ def create_app(
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return _json({"error": f"no endpoint {request.method} {request.url.path}"}, 404)
+        return json_response({"error": f"no endpoint {request.method} {request.url.path}"}, 404)
 
     async def bad_method(request: Request, exc: Exception) -> Response:
-        return _json({"error": f"{request.method} is not allowed on {request.url.path}"}, 405)
+        return json_response({"error": f"{request.method} is not allowed on {request.url.path}"}, 405)
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
 
@@ -334,14 +336,14 @@ def _split(request: Request, body: bytes) -> tuple[dict[str, Any], memoryview]:
     hlen = request.headers.get(_HEADER_LEN)
     view = memoryview(body)
     if hlen is None:
-        header, binary = _loads(body, "request body"), view[len(view) :]
+        header, binary = loads_json(body, "request body"), view[len(view) :]
     else:
         if not hlen.isdigit() or int(hlen) > len(body):
             raise BadRequest(
                 f"Inference-Header-Content-Length {hlen!r} does not fit a body of {len(body)} bytes"
             )
         n = int(hlen)
-        header, binary = _loads(view[:n], "the JSON header"), view[n:]
+        header, binary = loads_json(view[:n], "the JSON header"), view[n:]
     if not isinstance(header, dict):
         raise BadRequest("an inference request is a JSON object with 'inputs'")
     return header, binary
