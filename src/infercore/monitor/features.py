@@ -199,10 +199,12 @@ class Featurizer:
         """Samples (along axis 0) with at most ``_MAX_PER_CHANNEL`` values per channel (channels
         layout): every k-th row of the first spatial axis, so neighbours along a row stay
         neighbours. A view; thinning twice changes nothing."""
-        if self.layout != "channels":
-            return a
-        index = _thin_index(1 + (self.channel_axis or 0), a.shape[1:])
+        index = self._thin_index(a.shape[1:])
         return a if index is None else a[index]
+
+    def _thin_index(self, sample: tuple[int, ...]) -> tuple[slice, ...] | None:
+        """The index :meth:`thin` takes of batches of ``sample``-shaped samples; None: none."""
+        return _thin_index(1 + (self.channel_axis or 0), sample) if self.layout == "channels" else None
 
     def keep(self, arr: Any) -> np.ndarray:
         """What the features of a batch read, for holding until they are computed: a copy of the
@@ -210,9 +212,7 @@ class Featurizer:
         then freed with the request, and what waits is small: at most ``_MAX_PER_CHANNEL`` values
         per channel and sample), else the array itself (not copied: it must not change)."""
         a = np.asarray(arr)
-        if self.layout != "channels" or not (self.batched and a.ndim >= 1):
-            return a
-        index = _thin_index(1 + (self.channel_axis or 0), a.shape[1:])
+        index = self._thin_index(a.shape[1:]) if self.batched and a.ndim >= 1 else None
         if index is None:
             return a
         view = a[index]
@@ -232,7 +232,7 @@ class Featurizer:
             if a.shape[1:] != sample or a.dtype != dtype:
                 return None
             rows += a.shape[0]
-        index = _thin_index(1 + (self.channel_axis or 0), sample) if self.layout == "channels" else None
+        index = self._thin_index(sample)
         parts = arrays if index is None else [a[index] for a in arrays]
         if len(parts) == 1:
             return parts[0]
