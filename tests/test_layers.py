@@ -103,11 +103,6 @@ def test_every_module_is_placed_in_the_architecture_page() -> None:
     assert not missing, f"docs/architecture.md does not place: {', '.join(missing)}"
 
 
-def test_no_module_is_over_800_lines_unless_it_is_one_cohesive_class() -> None:
-    allowed = {"batching"}  # the Batcher: one class and the small records it hands out
-    big = {
-        _module_name(p): n
-        for p in _modules()
-        if (n := len(p.read_text().splitlines())) > 800 and _module_name(p) not in allowed
-    }
+def test_no_module_is_over_800_lines() -> None:
+    big = {_module_name(p): n for p in _modules() if (n := len(p.read_text().splitlines())) > 800}
     assert not big, f"modules over 800 lines: {big}"

@@ -382,13 +382,13 @@ def _thread_cpu() -> dict[int, float]:
 def test_proc_cpu_the_wide_engine_idles_under_load_and_the_narrow_ones_idle_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from infercore import batching
+    from infercore.batching import request
     from infercore.testing import models
 
     # no timing of lone requests on a narrow engine here (the test above covers it): alone, only the
     # wide engine may run
-    monkeypatch.setattr(batching, "_EXPLORE", 10**9)
-    monkeypatch.setattr(batching, "_EXPLORE_S", 1e9)
+    monkeypatch.setattr(request, "EXPLORE", 10**9)
+    monkeypatch.setattr(request, "EXPLORE_S", 1e9)
     path = models.ppocr_det()
     x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
     before = set(_thread_cpu())

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from .errors import ArgumentError
 
-__all__ = ["check_choice", "check_int", "check_number"]
+__all__ = ["check_choice", "check_int", "check_number", "check_timeout"]
 
 T = TypeVar("T")
 
@@ -83,3 +83,17 @@ def check_choice(parameter: str, value: T, choices: Collection[T], *, optional: 
             parameter, f"expected one of {listed}{' or None' if optional else ''}, got {value!r}"
         )
     return value
+
+
+def check_timeout(value: Any, *, zero: bool = False, parameter: str = "timeout") -> float | None:
+    """A timeout in seconds, > 0 (>= 0 with ``zero``), or None for none (``inf`` means none too)."""
+    if value is None:
+        return None
+    wanted = f"expected seconds {'>= 0' if zero else '> 0'} (or None: no limit), got {value!r}"
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ArgumentError(parameter, wanted) from None
+    if isinstance(value, bool) or not (t > 0 or (zero and t == 0)):  # also NaN
+        raise ArgumentError(parameter, wanted)
+    return None if t == math.inf else t

@@ -1,0 +1,90 @@
+"""What a batcher reports: ``BatcherMetrics`` snapshots, their ``LatencySummary`` percentiles, and
+the lock-free rings of recent latencies they are computed from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RING", "BatcherMetrics", "LatencyRing", "LatencySummary", "summarize"]
+
+RING = 4096  # latencies kept per recorder for percentiles (the most recent ones); a power of two
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Percentiles (milliseconds) over the most recent ``count`` samples (up to 4096 per recorder)."""
+
+    count: int
+    mean_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+
+@dataclass(frozen=True)
+class BatcherMetrics:
+    """A snapshot of a batcher's counters.
+
+    ``submitted`` counts accepted requests; ``rejected`` refused ones (``QueueFullError``, not in
+    ``submitted``). Every accepted request is in exactly one of ``succeeded``, ``failed``,
+    ``timed_out``, ``cancelled``, ``aborted`` (ended by ``close(drain=False)`` or a close timeout),
+    ``queue_depth`` (waiting) or ``in_flight`` (in a batch that is running). ``batch_sizes`` maps
+    items per batch to how many batches ran with that many; ``queue_ms`` is submit to dispatch per
+    request, ``exec_ms`` copy-in + run + copy-out per batch. ``engines``: per engine, its role
+    (``"lone"``: runs a request that is alone; ``"load"``), threads (None where the batcher did not
+    choose them), batches and items run; ``layout``: the chosen layout and what the probe measured
+    (``Layout.as_dict``), or None.
+    """
+
+    name: str
+    submitted: int
+    succeeded: int
+    failed: int
+    rejected: int
+    timed_out: int
+    cancelled: int
+    aborted: int
+    queue_depth: int
+    in_flight: int
+    batches: int
+    items: int
+    batch_sizes: Mapping[int, int]
+    queue_ms: LatencySummary
+    exec_ms: LatencySummary
+    engines: tuple[Mapping[str, Any], ...] = ()
+    layout: Mapping[str, Any] | None = None
+
+    @property
+    def mean_batch_size(self) -> float | None:
+        return self.items / self.batches if self.batches else None
+
+
+class LatencyRing:
+    """Latencies written by one thread only: no lock, a snapshot may miss the latest sample."""
+
+    __slots__ = ("buf", "n")
+
+    def __init__(self) -> None:
+        self.buf = [0.0] * RING
+        self.n = 0
+
+    def add(self, seconds: float) -> None:
+        self.buf[self.n & (RING - 1)] = seconds
+        self.n += 1
+
+    def values(self) -> list[float]:
+        return self.buf[: min(self.n, RING)]
+
+
+def summarize(values: list[float]) -> LatencySummary:
+    """Percentiles of latencies given in seconds."""
+    if not values:
+        return LatencySummary(0, None, None, None, None, None)
+    a = np.asarray(values, dtype=np.float64) * 1e3
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return LatencySummary(int(a.size), float(a.mean()), float(p50), float(p90), float(p99), float(a.max()))
