@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -373,6 +375,62 @@ def test_options_threads_reshape_cache_and_config(tmp_path):
     assert any(cache.iterdir())  # a compiled blob was cached
     with ov_load(path, options={"config": {"INFERENCE_PRECISION_HINT": "bf16"}}) as eng:
         assert eng.metadata["inference_precision"] in ("bf16", "f32")  # f32 where the CPU has no bf16
+
+
+def _matmul_chain(path, n=512, depth=6):
+    """y = x @ W1 @ ... @ Wdepth, float32 [batch, n]: enough work per run to keep a core busy."""
+    rng = np.random.default_rng(0)
+    ws = [(rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32) for _ in range(depth)]
+    names = ["x", *[f"h{i}" for i in range(1, depth)], "y"]
+    m.save(
+        path,
+        [helper.make_node("MatMul", [names[i], f"W{i}"], [names[i + 1]]) for i in range(depth)],
+        [m.vi("x", TensorProto.FLOAT, ["batch", n])],
+        [m.vi("y", TensorProto.FLOAT, ["batch", n])],
+        [numpy_helper.from_array(w, f"W{i}") for i, w in enumerate(ws)],
+    )
+    return path
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda _: range(os.cpu_count() or 1))(0)) < 2,
+                    reason="needs 2 CPUs")
+def test_narrow_engines_run_side_by_side_on_their_own_cores(tmp_path):
+    # OpenVINO pins every compiled model's threads from the same first core: two 1-thread engines
+    # run at once from two threads used one core between them. Engines narrower than the process
+    # are compiled unpinned; measured here as the process's CPU seconds per second while both run.
+    path = _matmul_chain(tmp_path / "chain.onnx")
+    x = np.random.default_rng(1).standard_normal((64, 512)).astype(np.float32)
+    with ov_load(path) as wide, ov_load(path, threads=1) as a, ov_load(path, threads=1) as b:
+        assert wide._backend._compiled.get_property("ENABLE_CPU_PINNING") is not False or sys.platform != "linux"
+        assert a._backend._compiled.get_property("ENABLE_CPU_PINNING") is False
+        want = wide.run(x)["y"]
+        ios = [e.bind({"x": x.shape}) for e in (a, b)]
+        for io in ios:
+            io.inputs["x"][...] = x
+            io.run()
+        stop = time.perf_counter() + 1.5
+        runs = [0, 0]
+
+        def loop(i):
+            while time.perf_counter() < stop:
+                ios[i].run()
+                runs[i] += 1
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        cpu = (time.process_time() - c0) / (time.perf_counter() - t0)
+        for io in ios:
+            np.testing.assert_allclose(io.outputs["y"], want, rtol=1e-4, atol=1e-4)
+            io.close()
+    assert min(runs) > 0
+    assert cpu > 1.4, f"two 1-thread engines used {cpu:.2f} CPUs between them (pinned to one core?)"
+    # the caller's own config still wins
+    with ov_load(path, threads=1, options={"config": {"ENABLE_CPU_PINNING": True}}) as pinned:
+        assert pinned._backend._compiled.get_property("ENABLE_CPU_PINNING") is True
 
 
 @pytest.mark.parametrize("device", ["cpu", "CPU", "cpu:0", "AUTO", "auto:cpu"])
