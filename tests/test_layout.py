@@ -261,6 +261,42 @@ def test_the_lone_request_goes_where_it_runs_faster() -> None:
     assert load > 150, engines  # from request 384 on, the narrow engine runs them
 
 
+def test_the_lone_requests_choice_follows_the_host_back_within_seconds() -> None:
+    """The routing record alone, on a clock of its own: the wide engine slowed by a busy host sends
+    lone requests to a narrow one. After a pause the host is quiet again: the wide engine's figures
+    are all stale, and it is timed again once a second until every figure is fresh, so the choice
+    comes back within a few seconds (a fresh figure used to end the re-timing, and the two stale
+    ones outvoted it for another STALE seconds)."""
+    from infercore.batching.request import EXPLORE_S, SAMPLES, STALE, Solo
+
+    solo = Solo()
+    for k in range(SAMPLES):  # quiet host: wide 10 ms an item, narrow 12 ms
+        solo.timed(0.010, float(k), lone=True)
+        solo.timed(0.012, float(k), lone=False)
+    solo.explored_at = float(SAMPLES)
+    assert solo.prefers_lone(3.5)
+    for k in range(SAMPLES):  # busy host: the wide engine slows most
+        solo.timed(0.014, 4.0 + k, lone=True)
+    assert not solo.prefers_lone(7.5)
+    t, wide_runs, runs = 7.5, 0, 0
+    while t < 7.5 + STALE + 3:  # still busy: the narrow engine serves; the wide one is timed again
+        t += 0.05  # now and then, and is still slower
+        wide = solo.prefers_lone(t)
+        solo.timed(0.014 if wide else 0.012, t, lone=wide)
+        wide_runs, runs = wide_runs + wide, runs + 1
+    assert wide_runs <= 0.05 * runs
+    t += STALE + 2  # no requests for a while (the server between bursts); the host is quiet now
+    quiet_from = t
+    streak = 0
+    while streak < 5 and t < quiet_from + 2 * STALE:  # quiet host: explorations time the wide engine at 10 ms
+        t += 0.05
+        wide = solo.prefers_lone(t)
+        solo.timed(0.010 if wide else 0.012, t, lone=wide)
+        streak = streak + 1 if wide else 0
+    took = t - quiet_from
+    assert streak == 5 and took <= EXPLORE_S * (SAMPLES + 1) + 0.5, f"lone requests went narrow {took:.1f} s on"
+
+
 def test_explicit_instances_or_layout_none_turn_the_probe_off(tmp_path: Path) -> None:
     path, _ = m.mlp(tmp_path / "mlp.onnx")
     with Batcher(lambda threads: ic.load(path, threads=threads), instances=2) as b:
@@ -333,6 +369,108 @@ def test_the_wide_engine_stays_when_the_probe_guessed_a_dimension() -> None:
         e.close()
     assert guessed.probe["shapes_guessed"] is True  # [batch, n] float: n sized as a signal, 512
     assert guessed.lone_threads == 2 and lone is not None and guessed.instances == 2
+
+
+class _ShapedBinding(_SlowBinding):
+    def run(self) -> None:
+        b = self.backend
+        x = self.inputs["x"]
+        n = len(x)
+        # a batch of n wide rows (the probe's guessed width) costs n + 3 items' time: items/s climbs
+        # with the batch; a batch of narrow rows (what is served) costs n * n: it falls from batch 1
+        t0 = time.perf_counter()
+        time.sleep(b.item_s * ((n + 3) if x.shape[1] > 16 else n * n) / b.threads)
+        t1 = time.perf_counter()
+        with b.clock.lock:
+            b.clock.runs.append((t0, t1, b.threads, tuple(float(v) for v in x[:, 0])))
+        self.outputs.update(y=x * 2)
+
+
+def _shaped_factory(clock: _Clock, item_s: float = 0.002):
+    class Shaped(SlowBackend):
+        def bind(self, inputs, outputs):
+            return _ShapedBinding(self, inputs)
+
+    def open_engine(threads: int) -> Engine:
+        backend = Shaped(clock, threads, item_s)
+        backend.inputs = (TensorSpec("x", np.float32, (None, None), ("batch", "n")),)
+        backend.outputs = (TensorSpec("y", np.float32, (None, None), ("batch", "n")),)
+        return Engine(backend)
+
+    return open_engine
+
+
+def test_a_guessed_probe_measures_the_batch_size_again_on_the_first_request() -> None:
+    """The probe sized the dynamic width itself and found items/s climbing with the batch; served
+    rows of width 4 run best one at a time. The first request holds the queue (untouched, so its
+    order stays) while the load engines are measured on its shape; then every request is answered
+    once, in batches of the new size, and the cores were never oversubscribed, measuring included."""
+    clock = _Clock()
+    with Batcher(_shaped_factory(clock), cores=2) as b:
+        probed = b.layout
+        assert probed is not None and probed.probe["shapes_guessed"] is True
+        assert probed.batch_size is not None and probed.batch_size > 1, probed.probe
+        xs = [np.full((1, 4), i + 1, np.float32) for i in range(40)]
+        futs = [b.submit(x) for x in xs]
+        for x, f in zip(xs, futs, strict=True):
+            np.testing.assert_array_equal(f.result(30)["y"], x * 2)
+        lay = b.layout
+        assert lay is not None
+        again = lay.probe["reprobe"]
+        assert again["shapes"] == {"x": [4]}
+        assert again["batch_size"] == lay.batch_size == 1, again
+        assert b.preferred_batch_sizes == (1,)
+        assert b.metrics.layout is not None and b.metrics.layout["probe"]["reprobe"]["batch_size"] == 1
+        assert lay.probe["shapes"] == probed.probe["shapes"]  # what the probe ran stays on record
+    served = [r for r in clock.runs if any(v > 1 for v in r[3])]  # the measuring ran copies of xs[0]
+    assert sorted(v for r in served for v in r[3]) == [float(i + 1) for i in range(1, 40)]  # each ran once
+    assert all(len(r[3]) == 1 for r in served)
+    assert _max_cores_in_use(clock.runs) <= 2
+
+
+def test_no_second_look_when_the_shapes_were_not_guessed_or_the_sizes_were_given() -> None:
+    x = np.ones((1, 4), np.float32)
+    with Batcher(_shaped_factory(_Clock()), cores=2, probe_feeds={"x": x}) as b:
+        assert b.layout is not None and b.layout.probe["shapes_guessed"] is False
+        b.run(x)
+        assert "reprobe" not in b.layout.probe
+    with Batcher(_shaped_factory(_Clock()), cores=2, preferred_batch_sizes=[2]) as b:
+        b.run(x)
+        assert b.layout is not None and "reprobe" not in b.layout.probe and b.preferred_batch_sizes == (2,)
+
+
+def test_closing_during_the_second_look_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    b = Batcher(_shaped_factory(clock, item_s=0.01), cores=2)
+    xs = [np.full((1, 4), i + 1, np.float32) for i in range(6)]
+    futs = [b.submit(x) for x in xs]
+    time.sleep(0.05)  # the measuring has started: the queue is held
+    b.close(drain=False)
+    done = aborted = 0
+    for x, f in zip(xs, futs, strict=True):
+        try:
+            np.testing.assert_array_equal(f.result(30)["y"], x * 2)
+            done += 1
+        except ic.BatcherClosedError:
+            aborted += 1
+    assert done + aborted == 6 and aborted >= 1
+    assert all(e.closed for e in (i.engine for i in b._instances))
+    assert "failed" not in caplog.text  # the engines closed after the measuring, not under it
+
+
+def test_a_failing_second_look_keeps_the_probes_pick(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infercore.batching import engines
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no second look")
+
+    monkeypatch.setattr(engines, "remeasure_batch", broken)
+    with Batcher(_shaped_factory(_Clock()), cores=2) as b:
+        before = (b.layout.batch_size if b.layout else None, b.preferred_batch_sizes)
+        x = np.ones((3, 4), np.float32)
+        np.testing.assert_array_equal(b.run(x)["y"], x * 2)
+        assert b.layout is not None and "RuntimeError: no second look" in b.layout.probe["reprobe"]["error"]
+        assert (b.layout.batch_size, b.preferred_batch_sizes) == before
 
 
 def test_probe_closes_the_engines_the_layout_does_not_use(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from ..engine import Engine
 from ..errors import ArgumentError, BatcherClosedError, DeadlineExceededError, QueueFullError
 from ..layout import Layout
 from ..specs import TensorSpec
-from .engines import Instance, layout_engines, make_engines, takes_no_args, takes_threads
+from .engines import Instance, layout_engines, make_engines, remeasure, takes_no_args, takes_threads
 from .plan import BIND_CACHE, BatchPlan
 from .request import (
     DONE_EARLY,
@@ -37,7 +37,6 @@ from .request import (
     RequestFuture,
     Solo,
     Waiter,
-    deliver,
     settled,
 )
 from .stats import BatcherMetrics, LatencyRing, summarize
@@ -158,12 +157,18 @@ class Batcher:
                 max_batch_size = max(32, lay.batch_size or 1)
                 if any(s.shape[0] is not None for s in engines[0].inputs):
                     max_batch_size = 1  # a fixed batch dimension of 1
+            # a probe that had to guess a dynamic dimension picked its batch size on the guess: the
+            # first request's shape measures it again (unless the caller chose the sizes)
+            reprobe = preferred_batch_sizes is None and lay.source.startswith("probe") and bool(
+                lay.probe.get("shapes_guessed")
+            )
             if preferred_batch_sizes is None:
                 preferred_batch_sizes = (lay.batch_size,) if lay.batch_size and lay.batch_size < max_batch_size else ()
             if max_queue_delay is None and quiet is None:
                 max_queue_delay, quiet = AUTO_QUEUE_DELAY, AUTO_QUIET
             # a quiet period given alone needs a window to end early: the usual 2 ms below
         else:
+            reprobe = False
             source: Engine | Callable[[], Engine] = engine
             if threads_factory and not takes_no_args(engine):
                 factory: Callable[..., Engine] = engine  # type: ignore[assignment]
@@ -230,6 +235,12 @@ class Batcher:
         # since when some instance has been free without a break: with ``quiet``, a batch's fill
         # window opens at max(head's arrival, this), so a head that waited for capacity gets one
         self._free_since = 0.0
+        # the batch size measured again on the first request's shape (see _reprobe): while
+        # ``_hold`` no batch starts, and once the engines are idle a thread measures them
+        self._reprobe_wanted = reprobe and self.max_batch_size > 1
+        self._reprobe_feeds: dict[str, np.ndarray] | None = None
+        self._reprobe_thread: threading.Thread | None = None
+        self._hold = False
         self._closing = False
         self._drain = True
         self._submitted = 0
@@ -274,41 +285,20 @@ class Batcher:
                 sizes[k] = sizes.get(k, 0) + v
         with self._cv:
             submitted, depth = self._submitted, self._depth
-            rejected, timed_out, cancelled, aborted = (
-                self._rejected,
-                self._timed_out,
-                self._cancelled,
-                self._aborted,
-            )
+            rejected, timed_out, cancelled, aborted = self._rejected, self._timed_out, self._cancelled, self._aborted
         in_flight = max(0, submitted - succeeded - failed - timed_out - cancelled - aborted - depth)
-        exec_values = [v for i in insts for v in i.exec.values()]
+        lay = self.layout
+        engines = tuple(
+            {"role": "lone" if i.lone else "load", "threads": (lay.lone_threads if i.lone else lay.threads) if lay else None,
+             "batches": i.batches, "items": i.items}
+            for i in insts
+        )  # fmt: skip
         return BatcherMetrics(
-            self.name,
-            submitted,
-            succeeded,
-            failed,
-            rejected,
-            timed_out,
-            cancelled,
-            aborted,
-            depth,
-            in_flight,
-            sum(i.batches for i in insts),
-            sum(i.items for i in insts),
-            dict(sorted(sizes.items())),
-            summarize(self._queue_ring.values()),
-            summarize(exec_values),
-            tuple(
-                {
-                    "role": "lone" if i.lone else "load",
-                    "threads": (self.layout.lone_threads if i.lone else self.layout.threads) if self.layout else None,
-                    "batches": i.batches,
-                    "items": i.items,
-                }
-                for i in insts
-            ),
-            None if self.layout is None else self.layout.as_dict(),
-        )
+            self.name, submitted, succeeded, failed, rejected, timed_out, cancelled, aborted, depth, in_flight,
+            sum(i.batches for i in insts), sum(i.items for i in insts), dict(sorted(sizes.items())),
+            summarize(self._queue_ring.values()), summarize([v for i in insts for v in i.exec.values()]),
+            engines, None if lay is None else lay.as_dict(),
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -371,6 +361,7 @@ class Batcher:
         req = self._plan.request(feeds)
         req.priority = priority
         req.future = answer
+        sample = self._plan.sample(req) if self._reprobe_wanted else None
         with self._cv:
             if self._closing:
                 raise BatcherClosedError(f"batcher {self.name!r} is closed; no new requests are accepted")
@@ -404,6 +395,11 @@ class Batcher:
                 wake = heap[0][1] == seq  # the earliest deadline: the scheduler must wake for it
             self._depth += 1
             self._submitted += 1
+            if sample is not None and self._reprobe_wanted:
+                self._reprobe_wanted = False
+                guessed = self.layout.probe.get("shapes") if self.layout is not None else None
+                if guessed != {k: list(v.shape[1:]) for k, v in sample.items()}:
+                    self._hold, self._reprobe_feeds, wake = True, sample, True
             avail, lone = self._available(), self._lone_free()
             batch: list[Request] | None = None
             if not wake and (lone or (avail and not self.max_queue_delay)):
@@ -456,8 +452,15 @@ class Batcher:
             with self._cv:
                 self._closing = True
             self._abort_queued(f"the scheduler failed ({type(e).__name__}: {e}); the request was not run")
-            for inst in self._instances:
-                inst.inbox.put(None)
+            self._stop_instances()
+
+    def _stop_instances(self) -> None:
+        """Each instance thread ends after its queued batches (and closes an engine it owns), once
+        a re-measure of the batch size, which runs on their engines, is over."""
+        if self._reprobe_thread is not None:
+            self._reprobe_thread.join()
+        for inst in self._instances:
+            inst.inbox.put(None)
 
     def _schedule(self) -> None:
         cv = self._cv
@@ -476,6 +479,14 @@ class Batcher:
                     if self._closing and (self._depth == 0 or not self._drain):
                         stop = True
                         break
+                    if self._hold and self._reprobe_thread is None:
+                        if self._closing:
+                            self._hold = False  # not worth measuring any more
+                        elif self._running == 0:  # every engine idle: measure them now
+                            self._reprobe_thread = threading.Thread(
+                                target=self._reprobe, name=f"{self.name}-reprobe", daemon=True
+                            )
+                            self._reprobe_thread.start()
                     wait: float | None = None
                     if self._depth > 0:
                         avail = self._available()
@@ -495,8 +506,7 @@ class Batcher:
             if target is not None:
                 target.inbox.put(batch)
             if stop:
-                for inst in self._instances:
-                    inst.inbox.put(None)
+                self._stop_instances()
                 return
 
     def _claim(self, batch: list[Request], alone: bool) -> Instance:
@@ -523,13 +533,32 @@ class Batcher:
     def _available(self) -> int:
         """Under the lock: how many load instances may start a batch now (idle, and with a layout,
         their threads fit in the free cores)."""
+        if self._hold:
+            return 0
         if not self._load_cores:
             return self._idle
         return min(self._idle, self._free // self._load_cores)
 
     def _lone_free(self) -> bool:
         """Under the lock: whether the lone engine may take the one queued request (nothing runs)."""
-        return self._lone is not None and self._depth == 1 and self._free == self._cores and not self._lone.busy
+        lone = self._lone
+        return lone is not None and not lone.busy and not self._hold and self._depth == 1 and self._free == self._cores
+
+    def _reprobe(self) -> None:
+        """The load engines measured again on the first request's shape (``remeasure_batch``):
+        its preferred batch size replaces the probe's, which came from a guessed shape. Runs while
+        every engine is idle and no batch may start (``_hold``); queued requests wait for it."""
+        assert self._reprobe_feeds is not None and self.layout is not None
+        load = [i.engine for i in self._instances if not i.lone]
+        size, layout = remeasure(self.layout, load, self._reprobe_feeds, self.max_batch_size, self.name)
+        with self._cv:
+            if size is not None:
+                self.preferred_batch_sizes = (size,) if size < self.max_batch_size else ()
+            self.layout = layout
+            self._reprobe_feeds = None
+            self._hold = False
+            self._free_since = _now()
+            self._cv.notify_all()
 
     def _expire(self, now: float, pending: list[tuple[Answer, Exception]]) -> None:
         heap = self._deadlines
@@ -657,7 +686,7 @@ class Batcher:
                     if was == 0 and self._available() > 0:
                         self._free_since = _now()
                     self._cv.notify()
-                self._answer(inst, answers)
+                inst.answer(answers)
         for io in inst.bound.values():
             io.close()
         inst.bound.clear()
@@ -710,27 +739,6 @@ class Batcher:
             if solo is not None and (inst.lone or batch[0].seen == 1):
                 solo.timed((t1 - t0) / total, t0, inst.lone)
         answers.extend((req, out, None) for req, out in zip(batch, results, strict=True))
-
-    @staticmethod
-    def _answer(
-        inst: Instance, answers: list[tuple[Request, dict[str, np.ndarray] | None, BaseException | None]]
-    ) -> None:
-        """Hand each caller its answer; a future the caller keeps holds its result, not the
-        request's inputs."""
-        done = [(req, out) for req, out, err in answers if err is None]
-        if len(done) == len(answers):
-            deliver([req for req, _ in done], [out for _, out in done])  # type: ignore[misc]
-        else:
-            for req, out, err in answers:
-                if err is None:
-                    req.future.set_result(out)  # type: ignore[arg-type]
-                else:
-                    log.debug("batcher request failed: %s", err)
-                    req.future.set_exception(err)
-        inst.succeeded += len(done)
-        inst.failed += len(answers) - len(done)
-        for req, _, _ in answers:
-            settled(req)
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self, drain: bool = True, timeout: float | None = None) -> None:

@@ -10,15 +10,18 @@ import queue
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from ..engine import BoundIO, Engine
 from ..errors import BatchingError
-from ..layout import Layout, available_cores, probe_layout
-from .request import Request
+from ..layout import Layout, available_cores, probe_layout, remeasure_batch
+from .request import Request, deliver, settled
 from .stats import RING, LatencyRing
 
-__all__ = ["Instance", "layout_engines", "make_engines", "takes_no_args", "takes_threads"]
+__all__ = ["Instance", "layout_engines", "make_engines", "remeasure", "takes_no_args", "takes_threads"]
 
 log = logging.getLogger("infercore.batching")
 
@@ -93,6 +96,25 @@ def layout_engines(
     return load, lone, chosen
 
 
+def remeasure(
+    layout: Layout, load: list[Engine], feeds: Mapping[str, np.ndarray], max_batch_size: int, name: str
+) -> tuple[int | None, Layout]:
+    """The load engines' best batch size on ``feeds`` (a served request; the probe's were a guess)
+    and the layout that records it under ``probe["reprobe"]`` (None and the error there if it
+    failed: the probe's pick stays)."""
+    try:
+        size, record = remeasure_batch(load, feeds, cores=layout.cores, max_batch_size=max_batch_size)
+    except Exception as e:
+        size, record = None, {"error": f"{type(e).__name__}: {e}"}
+        log.warning("batcher %r: measuring the batch size on the served shapes failed: %s", name, record["error"])
+    else:
+        log.info(
+            "batcher %r: batch size %d on the served shapes %s (the probe guessed %s: batch %s)",
+            name, size, record["shapes"], layout.probe.get("shapes"), layout.batch_size,
+        )  # fmt: skip
+    return size, replace(layout, batch_size=size or layout.batch_size, probe={**layout.probe, "reprobe": record})
+
+
 def make_engines(engine: Engine | Callable[[], Engine], instances: int) -> tuple[list[Engine], bool]:
     """``instances`` engines (the given one shared, or one per instance from a factory) and
     whether the batcher made them (then it closes them)."""
@@ -147,3 +169,21 @@ class Instance:
         # (start, end) of the latest batches, for checks that engines never overlap past the cores
         self.spans: deque[tuple[float, float]] = deque(maxlen=RING)
         self.thread = threading.Thread(target=target, args=(self,), name=name, daemon=True)
+
+    def answer(self, answers: list[tuple[Request, dict[str, np.ndarray] | None, BaseException | None]]) -> None:
+        """Hand each caller of a batch its answer, in batch order; a future the caller keeps holds
+        its result, not the request's inputs."""
+        done = [(req, out) for req, out, err in answers if err is None]
+        if len(done) == len(answers):
+            deliver([req for req, _ in done], [out for _, out in done])  # type: ignore[misc]
+        else:
+            for req, out, err in answers:
+                if err is None:
+                    req.future.set_result(out)  # type: ignore[arg-type]
+                else:
+                    log.debug("batcher request failed: %s", err)
+                    req.future.set_exception(err)
+        self.succeeded += len(done)
+        self.failed += len(answers) - len(done)
+        for req, _, _ in answers:
+            settled(req)

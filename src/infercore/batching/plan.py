@@ -231,6 +231,14 @@ class BatchPlan:
             req.dims = None
         return req
 
+    def sample(self, req: Request) -> dict[str, np.ndarray]:
+        """The first item of ``req`` as arrays of its own (a pipeline's data filled into them)."""
+        if req.data is not None:
+            return {name: np.array(v[:1]) for name, v in req.data.items()}
+        arrays = {s.name: np.zeros(req.shapes[s.name], s.dtype) for s in self.inputs}
+        self.preprocess.fill(req.prepared, arrays)  # type: ignore[union-attr,arg-type]
+        return {name: v[:1].copy() for name, v in arrays.items()}
+
     # -- a batch -----------------------------------------------------------------------------
     def run(
         self, engine: Engine, cache: OrderedDict[tuple[Any, ...], BoundIO], batch: list[Request], total: int

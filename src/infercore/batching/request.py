@@ -225,19 +225,19 @@ class KeyQueue:
 
 class Solo:
     """Per shape key: seconds per item of a request that came alone, on the lone engine and on a
-    load engine (the last SAMPLES of each, written by the instance threads), and when each last
-    ran one. A lone request goes to whichever runs it faster now (the host's other work slows a
-    wide engine more than a narrow one). While the other one has fewer than SAMPLES figures, or
-    its figures are older than STALE seconds, it runs the lone request that comes after a gap of
-    EXPLORE requests or EXPLORE_S seconds since it last did, so the choice follows the host; one
-    request in EXPLORE (or one a second) is too few to move a p99."""
+    load engine (the last SAMPLES of each with when they ran, written by the instance threads). A
+    lone request goes to whichever runs it faster now (the host's other work slows a wide engine
+    more than a narrow one). While the other one has fewer than SAMPLES figures, or any of them is
+    older than STALE seconds, it runs the lone request that comes after a gap of EXPLORE requests
+    or EXPLORE_S seconds since it last did, so the choice follows the host within a few seconds of
+    a change (with staleness counted from the newest figure, two old ones outvoted each fresh one
+    for another STALE seconds); one request in EXPLORE (or one a second) is too few to move a p99."""
 
-    __slots__ = ("count", "explored_at", "load", "load_at", "lone", "lone_at")
+    __slots__ = ("count", "explored_at", "load", "lone")
 
     def __init__(self) -> None:
-        self.lone: deque[float] = deque(maxlen=SAMPLES)
-        self.load: deque[float] = deque(maxlen=SAMPLES)
-        self.lone_at = self.load_at = 0.0
+        self.lone: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (seconds per item, when)
+        self.load: deque[tuple[float, float]] = deque(maxlen=SAMPLES)
         self.explored_at = now()
         self.count = 0
 
@@ -245,9 +245,11 @@ class Solo:
         self.count += 1
         lone, load = self.lone, self.load
         # until both were timed, the probe's pick (it kept the lone engine for being faster)
-        choice = not (lone and load) or sorted(lone)[len(lone) // 2] <= sorted(load)[len(load) // 2]
-        other, at = (load, self.load_at) if choice else (lone, self.lone_at)
-        if (len(other) < SAMPLES or t - at > STALE) and (self.count >= EXPLORE or t - self.explored_at > EXPLORE_S):
+        choice = not (lone and load) or _median(lone) <= _median(load)
+        other = load if choice else lone
+        if (len(other) < SAMPLES or t - other[0][1] > STALE) and (
+            self.count >= EXPLORE or t - self.explored_at > EXPLORE_S
+        ):
             self.count = 0
             self.explored_at = t
             return not choice
@@ -255,9 +257,8 @@ class Solo:
 
     def timed(self, per_item: float, t: float, lone: bool) -> None:
         """A lone request's seconds per item, run on the lone engine or on a load engine at ``t``."""
-        if lone:
-            self.lone.append(per_item)
-            self.lone_at = t
-        else:
-            self.load.append(per_item)
-            self.load_at = t
+        (self.lone if lone else self.load).append((per_item, t))
+
+
+def _median(figures: deque[tuple[float, float]]) -> float:
+    return sorted(v for v, _ in figures)[len(figures) // 2]
