@@ -428,6 +428,31 @@ def test_a_guessed_probe_measures_the_batch_size_again_on_the_first_request() ->
     assert _max_cores_in_use(clock.runs) <= 2
 
 
+def test_the_second_look_measures_what_a_preprocess_pipeline_makes() -> None:
+    from infercore.preprocess.pipeline import Pipeline, Prepared
+
+    class Rows(Pipeline):
+        """A list of numbers -> one row of them."""
+
+        inputs = ("x",)
+        dtypes = {"x": np.dtype(np.float32)}
+
+        def prepare(self, raw):
+            return Prepared({"x": (1, len(raw))}, np.asarray(raw, np.float32))
+
+        def fill(self, prepared, out):
+            out["x"][0] = prepared.data
+
+    clock = _Clock()
+    with Batcher(_shaped_factory(clock), cores=2, preprocess=Rows()) as b:
+        futs = [b.submit([float(i + 1)] * 4) for i in range(8)]
+        for i, f in enumerate(futs):
+            np.testing.assert_array_equal(f.result(30)["y"], np.full((1, 4), 2.0 * (i + 1), np.float32))
+        assert b.layout is not None and b.layout.probe["reprobe"]["shapes"] == {"x": [4]}
+    measured = [r for r in clock.runs if r[3] and all(v == 1.0 for v in r[3]) and len(r[3]) > 1]
+    assert measured, "the measuring ran batches of the first request's filled row"
+
+
 def test_no_second_look_when_the_shapes_were_not_guessed_or_the_sizes_were_given() -> None:
     x = np.ones((1, 4), np.float32)
     with Batcher(_shaped_factory(_Clock()), cores=2, probe_feeds={"x": x}) as b:
