@@ -587,6 +587,13 @@ def sweep(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> None:
                         row[name] = load(url, body, headers, c, args.duration, work)
                     rounds.append(row)
                 points[str(c)] = summarize_point(c, rounds, list(hand_layouts(model)))
+                if c == clients[0]:  # the default's layout once it has served: its second look, if any
+                    stats = httpx.get(f"http://127.0.0.1:{servers['default'][1]}/v2/models/{model}/stats").json()
+                    layouts["default_serving"] = stats["model_stats"][0]["batcher"].get("layout")
+                    again = (layouts["default_serving"] or {}).get("probe", {}).get("reprobe")
+                    if again:
+                        print(f"  default, on the served shape {again.get('shapes')}: batch {again.get('batch_size')} "
+                              f"(items/s {again.get('items_per_s')})")
                 p = points[str(c)]
                 print(
                     f"  c={c:3d}  default {p['default_rps']:7.1f} req/s p50 {p['default_p50_ms']:7.1f} p99 "

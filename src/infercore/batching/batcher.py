@@ -550,15 +550,18 @@ class Batcher:
         every engine is idle and no batch may start (``_hold``); queued requests wait for it."""
         assert self._reprobe_feeds is not None and self.layout is not None
         load = [i.engine for i in self._instances if not i.lone]
-        size, layout = remeasure(self.layout, load, self._reprobe_feeds, self.max_batch_size, self.name)
-        with self._cv:
-            if size is not None:
-                self.preferred_batch_sizes = (size,) if size < self.max_batch_size else ()
-            self.layout = layout
-            self._reprobe_feeds = None
-            self._hold = False
-            self._free_since = _now()
-            self._cv.notify_all()
+        size, layout = None, self.layout
+        try:
+            size, layout = remeasure(self.layout, load, self._reprobe_feeds, self.max_batch_size, self.name)
+        finally:  # whatever happened, the queue goes on
+            with self._cv:
+                if size is not None:
+                    self.preferred_batch_sizes = (size,) if size < self.max_batch_size else ()
+                self.layout = layout
+                self._reprobe_feeds = None
+                self._hold = False
+                self._free_since = _now()
+                self._cv.notify_all()
 
     def _expire(self, now: float, pending: list[tuple[Answer, Exception]]) -> None:
         heap = self._deadlines
