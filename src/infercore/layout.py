@@ -116,13 +116,14 @@ class _Contention:
         self.start = _cpu_seconds()
 
     def share(self) -> float | None:
+        """Their share of our cores since construction, for the record (2 decimals), or None."""
         end = _cpu_seconds()
         wall = time.perf_counter() - self.t0
         if self.start is None or end is None or wall <= 0:
             return None
         others = (end[0] - self.start[0]) - (end[1] - self.start[1])
         spare = max(0, (os.cpu_count() or self.cores) - self.cores)  # CPUs beyond ours they may use
-        return max(0.0, min(1.0, (others / wall - spare) / self.cores))
+        return round(max(0.0, min(1.0, (others / wall - spare) / self.cores)), 2)
 
 
 def rss_mb() -> float | None:
@@ -370,8 +371,7 @@ def _measure(
         lone = cores if t_wide <= _LONE_GAIN * t_narrow or record.get("shapes_guessed") else None
     rates = _climb(groups, feeds, max_b, clock, record)
     record["seconds"] = round(clock.spent, 2)
-    others = busy.share()
-    record["others_cpu"] = None if others is None else round(others, 2)
+    record["others_cpu"] = busy.share()
     if not narrow:  # one core: one engine
         return Layout(cores, 1, cores, None, _peak(rates["wide"]), "probe", record)
     best_n, best_w = max(rates["narrow"].values()), max(rates["wide"].values())
@@ -401,8 +401,7 @@ def remeasure_batch(
     record["items_per_s"] = record["items_per_s"]["load"]
     record["batch_size"] = _peak(rates["load"])
     record["seconds"] = round(clock.spent, 2)
-    others = busy.share()
-    record["others_cpu"] = None if others is None else round(others, 2)
+    record["others_cpu"] = busy.share()
     return record["batch_size"], record
 
 

@@ -177,10 +177,11 @@ class Featurizer:
                 f"tensor {self.tensor!r}: a sample of rank {a.ndim - 1} has no channel axis {axis - 1}",
                 tensor=self.tensor,
             )
-        x = np.moveaxis(self.thin(a), axis, 1)  # [n, C, ..., W]; thinning twice changes nothing
+        view = np.moveaxis(self.thin(a), axis, 1)  # [n, C, ..., W]; thinning twice changes nothing
+        x = view
         if x.dtype != np.float32 or not x.flags.c_contiguous:
-            x = work.get("x", x.shape, np.float32)
-            np.copyto(x, np.moveaxis(self.thin(a), axis, 1), casting="unsafe")
+            x = work.get("x", view.shape, np.float32)
+            np.copyto(x, view, casting="unsafe")
         n, channels = x.shape[:2]
         flat = x.reshape(n, channels, -1)
         size = max(flat.shape[2], 1)

@@ -182,7 +182,7 @@ class ProcessLink:
             meta.append(_TENSOR.pack(self._names[name], len(code), a.ndim) + code + struct.pack(f"<{a.ndim}q", *a.shape))
             blobs.append(a.reshape(-1).view(np.uint8))
         layout = b"".join(meta)
-        return self._send(_SAMPLE, [struct.pack("<HH", len(layout), len(meta)) + layout, *blobs])
+        return self._send(_SAMPLE, [struct.pack(_LAYOUT, len(layout), len(meta)) + layout, *blobs])
 
     def send_labels(self, item: tuple[np.ndarray, np.ndarray]) -> bool:
         return self._send(_LABELS, [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)])  # rare: pickled

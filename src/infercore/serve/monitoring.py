@@ -93,7 +93,9 @@ class MonitoringConfig:
             from ..monitor.worker import supported
 
             settings["worker"] = "thread" if supported() else "process"
-        if settings["worker"] not in ("thread", "process"):
+        from ..monitor.monitor import WORKERS
+
+        if settings["worker"] not in WORKERS:
             raise ValueError(f"monitoring.worker must be process or thread, got {settings['worker']!r}")
         return cls(raw["profile"], tuple(sorted(settings.items())))
 
