@@ -1,7 +1,7 @@
 """Scale-out on Ray Serve: requests/s and p50/p99 against concurrency, MiniLM at sequence 128, in one
 run, beside ``infercore serve`` and plain Ray Serve.
 
-    python benchmarks/scale.py [--duration 5] [--rounds 3] [--clients 1,8,32,64] [--json results/scale.json]
+    python benchmarks/scale.py [--duration 5] [--rounds 3] [--clients 1,8,32,64] [--no-pin] [--json results/scale.json]
 
 Servers (all answer V2 binary tensors except plain Ray Serve, which takes the JSON its docs' pattern
 takes):
@@ -23,7 +23,12 @@ A local Ray cluster laid out as production clusters often are (``testing.rayclus
 ``ray start`` on loopback): a head node with no CPUs for replicas (the GCS, Serve's controller and
 its HTTP proxy) and two worker nodes (5 logical CPUs each, so that every deployment stays up at
 once; the machine's 2 cores do the work). Every deployment has ``max_replicas_per_node=1``: a
-2-replica deployment has one replica on each worker, as two machines of one CPU would. Each node
+2-replica deployment has one replica on each worker, as two machines of one CPU would. Each worker
+node is pinned to a core of its own (worker 1 to the first, worker 2 to the second; ``--no-pin``
+leaves them free): Ray's ``num_cpus`` is a count for its scheduler, not a limit, and unpinned, the
+one replica of "1 CPU" ran its engine on one core and the rest of its process (Ray's request
+handling, the REST decoding: 1.1 cores in all at 32 clients) on the other, which no node of one CPU
+has. The head node (Serve's proxy), ``infercore serve`` and the load generator are not pinned. Each node
 (and ``infercore serve``) runs in a session of its own, as when started from its own shell; Linux's
 autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) gives each session an equal
 share of the cores when the machine is busy, as separate machines would have their own, so on this
@@ -229,6 +234,9 @@ def main() -> int:
     ap.add_argument(
         "--quick", action="store_true", help="1 round of 2 s at 1 and 32 clients: indicative only"
     )
+    ap.add_argument(
+        "--no-pin", action="store_true", help="leave the worker nodes unpinned (default: one core each)"
+    )
     ap.add_argument("--json", default="results/scale.json")
     args = ap.parse_args()
     if args.quick:
@@ -258,6 +266,7 @@ def main() -> int:
         "rounds": args.rounds,
         "batching": BATCH,
         "max_ongoing_requests": MAX_ONGOING,
+        "pinned_workers": not args.no_pin,
         "servers": servers,
         "samples": {s: {str(c): [] for c in clients} for s in servers},
     }
@@ -266,8 +275,10 @@ def main() -> int:
     callback = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "infercore.integrations.ray:proxy_middlewares"}
     with (
         tempfile.TemporaryDirectory(prefix="infercore-bench-scale-") as tmp,
-        LocalRayCluster(nodes=3, cpus_per_node=5, head_cpus=0, env=callback) as cluster,
+        LocalRayCluster(nodes=3, cpus_per_node=5, head_cpus=0, env=callback, pin_workers=not args.no_pin) as cluster,
     ):
+        if cluster.pinned:
+            print(f"worker nodes pinned to cores {cluster.pinned}", flush=True)
         work = Path(tmp)
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         proc = None

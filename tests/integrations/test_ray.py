@@ -58,7 +58,11 @@ def cluster() -> Iterator[LocalRayCluster]:
     saved = dict(os.environ)
     os.environ.update(ray_env())  # this process is the driver
     c = LocalRayCluster(
-        nodes=2, cpus_per_node=1, dashboard=True, env={"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": CALLBACK}
+        nodes=2,
+        cpus_per_node=1,
+        dashboard=True,
+        env={"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": CALLBACK},
+        pin_workers=True,  # the worker node on one core, as a node of one CPU
     )
     try:
         c.start()
@@ -129,6 +133,13 @@ def test_replicas_run_on_two_nodes_with_one_thread_each(cluster, handle):
     for d in seen.values():
         assert (d["cpus"], d["threads"]) == (1.0, 1)  # num_cpus 1 -> one one-thread engine instance
         assert set(d["models"]) == {"affine", "minilm", "strings"}
+    # the worker node's replica inherited its node's one core; the head's is free
+    import psutil
+
+    (core,) = cluster.pinned.values()
+    cores = sorted(len(psutil.Process(a.pid).cpu_affinity()) for a in replicas)
+    affinities = [psutil.Process(a.pid).cpu_affinity() for a in replicas]
+    assert [core] in affinities and cores == sorted([1, len(os.sched_getaffinity(0))])
 
 
 # -- V2 REST through Ray's proxy -----------------------------------------------------------------

@@ -12,7 +12,10 @@ temporary directory. ``ray stop`` is not used to tear down: it stops every Ray p
 machine, other people's clusters included. ``stop()`` (also on ``__exit__``) ends each node's
 ``ray start`` and the processes below it (GCS, raylets, workers), SIGTERM then SIGKILL, and removes
 the temporary directory. The dashboard stays off unless ``dashboard=True`` (the state API and
-``serve deploy`` need it).
+``serve deploy`` need it). ``pin_workers=True`` confines each worker node (``ray start`` and every
+process below it: raylet, replicas) to one core of this process's CPUs, in turn, as a node of one
+CPU has one: Ray's ``num_cpus`` is a count for its scheduler, and a replica's process otherwise
+runs its threads on every core of the machine.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class LocalRayCluster:
         object_store_mb: int = 100,
         start_timeout: float = 120.0,
         env: dict[str, str] | None = None,
+        pin_workers: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError(f"nodes must be >= 1, got {nodes}")
@@ -83,6 +87,8 @@ class LocalRayCluster:
         self.object_store_mb = object_store_mb
         self.start_timeout = start_timeout
         self.env = ray_env(**(env or {}))
+        self.pin_workers = pin_workers
+        self.pinned: dict[str, int] = {}  # worker node's log name -> its core, with pin_workers
         self.address = ""
         self.dashboard_url = ""
         self.temp_dir: Path | None = None
@@ -116,7 +122,7 @@ class LocalRayCluster:
             for i in range(1, self.nodes):
                 for attempt in range(1, 4):
                     proc = self._start_node(
-                        ["--address", self.address], f"worker{i}.{attempt}", self.cpus_per_node
+                        ["--address", self.address], f"worker{i}.{attempt}", self.cpus_per_node, core=i - 1
                     )
                     exited = self._wait_for_nodes(i + 1)
                     if exited is None:
@@ -131,7 +137,9 @@ class LocalRayCluster:
             raise
         return self
 
-    def _start_node(self, role: list[str], name: str, cpus: float) -> subprocess.Popen[bytes]:
+    def _start_node(
+        self, role: list[str], name: str, cpus: float, core: int | None = None
+    ) -> subprocess.Popen[bytes]:
         assert self.temp_dir is not None
         cmd = [self._ray, "start", "--block", *role, "--node-ip-address", "127.0.0.1"]
         cmd += ["--num-cpus", str(int(cpus)), "--num-gpus", "0"]  # ray start takes whole CPUs
@@ -141,6 +149,13 @@ class LocalRayCluster:
         cmd += ["--runtime-env-agent-port", str(free_port())]
         cmd += ["--metrics-export-port", str(free_port())]
         cmd += ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port())]
+        if self.pin_workers and core is not None:
+            allowed = sorted(os.sched_getaffinity(0))
+            cpu = allowed[core % len(allowed)]
+            self.pinned[name] = cpu
+            # set in the child before it runs Ray: everything the node starts inherits it
+            pin = f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); os.execv(sys.argv[1], sys.argv[1:])"
+            cmd = [sys.executable, "-c", pin, *cmd]
         log = self.temp_dir / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
