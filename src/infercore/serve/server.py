@@ -183,8 +183,17 @@ class InferenceServer:
         """Start, wait for SIGTERM or SIGINT, drain, return."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():
+                # a second signal (GNU timeout and group kills send TERM to every process of the
+                # group; a supervisor may repeat it) must not cut the drain short: the requests
+                # accepted are answered, and --drain-timeout bounds the wait
+                log.info("signal received while draining: ignored", extra={"signal": sig.name})
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             await self.start()
             # the process serves from here on, and what start-up made (modules, models, routes)
@@ -195,9 +204,12 @@ class InferenceServer:
             await stop.wait()
             log.info("signal received: shutting down")
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            await self.stop()
+            stop.set()  # a signal from here on (start failed, or the drain) is one too many
+            try:
+                await self.stop()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
 
     def run(self) -> None:
         """Blocking: serve until SIGTERM/SIGINT (uvloop's event loop if installed)."""
