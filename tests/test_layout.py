@@ -335,6 +335,21 @@ def test_the_probe_picks_a_valid_layout_within_its_budget_and_answers_right(tmp_
     assert took < 10
 
 
+def test_a_model_with_a_fixed_batch_dimension_is_probed_at_batch_1(tmp_path: Path) -> None:
+    """MediaPipe's models take [1, 224, 224, 3]: the probe measures them at batch 1 (it used to
+    fail asking the input generator for a batch, and the Batcher fell back to one engine)."""
+    path, bias = m.add_bias(tmp_path / "fixed.onnx", n=256, batch=1)
+    with Batcher(lambda threads: ic.load(path, threads=threads), cores=2) as b:
+        lay = b.layout
+        assert lay is not None and lay.source == "probe" and "error" not in lay.probe, lay.probe
+        assert lay.probe["shapes"] == {"x": [256]} and lay.batch_size == 1
+        assert all(set(r) == {"1"} for r in lay.probe["items_per_s"].values())  # batch 1 only
+        xs = np.random.default_rng(1).standard_normal((6, 1, 256)).astype(np.float32)
+        futures = [b.submit(x) for x in xs]
+        for x, f in zip(xs, futures, strict=True):
+            np.testing.assert_allclose(f.result(10)["y"], x + bias, rtol=1e-6)
+
+
 def test_a_quiet_period_given_alone_keeps_a_window_to_end() -> None:
     """With a chosen layout batches go at once (no delay, no quiet); a caller's quiet= alone keeps
     the usual 2 ms window, which it can end early, instead of being silently dropped."""

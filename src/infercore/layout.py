@@ -302,7 +302,9 @@ def probe_layout(
         if feeds is None:
             from .inputs import make_feeds
 
-            feeds, _ = make_feeds(wide.inputs, batch=1, metadata=wide.metadata)
+            # one item: a dynamic batch dimension is 1 (asking batch=1 outright would refuse a
+            # model whose batch dimension is fixed, MediaPipe's [1, 224, 224, 3])
+            feeds, _ = make_feeds(wide.inputs, metadata=wide.metadata)
         feeds = {k: np.asarray(v) for k, v in feeds.items()}
         rss1 = rss_mb()
         record: dict[str, Any] = {
