@@ -49,6 +49,34 @@ def test_no_config_probes_the_layout_and_stats_and_log_say_so(
     assert line["layout"] == {"1": layout["summary"]}
 
 
+def test_the_server_logs_every_infercore_logger_as_json_lines_and_puts_them_back() -> None:
+    """The Batcher's layout and second-look lines (``infercore.batching``) came out as plain text
+    among the server's JSON lines; a message ending in a newline (a runtime's) split in two."""
+    import io
+
+    from infercore.serve.logs import configure_logging
+
+    batching, root = logging.getLogger("infercore.batching"), logging.getLogger("infercore")
+    before = (root.handlers[:], root.propagate, root.level)
+    out = io.StringIO()
+    restore = configure_logging(stream=out)
+    try:
+        batching.info("batcher %r: %s", "m/1", "lone request: 1 x 2 threads")
+        batching.warning("batcher %r: measuring failed: %s", "m/1", "BackendRuntimeError: ort said\n")
+        logging.getLogger("infercore.serve").info("model loaded", extra={"model": "m"})
+    finally:
+        restore()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["logger"], r["level"]) for r in lines] == [
+        ("infercore.batching", "info"),
+        ("infercore.batching", "warning"),
+        ("infercore.serve", "info"),
+    ]
+    assert lines[1]["msg"].endswith("ort said\n") and lines[2]["model"] == "m"
+    after = (root.handlers[:], root.propagate, root.level)
+    assert after == before  # an in-process ``infercore serve`` leaves logging as it found it
+
+
 @pytest.mark.parametrize(
     ("config", "options"),
     [

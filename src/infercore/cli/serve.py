@@ -173,15 +173,23 @@ def preflight(args: argparse.Namespace) -> Preflight:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..serve.logs import configure_logging
+
+    restore = configure_logging(
+        logging.DEBUG if getattr(args, "debug", False) else logging.INFO, access=args.access_log
+    )
+    try:
+        return _serve(args)
+    finally:
+        restore()
+
+
+def _serve(args: argparse.Namespace) -> int:
     from ..errors import ServeError, UsageError
     from ..serve.layout import repository_for
-    from ..serve.logs import configure_logging
     from ..serve.repository import ModelRepository
     from ..serve.server import InferenceServer, ServeOptions
 
-    configure_logging(
-        logging.DEBUG if getattr(args, "debug", False) else logging.INFO, access=args.access_log
-    )
     if args.models and args.model_name:
         raise UsageError("--model and --model-name: give one (--model-name serves PATH as that one model)")
     signature = None

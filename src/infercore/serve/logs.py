@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 __all__ = ["JsonFormatter", "configure_logging"]
@@ -35,13 +36,29 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def configure_logging(level: int = logging.INFO, access: bool = False, stream: TextIO | None = None) -> None:
-    """JSON lines on stderr for the server's loggers (``infercore.serve*``, uvicorn's errors)."""
+def configure_logging(
+    level: int = logging.INFO, access: bool = False, stream: TextIO | None = None
+) -> Callable[[], None]:
+    """JSON lines on stderr for infercore's loggers (the server's, and those of what it runs: the
+    Batcher's layout and second look, signature checks) and uvicorn's errors. Returns what puts
+    those loggers back as they were (``infercore serve`` run in a process that goes on)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in ("infercore.serve", "uvicorn.error"):
-        logger = logging.getLogger(name)
+    access_logger = logging.getLogger("infercore.serve.access")
+    saved = [
+        (lg, lg.handlers[:], lg.level, lg.propagate)
+        for lg in (logging.getLogger("infercore"), logging.getLogger("uvicorn.error"), access_logger)
+    ]
+    for logger in (lg for lg, *_ in saved[:2]):
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
-    logging.getLogger("infercore.serve.access").setLevel(logging.INFO if access else logging.WARNING)
+    access_logger.setLevel(logging.INFO if access else logging.WARNING)
+
+    def restore() -> None:
+        for lg, handlers, lvl, propagate in saved:
+            lg.handlers[:] = handlers
+            lg.setLevel(lvl)
+            lg.propagate = propagate
+
+    return restore
