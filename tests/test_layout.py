@@ -415,32 +415,111 @@ def _shaped_factory(clock: _Clock, item_s: float = 0.002):
     return open_engine
 
 
-def test_a_guessed_probe_measures_the_batch_size_again_on_the_first_request() -> None:
+def _look_over(b: Batcher, attempt: int = 1, timeout: float = 10.0) -> dict:
+    """The second look's record once its ``attempt``-th try has ended (it runs on its own thread
+    once the batcher is idle, after the requests that were waiting)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        lay = b.layout
+        record = lay.probe.get("reprobe") if lay is not None else None
+        if record is not None and record["attempt"] >= attempt and b._look.thread is None:
+            return record
+        time.sleep(0.01)
+    raise AssertionError(f"no second look within {timeout} s: {b.layout}")
+
+
+def _look_running(b: Batcher, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while b._look.thread is None:
+        assert time.monotonic() < end, "the second look did not start"
+        time.sleep(0.001)
+
+
+def test_a_guessed_probe_measures_the_batch_size_again_once_the_batcher_is_idle() -> None:
     """The probe sized the dynamic width itself and found items/s climbing with the batch; served
-    rows of width 4 run best one at a time. The first request holds the queue (untouched, so its
-    order stays) while the load engines are measured on its shape; then every request is answered
-    once, in batches of the new size, and the cores were never oversubscribed, measuring included."""
+    rows of width 4 run best one at a time. The requests that brought the new shape are answered
+    first (in the probe's batches); once the batcher is idle the load engines are measured on the
+    shape, and what comes next runs in batches of the new size. Every request is answered once,
+    and the cores were never oversubscribed, measuring included."""
     clock = _Clock()
     with Batcher(_shaped_factory(clock), cores=2) as b:
         probed = b.layout
         assert probed is not None and probed.probe["shapes_guessed"] is True
         assert probed.batch_size is not None and probed.batch_size > 1, probed.probe
-        xs = [np.full((1, 4), i + 1, np.float32) for i in range(40)]
-        futs = [b.submit(x) for x in xs]
-        for x, f in zip(xs, futs, strict=True):
+        first = [np.full((1, 4), i + 1, np.float32) for i in range(40)]
+        for x, f in zip(first, [b.submit(x) for x in first], strict=True):
             np.testing.assert_array_equal(f.result(30)["y"], x * 2)
+        again = _look_over(b)
         lay = b.layout
-        assert lay is not None
-        again = lay.probe["reprobe"]
+        assert lay is not None and again["outcome"] == "done" and again["attempt"] == 1
         assert again["shapes"] == {"x": [4]}
         assert again["batch_size"] == lay.batch_size == 1, again
         assert b.preferred_batch_sizes == (1,)
         assert b.metrics.layout is not None and b.metrics.layout["probe"]["reprobe"]["batch_size"] == 1
         assert lay.probe["shapes"] == probed.probe["shapes"]  # what the probe ran stays on record
-    served = [r for r in clock.runs if any(v > 1 for v in r[3])]  # the measuring ran copies of xs[0]
-    assert sorted(v for r in served for v in r[3]) == [float(i + 1) for i in range(1, 40)]  # each ran once
-    assert all(len(r[3]) == 1 for r in served)
+        t = time.perf_counter()
+        later = [np.full((1, 4), 101 + i, np.float32) for i in range(40)]
+        for x, f in zip(later, [b.submit(x) for x in later], strict=True):
+            np.testing.assert_array_equal(f.result(30)["y"], x * 2)
+    served = [r for r in clock.runs if any(v > 1 for v in r[3])]  # the measuring ran copies of first[0]
+    want = [float(i + 1) for i in range(1, 40)] + [101.0 + i for i in range(40)]
+    assert sorted(v for r in served for v in r[3]) == want  # each ran once
+    assert all(len(r[3]) == 1 for r in served if r[0] >= t)  # after the look: batches of 1
     assert _max_cores_in_use(clock.runs) <= 2
+
+
+def test_the_second_look_gives_way_to_a_request_with_a_deadline() -> None:
+    """A request whose deadline falls before the look would end stops it (it is answered in time,
+    not after the look); the look is taken again at the next idle moment."""
+    clock = _Clock()
+    with Batcher(_shaped_factory(clock, item_s=0.01), cores=2) as b:
+        x = np.ones((1, 4), np.float32)
+        t = time.perf_counter()
+        np.testing.assert_array_equal(b.run(x)["y"], x * 2)  # brings the shape: answered at once
+        assert time.perf_counter() - t < 0.2
+        _look_running(b)
+        t = time.perf_counter()
+        np.testing.assert_array_equal(b.run(x * 3, timeout=0.25)["y"], x * 6)
+        assert time.perf_counter() - t < 0.25
+        again = _look_over(b, attempt=2)
+        assert again["outcome"] == "done" and again["batch_size"] == 1, again
+        assert b.preferred_batch_sizes == (1,)
+    assert _max_cores_in_use(clock.runs) <= 2
+
+
+class _BigBinding(_SlowBinding):
+    def run(self) -> None:
+        x = self.inputs["x"]
+        t0 = time.perf_counter()
+        # the probe's guessed width runs fast; a served row of width 4 takes 0.3 s an item
+        time.sleep((0.001 if x.shape[1] > 16 else 0.3) * len(x))
+        with self.backend.clock.lock:
+            self.backend.clock.runs.append((t0, time.perf_counter(), self.backend.threads, ()))
+        self.outputs.update(y=x * 2)
+
+
+def test_a_long_first_run_is_the_second_look() -> None:
+    """One item of the served shape takes longer than a batch may (a 1600 x 1600 image): its first
+    run decides (batch 1) instead of a window of runs on every engine, so the hold stays short."""
+    clock = _Clock()
+
+    class Big(SlowBackend):
+        def bind(self, inputs, outputs):
+            return _BigBinding(self, inputs)
+
+    def open_engine(threads: int) -> Engine:
+        backend = Big(clock, threads)
+        backend.inputs = (TensorSpec("x", np.float32, (None, None), ("batch", "n")),)
+        backend.outputs = (TensorSpec("y", np.float32, (None, None), ("batch", "n")),)
+        return Engine(backend)
+
+    with Batcher(open_engine, cores=2) as b:
+        x = np.ones((1, 4), np.float32)
+        np.testing.assert_array_equal(b.run(x)["y"], x * 2)
+        t = time.perf_counter()
+        again = _look_over(b)
+        assert again["outcome"] == "done" and again["batch_size"] == 1 and list(again["items_per_s"]) == ["1"]
+        assert time.perf_counter() - t < 0.9, again  # one run of 0.3 s, not a first run and a window on each
 
 
 def test_the_second_look_measures_what_a_preprocess_pipeline_makes() -> None:
@@ -463,7 +542,7 @@ def test_the_second_look_measures_what_a_preprocess_pipeline_makes() -> None:
         futs = [b.submit([float(i + 1)] * 4) for i in range(8)]
         for i, f in enumerate(futs):
             np.testing.assert_array_equal(f.result(30)["y"], np.full((1, 4), 2.0 * (i + 1), np.float32))
-        assert b.layout is not None and b.layout.probe["reprobe"]["shapes"] == {"x": [4]}
+        assert _look_over(b)["shapes"] == {"x": [4]}
     measured = [r for r in clock.runs if r[3] and all(v == 1.0 for v in r[3]) and len(r[3]) > 1]
     assert measured, "the measuring ran batches of the first request's filled row"
 
@@ -473,19 +552,26 @@ def test_no_second_look_when_the_shapes_were_not_guessed_or_the_sizes_were_given
     with Batcher(_shaped_factory(_Clock()), cores=2, probe_feeds={"x": x}) as b:
         assert b.layout is not None and b.layout.probe["shapes_guessed"] is False
         b.run(x)
-        assert "reprobe" not in b.layout.probe
+        time.sleep(0.1)
+        assert "reprobe" not in b.layout.probe and b._look.thread is None
     with Batcher(_shaped_factory(_Clock()), cores=2, preferred_batch_sizes=[2]) as b:
         b.run(x)
+        time.sleep(0.1)
         assert b.layout is not None and "reprobe" not in b.layout.probe and b.preferred_batch_sizes == (2,)
 
 
 def test_closing_during_the_second_look_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """Requests that came while the look ran wait for it; a close stops the look at once and
+    ends them (drain=False) or runs them; the engines close after the measuring, not under it."""
     clock = _Clock()
     b = Batcher(_shaped_factory(clock, item_s=0.01), cores=2)
-    xs = [np.full((1, 4), i + 1, np.float32) for i in range(6)]
+    b.run(np.ones((1, 4), np.float32))
+    _look_running(b)
+    xs = [np.full((1, 4), i + 2, np.float32) for i in range(6)]
     futs = [b.submit(x) for x in xs]
-    time.sleep(0.05)  # the measuring has started: the queue is held
+    t = time.perf_counter()
     b.close(drain=False)
+    assert time.perf_counter() - t < 0.5  # the look gave way
     done = aborted = 0
     for x, f in zip(xs, futs, strict=True):
         try:
@@ -498,8 +584,30 @@ def test_closing_during_the_second_look_loses_nothing(caplog: pytest.LogCaptureF
     assert "failed" not in caplog.text  # the engines closed after the measuring, not under it
 
 
-def test_a_failing_second_look_keeps_the_probes_pick(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_second_look_is_tried_again_then_keeps_the_probes_pick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A look that fails (the model refused the request it was given) waits for another request
+    and tries again; after ATTEMPTS failures the probe's pick stays."""
     from infercore.batching import engines
+    from infercore.batching.second_look import ATTEMPTS
+
+    real, calls = engines.remeasure_batch, []
+
+    def flaky(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 1:
+            raise RuntimeError("no second look")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engines, "remeasure_batch", flaky)
+    x = np.ones((3, 4), np.float32)
+    with Batcher(_shaped_factory(_Clock()), cores=2) as b:
+        np.testing.assert_array_equal(b.run(x)["y"], x * 2)
+        failed = _look_over(b)
+        assert failed["outcome"] == "failed" and "RuntimeError: no second look" in failed["error"]
+        np.testing.assert_array_equal(b.run(x * 2)["y"], x * 4)  # another request: another look
+        again = _look_over(b, attempt=2)
+        assert again["outcome"] == "done" and b.preferred_batch_sizes == (again["batch_size"],)
+        assert [f["x"][0, 0] for f in calls] == [1.0, 2.0]  # each look on its own request
 
     def broken(*args, **kwargs):
         raise RuntimeError("no second look")
@@ -507,10 +615,11 @@ def test_a_failing_second_look_keeps_the_probes_pick(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(engines, "remeasure_batch", broken)
     with Batcher(_shaped_factory(_Clock()), cores=2) as b:
         before = (b.layout.batch_size if b.layout else None, b.preferred_batch_sizes)
-        x = np.ones((3, 4), np.float32)
-        np.testing.assert_array_equal(b.run(x)["y"], x * 2)
-        assert b.layout is not None and "RuntimeError: no second look" in b.layout.probe["reprobe"]["error"]
-        assert (b.layout.batch_size, b.preferred_batch_sizes) == before
+        for i in range(ATTEMPTS + 2):
+            np.testing.assert_array_equal(b.run(x * i)["y"], x * i * 2)
+            _look_over(b, attempt=min(i + 1, ATTEMPTS))
+        assert b.layout is not None and b.layout.probe["reprobe"]["attempt"] == ATTEMPTS
+        assert (b.layout.batch_size, b.preferred_batch_sizes) == before and not b._look.wanted
 
 
 def test_probe_closes_the_engines_the_layout_does_not_use(tmp_path: Path) -> None:

@@ -41,7 +41,16 @@ from .arguments import check_int
 from .engine import Engine
 from .errors import ArgumentError
 
-__all__ = ["PROBE_SECONDS", "REPROBE_SECONDS", "Layout", "available_cores", "probe_layout", "remeasure_batch", "rss_mb"]
+__all__ = [
+    "PROBE_SECONDS",
+    "REPROBE_SECONDS",
+    "Layout",
+    "MeasureStopped",
+    "available_cores",
+    "probe_layout",
+    "remeasure_batch",
+    "rss_mb",
+]
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +210,10 @@ class Layout:
 
 
 # -- the probe -----------------------------------------------------------------------------------
+class MeasureStopped(Exception):
+    """``remeasure_batch`` was asked to stop (its ``stop()`` returned True) before it finished."""
+
+
 def _narrow_threads(cores: int) -> int:
     return max(1, math.ceil(cores / MAX_INSTANCES))
 
@@ -232,26 +245,32 @@ def _runner(engine: Engine, feeds: Mapping[str, np.ndarray], b: int) -> Any:
     return io
 
 
-def _rate(ios: Sequence[Any], b: int, window: float) -> tuple[float, float]:
+def _rate(
+    ios: Sequence[Any], b: int, window: float, stop: Callable[[], bool] | None = None
+) -> tuple[float, float]:
     """Items/s of ``ios`` run side by side (one thread each, back to back for ``window`` seconds,
-    at least _MIN_RUNS runs each), and the median seconds of one run.
+    at least _MIN_RUNS runs each), and the median seconds of one run. ``stop()`` True after a
+    run: MeasureStopped.
 
     Each engine's rate is taken from its fastest fifth of runs: other processes on a shared host
     only ever add time (a run preempted halfway), and the engines' own contention with each other
     is in every run alike."""
     times: list[list[float]] = [[] for _ in ios]
     start = threading.Barrier(len(ios))
+    stopped = threading.Event()
 
     def stream(i: int) -> None:
         io, own = ios[i], times[i]
         start.wait()
         end = time.perf_counter() + window
         t = time.perf_counter()
-        while len(own) < _MIN_RUNS or t < end:
+        while (len(own) < _MIN_RUNS or t < end) and not stopped.is_set():
             io.run()
             t1 = time.perf_counter()
             own.append(t1 - t)
             t = t1
+            if stop is not None and stop():
+                stopped.set()
 
     if len(ios) == 1:
         stream(0)
@@ -261,6 +280,8 @@ def _rate(ios: Sequence[Any], b: int, window: float) -> tuple[float, float]:
             w.start()
         for w in workers:
             w.join()
+    if stopped.is_set():
+        raise MeasureStopped("asked to stop")
     rate = sum(b / float(np.quantile(ts, _QUANTILE)) for ts in times)
     return rate, float(np.median([t for ts in times for t in ts]))
 
@@ -389,17 +410,19 @@ def remeasure_batch(
     cores: int,
     max_batch_size: int = 32,
     seconds: float = REPROBE_SECONDS,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The batch size where ``engines`` (the load engines, run side by side) peak in items/s on
     ``feeds`` (one request of the served shape), and what was measured: the Batcher's second look
     when ``probe_layout`` had to guess a dynamic dimension (PP-OCR det, probed at 64 x 64, peaked at
     batch 2-32 and falls from batch 1 at 320 x 320: 164, 156, 118 items/s at 1, 2, 4). ``cores``:
-    what the engines' threads add up to, for the record of what other processes took meanwhile."""
+    what the engines' threads add up to, for the record of what other processes took meanwhile.
+    ``stop()``, asked after every run, ends it with MeasureStopped (a request that cannot wait)."""
     clock = _Clock(seconds)
     feeds = {k: np.asarray(v) for k, v in feeds.items()}
     record: dict[str, Any] = {"shapes": {k: list(v.shape[1:]) for k, v in feeds.items()}}
     busy = _Contention(cores)
-    rates = _climb({"load": list(engines)}, feeds, max(1, max_batch_size), clock, record)
+    rates = _climb({"load": list(engines)}, feeds, max(1, max_batch_size), clock, record, stop)
     record["items_per_s"] = record["items_per_s"]["load"]
     record["batch_size"] = _peak(rates["load"])
     record["seconds"] = round(clock.spent, 2)
@@ -413,10 +436,12 @@ def _climb(
     max_b: int,
     clock: _Clock,
     record: dict[str, Any],
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, dict[int, float]]:
     """Items/s against batch size, per group of engines run side by side: batch 1, 2, 4, ...
     while time is left, a batch stays under _LONG_BATCH seconds, and items/s has not fallen below
-    90% of the best so far twice in a row. Groups alternate which goes first."""
+    90% of the best so far twice in a row. Groups alternate which goes first. A first run of one
+    item over _LONG_BATCH (a large input: a 1600 x 1600 image) is the measurement: batch 1."""
     rates: dict[str, dict[int, float]] = {k: {} for k in groups}
     names = list(groups)
     falls = 0
@@ -432,9 +457,19 @@ def _climb(
         for kind in names if b.bit_length() % 2 else names[::-1]:
             ios = [_runner(e, feeds, b) for e in groups[kind]]
             try:
-                for io in ios:
+                firsts = []
+                for io in ios:  # the first run at a shape: allocations, kernels picked
+                    t = time.perf_counter()
                     io.run()
-                rate, per_run = _rate(ios, b, _WINDOW)
+                    firsts.append(time.perf_counter() - t)
+                    if stop is not None and stop():
+                        raise MeasureStopped("asked to stop")
+                    if b == 1 and firsts[-1] > _LONG_BATCH:
+                        break  # one item takes long: batches of 1, measured well enough
+                if b == 1 and firsts[-1] > _LONG_BATCH:
+                    rate, per_run = len(groups[kind]) / firsts[-1], firsts[-1]
+                else:
+                    rate, per_run = _rate(ios, b, _WINDOW, stop)
             finally:
                 for io in ios:
                     io.close()

@@ -14,11 +14,12 @@ outputs as arrays the caller owns.
 Given an engine factory that takes ``threads``, the batcher picks its engines itself
 (``infercore.layout``): one with every core for a request that comes alone, narrower ones side by
 side under load, never more threads running than cores; when the probe had to guess a dynamic
-dimension, the first request's shape measures the batch size again.
+dimension, the batch size is measured again on the first served shape once the batcher is idle.
 
 Modules: ``batcher`` (the scheduler and the instance threads), ``request`` (one request and how its
 answer reaches the caller), ``plan`` (how requests map onto a batch's buffers), ``engines`` (which
-engines run, and the thread that runs each), ``stats`` (what the batcher reports).
+engines run, and the thread that runs each), ``second_look`` (when the batch size is measured again
+on a served shape), ``stats`` (what the batcher reports).
 
 Nothing is lost: every accepted request ends in exactly one result or one error.
 

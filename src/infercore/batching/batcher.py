@@ -39,7 +39,8 @@ from .request import (
     Waiter,
     settled,
 )
-from .stats import BatcherMetrics, LatencyRing, summarize
+from .second_look import SecondLook
+from .stats import BatcherMetrics, LatencyRing, snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -235,12 +236,10 @@ class Batcher:
         # since when some instance has been free without a break: with ``quiet``, a batch's fill
         # window opens at max(head's arrival, this), so a head that waited for capacity gets one
         self._free_since = 0.0
-        # the batch size measured again on the first request's shape (see _reprobe): while
-        # ``_hold`` no batch starts, and once the engines are idle a thread measures them
-        self._reprobe_wanted = reprobe and self.max_batch_size > 1
-        self._reprobe_feeds: dict[str, np.ndarray] | None = None
-        self._reprobe_thread: threading.Thread | None = None
-        self._hold = False
+        # the batch size measured again on a served shape (second_look.py): while ``hold`` no
+        # batch starts, and once the engines are idle a thread measures them
+        guessed = chosen.probe.get("shapes") if chosen is not None else None
+        self._look = SecondLook(reprobe and self.max_batch_size > 1, guessed)
         self._closing = False
         self._drain = True
         self._submitted = 0
@@ -276,29 +275,9 @@ class Batcher:
 
     @property
     def metrics(self) -> BatcherMetrics:
-        insts = self._instances
-        succeeded = sum(i.succeeded for i in insts)
-        failed = sum(i.failed for i in insts)
-        sizes: dict[int, int] = {}
-        for inst in insts:
-            for k, v in list(inst.sizes.items()):
-                sizes[k] = sizes.get(k, 0) + v
         with self._cv:
-            submitted, depth = self._submitted, self._depth
-            rejected, timed_out, cancelled, aborted = self._rejected, self._timed_out, self._cancelled, self._aborted
-        in_flight = max(0, submitted - succeeded - failed - timed_out - cancelled - aborted - depth)
-        lay = self.layout
-        engines = tuple(
-            {"role": "lone" if i.lone else "load", "threads": (lay.lone_threads if i.lone else lay.threads) if lay else None,
-             "batches": i.batches, "items": i.items}
-            for i in insts
-        )  # fmt: skip
-        return BatcherMetrics(
-            self.name, submitted, succeeded, failed, rejected, timed_out, cancelled, aborted, depth, in_flight,
-            sum(i.batches for i in insts), sum(i.items for i in insts), dict(sorted(sizes.items())),
-            summarize(self._queue_ring.values()), summarize([v for i in insts for v in i.exec.values()]),
-            engines, None if lay is None else lay.as_dict(),
-        )  # fmt: skip
+            counts = (self._submitted, self._rejected, self._timed_out, self._cancelled, self._aborted, self._depth)
+        return snapshot(self.name, self._instances, counts, self._queue_ring, self.layout)
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -361,7 +340,8 @@ class Batcher:
         req = self._plan.request(feeds)
         req.priority = priority
         req.future = answer
-        sample = self._plan.sample(req) if self._reprobe_wanted else None
+        look = self._look
+        sample = self._plan.sample(req) if look.wants_sample() else None
         with self._cv:
             if self._closing:
                 raise BatcherClosedError(f"batcher {self.name!r} is closed; no new requests are accepted")
@@ -395,11 +375,10 @@ class Batcher:
                 wake = heap[0][1] == seq  # the earliest deadline: the scheduler must wake for it
             self._depth += 1
             self._submitted += 1
-            if sample is not None and self._reprobe_wanted:
-                self._reprobe_wanted = False
-                guessed = self.layout.probe.get("shapes") if self.layout is not None else None
-                if guessed != {k: list(v.shape[1:]) for k, v in sample.items()}:
-                    self._hold, self._reprobe_feeds, wake = True, sample, True
+            if sample is not None and look.offer(sample, now):
+                wake = True  # the scheduler keeps the look's time
+            if req.deadline is not None and look.hold:
+                look.deadline(req.deadline)
             avail, lone = self._available(), self._lone_free()
             batch: list[Request] | None = None
             if not wake and (lone or (avail and not self.max_queue_delay)):
@@ -457,8 +436,9 @@ class Batcher:
     def _stop_instances(self) -> None:
         """Each instance thread ends after its queued batches (and closes an engine it owns), once
         a re-measure of the batch size, which runs on their engines, is over."""
-        if self._reprobe_thread is not None:
-            self._reprobe_thread.join()
+        thread = self._look.thread
+        if thread is not None:
+            thread.join()
         for inst in self._instances:
             inst.inbox.put(None)
 
@@ -479,22 +459,22 @@ class Batcher:
                     if self._closing and (self._depth == 0 or not self._drain):
                         stop = True
                         break
-                    if self._hold and self._reprobe_thread is None:
+                    look = self._look
+                    if look.pending():
                         if self._closing:
-                            self._hold = False  # not worth measuring any more
-                        elif self._running == 0:  # every engine idle: measure them now
-                            self._reprobe_thread = threading.Thread(
-                                target=self._reprobe, name=f"{self.name}-reprobe", daemon=True
-                            )
-                            self._reprobe_thread.start()
-                    wait: float | None = None
+                            look.drop()  # not worth measuring any more
+                        elif look.due(now, self._depth == 0 and self._running == 0, self._tight) and not self._running:
+                            look.start(self._reprobe, f"{self.name}-reprobe")  # every engine idle: measure
+                    wait = look.wait(now)
                     if self._depth > 0:
                         avail = self._available()
                         lone = self._lone_free()
                         if avail > 0 or lone:
-                            batch, wait, alone = self._form(now, avail, lone)
+                            batch, formed, alone = self._form(now, avail, lone)
                             if batch is not None:
                                 break
+                            if formed is not None:
+                                wait = formed if wait is None else min(wait, formed)
                     if self._deadlines:
                         until = self._deadlines[0][0] - now
                         wait = until if wait is None else min(wait, until)
@@ -533,7 +513,7 @@ class Batcher:
     def _available(self) -> int:
         """Under the lock: how many load instances may start a batch now (idle, and with a layout,
         their threads fit in the free cores)."""
-        if self._hold:
+        if self._look.hold:
             return 0
         if not self._load_cores:
             return self._idle
@@ -542,24 +522,28 @@ class Batcher:
     def _lone_free(self) -> bool:
         """Under the lock: whether the lone engine may take the one queued request (nothing runs)."""
         lone = self._lone
-        return lone is not None and not lone.busy and not self._hold and self._depth == 1 and self._free == self._cores
+        return lone is not None and not lone.busy and not self._look.hold and self._depth == 1 and self._free == self._cores
+
+    def _tight(self, t: float) -> bool:
+        """Under the lock: whether a queued request's deadline falls before ``t``."""
+        return any(e[0] < t and (r := e[2]()) is not None and r.state == QUEUED for e in self._deadlines)
 
     def _reprobe(self) -> None:
-        """The load engines measured again on the first request's shape (``remeasure_batch``):
-        its preferred batch size replaces the probe's, which came from a guessed shape. Runs while
-        every engine is idle and no batch may start (``_hold``); queued requests wait for it."""
-        assert self._reprobe_feeds is not None and self.layout is not None
+        """The second look (second_look.py): the load engines measured on a served request's
+        shape; its peak replaces the probe's preferred batch size. Runs while every engine is
+        idle and no batch may start; queued requests wait for it, or stop it."""
+        look = self._look
+        assert look.feeds is not None and self.layout is not None
         load = [i.engine for i in self._instances if not i.lone]
-        size, layout = None, self.layout
+        size, layout, outcome = None, self.layout, "failed"
         try:
-            size, layout = remeasure(self.layout, load, self._reprobe_feeds, self.max_batch_size, self.name)
+            size, layout, outcome = remeasure(self.layout, load, look.feeds, self.max_batch_size, self.name, look)
         finally:  # whatever happened, the queue goes on
             with self._cv:
                 if size is not None:
                     self.preferred_batch_sizes = (size,) if size < self.max_batch_size else ()
                 self.layout = layout
-                self._reprobe_feeds = None
-                self._hold = False
+                look.finish(outcome)
                 self._free_since = _now()
                 self._cv.notify_all()
 
@@ -763,6 +747,7 @@ class Batcher:
             if not self._closing:
                 self._closing = True
                 self._drain = drain
+            self._look.stop = True  # a second look under way gives way to the drain
             self._cv.notify_all()
         if not drain:
             self._abort_queued("closed without draining")

@@ -17,8 +17,9 @@ import numpy as np
 
 from ..engine import BoundIO, Engine
 from ..errors import BatchingError
-from ..layout import Layout, available_cores, probe_layout, remeasure_batch
+from ..layout import Layout, MeasureStopped, available_cores, probe_layout, remeasure_batch
 from .request import Request, deliver, settled
+from .second_look import SecondLook
 from .stats import RING, LatencyRing
 
 __all__ = ["Instance", "layout_engines", "make_engines", "remeasure", "takes_no_args", "takes_threads"]
@@ -97,22 +98,35 @@ def layout_engines(
 
 
 def remeasure(
-    layout: Layout, load: list[Engine], feeds: Mapping[str, np.ndarray], max_batch_size: int, name: str
-) -> tuple[int | None, Layout]:
-    """The load engines' best batch size on ``feeds`` (a served request; the probe's were a guess)
-    and the layout that records it under ``probe["reprobe"]`` (None and the error there if it
-    failed: the probe's pick stays)."""
+    layout: Layout,
+    load: list[Engine],
+    feeds: Mapping[str, np.ndarray],
+    max_batch_size: int,
+    name: str,
+    look: SecondLook,
+) -> tuple[int | None, Layout, str]:
+    """The load engines' best batch size on ``feeds`` (a served request; the probe's were a guess),
+    the layout that records it under ``probe["reprobe"]``, and the outcome for ``look.finish``:
+    ``"done"``, or ``"failed"`` / ``"stopped"`` with size None (the probe's pick stays)."""
+    size: int | None = None
     try:
-        size, record = remeasure_batch(load, feeds, cores=layout.cores, max_batch_size=max_batch_size)
+        size, record = remeasure_batch(
+            load, feeds, cores=layout.cores, max_batch_size=max_batch_size, stop=lambda: look.stop
+        )
+    except MeasureStopped:
+        outcome, record = "stopped", {"stopped": "a request that could not wait for it came"}
+        log.info("batcher %r: measuring the batch size on the served shapes gave way to a request", name)
     except Exception as e:
-        size, record = None, {"error": f"{type(e).__name__}: {e}"}
+        outcome, record = "failed", {"error": f"{type(e).__name__}: {e}"}
         log.warning("batcher %r: measuring the batch size on the served shapes failed: %s", name, record["error"])
     else:
+        outcome = "done"
         log.info(
             "batcher %r: batch size %d on the served shapes %s (the probe guessed %s: batch %s)",
             name, size, record["shapes"], layout.probe.get("shapes"), layout.batch_size,
         )  # fmt: skip
-    return size, replace(layout, batch_size=size or layout.batch_size, probe={**layout.probe, "reprobe": record})
+    record = look.record(outcome, record)
+    return size, replace(layout, batch_size=size or layout.batch_size, probe={**layout.probe, "reprobe": record}), outcome
 
 
 def make_engines(engine: Engine | Callable[[], Engine], instances: int) -> tuple[list[Engine], bool]:

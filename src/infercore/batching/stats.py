@@ -3,13 +3,13 @@ the lock-free rings of recent latencies they are computed from."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RING", "BatcherMetrics", "LatencyRing", "LatencySummary", "summarize"]
+__all__ = ["RING", "BatcherMetrics", "LatencyRing", "LatencySummary", "snapshot", "summarize"]
 
 RING = 4096  # latencies kept per recorder for percentiles (the most recent ones); a power of two
 
@@ -88,3 +88,31 @@ def summarize(values: list[float]) -> LatencySummary:
     a = np.asarray(values, dtype=np.float64) * 1e3
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
     return LatencySummary(int(a.size), float(a.mean()), float(p50), float(p90), float(p99), float(a.max()))
+
+
+def snapshot(
+    name: str, insts: Sequence[Any], counts: Sequence[int], queue: LatencyRing, layout: Any
+) -> BatcherMetrics:
+    """A batcher's metrics from its instances (``engines.Instance``), its counters taken under its
+    lock (submitted, rejected, timed out, cancelled, aborted, queue depth), its queue-wait ring and
+    its layout (or None)."""
+    submitted, rejected, timed_out, cancelled, aborted, depth = counts
+    succeeded = sum(i.succeeded for i in insts)
+    failed = sum(i.failed for i in insts)
+    sizes: dict[int, int] = {}
+    for inst in insts:
+        for k, v in list(inst.sizes.items()):
+            sizes[k] = sizes.get(k, 0) + v
+    in_flight = max(0, submitted - succeeded - failed - timed_out - cancelled - aborted - depth)
+    engines = tuple(
+        {"role": "lone" if i.lone else "load",
+         "threads": (layout.lone_threads if i.lone else layout.threads) if layout else None,
+         "batches": i.batches, "items": i.items}
+        for i in insts
+    )  # fmt: skip
+    return BatcherMetrics(
+        name, submitted, succeeded, failed, rejected, timed_out, cancelled, aborted, depth, in_flight,
+        sum(i.batches for i in insts), sum(i.items for i in insts), dict(sorted(sizes.items())),
+        summarize(queue.values()), summarize([v for i in insts for v in i.exec.values()]),
+        engines, None if layout is None else layout.as_dict(),
+    )  # fmt: skip
