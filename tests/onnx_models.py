@@ -26,6 +26,16 @@ def vi(name: str, elem: int, shape: Sequence[int | str | None] | None):
     return helper.make_tensor_value_info(name, elem, shape)
 
 
+def embedding(path: Path, vocab: int = 10, dim: int = 4) -> tuple[Path, np.ndarray]:
+    """y = table[ids]: ids int64 [batch, seq] -> float32 [batch, seq, dim] (a Gather, as a text
+    model's first layer: an id past the vocabulary is ONNX Runtime's INVALID_ARGUMENT)."""
+    table = np.arange(vocab * dim, dtype=np.float32).reshape(vocab, dim)
+    save(path, [helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)],
+         [vi("ids", TensorProto.INT64, ["batch", "seq"])], [vi("y", TensorProto.FLOAT, ["batch", "seq", dim])],
+         [numpy_helper.from_array(table, "table")])
+    return path, table
+
+
 def add_bias(path: Path, n: int = 16, batch: int | str = "batch") -> tuple[Path, np.ndarray]:
     """y = x + b, x float32 [batch, n]."""
     b = np.arange(n, dtype=np.float32).reshape(1, n)

@@ -76,6 +76,7 @@ __all__ = [
     "ProfileError",
     "PruningError",
     "QueueFullError",
+    "RuntimeInputError",
     "ServeError",
     "SignatureError",
     "Unauthorized",
@@ -131,6 +132,12 @@ class InputSpecError(InfercoreError, ValueError):
     def __init__(self, message: str, *, tensor: str | None = None) -> None:
         super().__init__(message)
         self.tensor = tensor
+
+
+class RuntimeInputError(BackendRuntimeError, InputSpecError):
+    """The runtime refused the values it was given as invalid arguments (ONNX Runtime's
+    INVALID_ARGUMENT: a token id beyond the vocabulary, an index out of range). A caller's error,
+    not the engine's: the server answers it 400."""
 
 
 class InputsRejectedError(InputSpecError):

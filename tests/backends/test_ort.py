@@ -270,3 +270,24 @@ def test_share_weights_must_be_a_bool(tmp_path):
     path, _ = m.mlp(tmp_path / "mlp.onnx")
     with pytest.raises(ic.BackendError, match="share_weights=1 is invalid"):
         ic.load(path, options={"share_weights": 1})
+
+
+def test_values_the_runtime_refuses_are_the_callers_error(tmp_path):
+    """ONNX Runtime's INVALID_ARGUMENT (a token id past the vocabulary) is a RuntimeInputError: an
+    InputSpecError the server answers 400; run() and the bound path alike."""
+    path, table = m.embedding(tmp_path / "emb.onnx")
+    with ic.load(path, "ort") as eng:
+        ids = np.array([[1, 9, 0]], np.int64)
+        np.testing.assert_array_equal(eng.run({"ids": ids})["y"], table[ids])
+        bad = np.array([[1, 10, 0]], np.int64)
+        with pytest.raises(ic.RuntimeInputError, match=r"refused the inputs of emb\.onnx.*out of data bounds") as info:
+            eng.run({"ids": bad})
+        assert isinstance(info.value, ic.InputSpecError) and isinstance(info.value, ic.BackendRuntimeError)
+        assert type(info.value.__cause__).__name__ == "InvalidArgument"
+        io = eng.bind({"ids": bad.shape})
+        io.inputs["ids"][...] = bad
+        with pytest.raises(ic.RuntimeInputError):
+            io.run()
+        io.inputs["ids"][...] = ids
+        io.run()
+        np.testing.assert_array_equal(io.outputs["y"], table[ids])

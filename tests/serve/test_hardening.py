@@ -14,11 +14,14 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
+
+from tests.onnx_models import embedding
 
 from .conftest import _save, affine, affine_model, running, strings_model
 
@@ -40,7 +43,8 @@ _TYPES = {
 
 @pytest.fixture(scope="module")
 def hrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``affine`` as in conftest, ``id_<type>`` (Identity, [N, 3]) per datatype, ``strings``
+    """``affine`` as in conftest, ``id_<type>`` (Identity, [N, 3]) per datatype, ``emb`` (a Gather
+    of a 10-row table: tests/onnx_models.embedding), ``strings``
     (BYTES Identity, unbatched) and ``held``: a batcher that waits 30 s for a batch of 64 that
     never fills, so requests stay queued."""
     root = tmp_path_factory.mktemp("hrepo")
@@ -51,6 +55,9 @@ def hrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], f"id_{name}", [x], [y])
         _save(graph, root / f"id_{name.lower()}" / "1" / "model.onnx")
     affine_model(root / "held" / "1" / "model.onnx", 2.0)
+    (root / "emb" / "1").mkdir(parents=True)
+    embedding(root / "emb" / "1" / "model.onnx")
+    (root / "emb" / "config.yaml").write_text("threads: 1\nbatching: {max_batch_size: 8, max_queue_delay_ms: 50}\n")
     strings_model(root / "strings" / "1" / "model.onnx")
     (root / "strings" / "config.yaml").write_text("batching: false\nthreads: 1\n")
     (root / "held" / "config.yaml").write_text(
@@ -117,6 +124,24 @@ def test_out_of_range_timeout_is_400_and_the_batcher_lives(hserver, timeout):
     assert "'timeout'" in r.json()["error"] and str(MAX_TIMEOUT_US) in r.json()["error"]
     assert repr(timeout) in r.json()["error"]
     _ok_affine(hserver)  # the model's batcher still answers
+
+
+def test_values_the_runtime_refuses_are_400_and_their_batch_is_answered(hserver):
+    """A token id past the vocabulary fails the batch it is in: the runtime's INVALID_ARGUMENT is
+    the client's error (400), and the requests batched with it are run again and answered."""
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+    ids = [np.array([[i, (i + 1) % 10, 2]], np.int64) for i in range(3)] + [np.array([[1, 10, 0]], np.int64)]
+
+    def body(x: np.ndarray) -> dict:
+        return {"inputs": [{"name": "ids", "shape": list(x.shape), "datatype": "INT64", "data": x.ravel().tolist()}]}
+
+    with ThreadPoolExecutor(4) as pool:  # within the 50 ms window: one batch
+        answers = list(pool.map(lambda x: _post(hserver, "emb", body(x)), ids))
+    for x, r in zip(ids[:3], answers[:3], strict=True):
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(np.array(r.json()["outputs"][0]["data"]), table[x].ravel())
+    assert answers[3].status_code == 400, answers[3].text
+    assert "refused the inputs" in answers[3].json()["error"] and "out of data bounds" in answers[3].json()["error"]
 
 
 def test_out_of_range_grpc_timeout_is_invalid_argument(hserver):

@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..errors import (
     BackendUnavailableError,
     InputSpecError,
     ModelLoadError,
+    RuntimeInputError,
 )
 from ..optional import require
 from ..specs import BackendInfo, TensorSpec
@@ -364,7 +365,7 @@ class OrtBackend:
         try:
             values = self._c_run(outputs, feeds, self._run_options)
         except Exception as e:
-            raise BackendRuntimeError(f"onnxruntime failed running {self.path.name}: {e}") from e
+            raise _run_error(self.path.name, e) from e
         return dict(zip(outputs, values))  # noqa: B905 (same length by construction)
 
     def _run_ort_values(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -374,7 +375,7 @@ class OrtBackend:
         try:
             results = self._sess.run_with_ort_values(list(outputs), values)
         except Exception as e:
-            raise BackendRuntimeError(f"onnxruntime failed running {self.path.name}: {e}") from e
+            raise _run_error(self.path.name, e) from e
         specs = {s.name: s for s in self.outputs}
         return {name: _from_ort_value(v, specs[name].dtype) for name, v in zip(outputs, results, strict=True)}
 
@@ -480,10 +481,16 @@ class OrtBinding:
             except Exception as e:
                 # one output at a time is named; each can fall back once, so this ends
                 if not self._fallback(e):
-                    raise BackendRuntimeError(f"onnxruntime failed running {self._backend.path.name}: {e}") from e
+                    raise _run_error(self._backend.path.name, e, self._plain_run) from e
                 self._rebind_runtime_allocated()
         if self._dynamic or self._unsized:
             self._collect_runtime_allocated()
+
+    def _plain_run(self) -> None:
+        """The bound inputs run without the binding: its failures lose ONNX Runtime's status code
+        ("Error in execution"), the plain run's keep it (only run to classify a failure)."""
+        b = self._backend
+        b._c_run([s.name for s in b.outputs], dict(self.inputs), b._run_options)
 
     def _rebind_runtime_allocated(self) -> None:
         # an output IOBinding allocated last run would be reused as if preallocated
@@ -561,3 +568,18 @@ class RawOrtSession:
 
 def raw_session(path: Path, *, threads: int | None = None) -> RawOrtSession:
     return RawOrtSession(Path(path), threads=threads)
+
+
+def _run_error(name: str, e: Exception, plain: Callable[[], Any] | None = None) -> BackendRuntimeError:
+    """ONNX Runtime's error in a run as ours: INVALID_ARGUMENT (the values given: a token id past
+    the vocabulary) is the caller's, RuntimeInputError; anything else the runtime's. A bound run's
+    error has no status code: ``plain()`` runs the same inputs without the binding to learn it."""
+    invalid = type(e).__name__ == "InvalidArgument"  # onnxruntime.capi.onnxruntime_pybind11_state
+    if not invalid and plain is not None:
+        try:
+            plain()
+        except Exception as again:
+            invalid = type(again).__name__ == "InvalidArgument"
+    if invalid:
+        return RuntimeInputError(f"onnxruntime refused the inputs of {name}: {e}")
+    return BackendRuntimeError(f"onnxruntime failed running {name}: {e}")
