@@ -144,6 +144,17 @@ def test_values_the_runtime_refuses_are_400_and_their_batch_is_answered(hserver)
     assert "refused the inputs" in answers[3].json()["error"] and "out of data bounds" in answers[3].json()["error"]
 
 
+def test_an_empty_inputs_list_names_the_missing_input(hserver):
+    from infercore.serve.grpc_service import messages as pb
+
+    r = _post(hserver, "affine", {"inputs": []})
+    assert r.status_code == 400 and "missing input(s) 'x'" in r.json()["error"], r.text
+    with pytest.raises(grpc.RpcError) as e:
+        _grpc_infer(hserver, pb.ModelInferRequest(model_name="affine"))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "missing input(s) 'x'" in e.value.details()
+    assert _post(hserver, "affine", {"inputs": {}}).status_code == 400  # not a list at all
+
+
 def test_out_of_range_grpc_timeout_is_invalid_argument(hserver):
     g = grpcclient.InferenceServerClient(f"127.0.0.1:{hserver.ports['grpc']}")
     inp = grpcclient.InferInput("x", [1, 4], "FP32")

@@ -139,7 +139,8 @@ BAD = [
         {"inputs": [{"name": "q", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]},
         "no input 'q'",
     ),
-    ("no inputs", "/v2/models/affine/infer", {"inputs": []}, "no 'inputs'"),
+    ("no inputs", "/v2/models/affine/infer", {"inputs": []}, "missing input(s) 'x'"),
+    ("inputs not a list", "/v2/models/affine/infer", {"inputs": {}}, "no 'inputs'"),
     (
         "unknown datatype",
         "/v2/models/affine/infer",

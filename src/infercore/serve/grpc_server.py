@@ -227,8 +227,6 @@ def _requested(request: Any) -> list[str] | None:
 
 
 def _inputs(request: Any) -> list[RequestTensor]:
-    if not request.inputs:
-        raise BadRequest("the request has no inputs")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise BadRequest(
