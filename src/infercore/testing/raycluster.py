@@ -88,7 +88,7 @@ class LocalRayCluster:
         self.start_timeout = start_timeout
         self.env = ray_env(**(env or {}))
         self.pin_workers = pin_workers
-        self.pinned: dict[str, int] = {}  # worker node's log name -> its core, with pin_workers
+        self.pinned: dict[str, int] = {}  # "worker1" -> its core, with pin_workers
         self.address = ""
         self.dashboard_url = ""
         self.temp_dir: Path | None = None
@@ -152,7 +152,7 @@ class LocalRayCluster:
         if self.pin_workers and core is not None:
             allowed = sorted(os.sched_getaffinity(0))
             cpu = allowed[core % len(allowed)]
-            self.pinned[name] = cpu
+            self.pinned[name.split(".")[0]] = cpu  # a node started again keeps its core
             # set in the child before it runs Ray: everything the node starts inherits it
             pin = f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); os.execv(sys.argv[1], sys.argv[1:])"
             cmd = [sys.executable, "-c", pin, *cmd]
