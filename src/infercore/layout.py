@@ -457,17 +457,15 @@ def _climb(
         for kind in names if b.bit_length() % 2 else names[::-1]:
             ios = [_runner(e, feeds, b) for e in groups[kind]]
             try:
-                firsts = []
                 for io in ios:  # the first run at a shape: allocations, kernels picked
                     t = time.perf_counter()
                     io.run()
-                    firsts.append(time.perf_counter() - t)
+                    first = time.perf_counter() - t
                     if stop is not None and stop():
                         raise MeasureStopped("asked to stop")
-                    if b == 1 and firsts[-1] > _LONG_BATCH:
-                        break  # one item takes long: batches of 1, measured well enough
-                if b == 1 and firsts[-1] > _LONG_BATCH:
-                    rate, per_run = len(groups[kind]) / firsts[-1], firsts[-1]
+                    if b == 1 and first > _LONG_BATCH:  # one item takes long: batches of 1, measured
+                        rate, per_run = len(ios) / first, first  # well enough by this run
+                        break
                 else:
                     rate, per_run = _rate(ios, b, _WINDOW, stop)
             finally:

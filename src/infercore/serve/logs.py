@@ -44,12 +44,10 @@ def configure_logging(
     those loggers back as they were (``infercore serve`` run in a process that goes on)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    json_loggers = (logging.getLogger("infercore"), logging.getLogger("uvicorn.error"))
     access_logger = logging.getLogger("infercore.serve.access")
-    saved = [
-        (lg, lg.handlers[:], lg.level, lg.propagate)
-        for lg in (logging.getLogger("infercore"), logging.getLogger("uvicorn.error"), access_logger)
-    ]
-    for logger in (lg for lg, *_ in saved[:2]):
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in (*json_loggers, access_logger)]
+    for logger in json_loggers:
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
