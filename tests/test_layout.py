@@ -546,6 +546,56 @@ def test_the_second_look_measures_what_a_preprocess_pipeline_makes() -> None:
     assert measured, "the measuring ran batches of the first request's filled row"
 
 
+class _WidthBinding(_SlowBinding):
+    def run(self) -> None:
+        b = self.backend
+        x = self.inputs["x"]
+        # a batch costs 3 items' overhead plus its items, each in proportion to its width: at width
+        # 4 items/s climbs with the batch; a width-64 item costs 16 times as much
+        t0 = time.perf_counter()
+        time.sleep(b.item_s * (len(x) + 3) * x.shape[1] / 4 / b.threads)
+        t1 = time.perf_counter()
+        with b.clock.lock:
+            b.clock.runs.append((t0, t1, x.shape[1], tuple(float(v) for v in x[:, 0])))
+        self.outputs.update(y=x * 2)
+
+
+def test_a_heavier_shape_is_batched_within_the_measured_batchs_time() -> None:
+    """The probe measured width 4, where items/s climbs with the batch. Rows of width 64 cost 16
+    times as much per item: batched by count they would run 10-item batches of 0.5 s while a batch
+    of one already gets most of the throughput. They are batched up to what fits in 1.5 times the
+    measured batch's time (pace.py); width 4 keeps the measured size. Everything is answered once."""
+    clock = _Clock()
+
+    def open_engine(threads: int) -> Engine:
+        backend = SlowBackend(clock, threads, 0.001)
+        backend.bind = lambda inputs, outputs: _WidthBinding(backend, inputs)  # type: ignore[method-assign]
+        backend.inputs = (TensorSpec("x", np.float32, (None, None), ("batch", "n")),)
+        backend.outputs = (TensorSpec("y", np.float32, (None, None), ("batch", "n")),)
+        return Engine(backend)
+
+    x4 = np.ones((1, 4), np.float32)
+    with Batcher(open_engine, cores=2, probe_feeds={"x": x4}) as b:
+        lay = b.layout
+        assert lay is not None and lay.instances == 2 and lay.batch_size is not None and lay.batch_size >= 4, lay
+        t = time.perf_counter()
+        wide = [np.full((1, 64), i + 1, np.float32) for i in range(24)]
+        for x, f in zip(wide, [b.submit(x) for x in wide], strict=True):
+            np.testing.assert_array_equal(f.result(30)["y"], x * 2)
+        narrow = [np.full((1, 4), 101 + i, np.float32) for i in range(4 * lay.batch_size)]
+        futs = [b.submit(x) for x in narrow]
+        for x, f in zip(narrow, futs, strict=True):
+            np.testing.assert_array_equal(f.result(30)["y"], x * 2)
+    served = [r for r in clock.runs if r[0] >= t]
+    wide_runs = [r for r in served if r[2] == 64]
+    assert sorted(v for r in wide_runs for v in r[3]) == [float(i + 1) for i in range(24)]
+    # 1.5 x the measured batch's time (35 ms at most, batch 32) over a width-64 item's (16 ms at
+    # least, in any batch): 3 at most; by count, 12 per engine
+    assert max(len(r[3]) for r in wide_runs) <= 3, [len(r[3]) for r in wide_runs]
+    narrow_runs = [r for r in served if r[2] == 4]
+    assert max(len(r[3]) for r in narrow_runs) == lay.batch_size  # the measured shape keeps its size
+
+
 def test_no_second_look_when_the_shapes_were_not_guessed_or_the_sizes_were_given() -> None:
     x = np.ones((1, 4), np.float32)
     with Batcher(_shaped_factory(_Clock()), cores=2, probe_feeds={"x": x}) as b:
@@ -557,6 +607,7 @@ def test_no_second_look_when_the_shapes_were_not_guessed_or_the_sizes_were_given
         b.run(x)
         time.sleep(0.1)
         assert b.layout is not None and "reprobe" not in b.layout.probe and b.preferred_batch_sizes == (2,)
+        assert b._pace.budget is None  # sizes given: no shape is bounded by time either
 
 
 def test_closing_during_the_second_look_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:

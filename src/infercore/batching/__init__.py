@@ -19,7 +19,8 @@ dimension, the batch size is measured again on the first served shape once the b
 Modules: ``batcher`` (the scheduler and the instance threads), ``request`` (one request and how its
 answer reaches the caller), ``plan`` (how requests map onto a batch's buffers), ``engines`` (which
 engines run, and the thread that runs each), ``second_look`` (when the batch size is measured again
-on a served shape), ``stats`` (what the batcher reports).
+on a served shape), ``pace`` (other shapes batched within the measured batch's time), ``stats``
+(what the batcher reports).
 
 Nothing is lost: every accepted request ends in exactly one result or one error.
 

@@ -1,7 +1,8 @@
 """``Batcher``: the scheduler and the instance threads (see the package docstring).
 
 What a request is and how its answer reaches the caller is in ``request``; how requests map onto a
-batch's buffers in ``plan``; which engines run in ``engines``; what the batcher reports in ``stats``.
+batch's buffers in ``plan``; which engines run in ``engines``; how other shapes' batches are bounded
+in ``pace``; what the batcher reports in ``stats``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..errors import ArgumentError, BatcherClosedError, DeadlineExceededError, Q
 from ..layout import Layout
 from ..specs import TensorSpec
 from .engines import Instance, layout_engines, make_engines, remeasure, takes_no_args, takes_threads
+from .pace import Pace
 from .plan import BIND_CACHE, BatchPlan
 from .request import (
     DONE_EARLY,
@@ -135,6 +137,7 @@ class Batcher:
 
         # which engines: a layout the batcher chooses (or is given), or ``instances`` alike
         threads_factory = not isinstance(engine, Engine) and callable(engine) and takes_threads(engine)
+        sizes_given = preferred_batch_sizes is not None
         if isinstance(layout, Layout) and not threads_factory:
             raise TypeError(
                 "a Layout needs engine to be a factory taking threads=, e.g. lambda threads: "
@@ -193,6 +196,8 @@ class Batcher:
                     e.close()
             raise
         self.preferred_batch_sizes = tuple(preferred)
+        self._pace = Pace(self._plan.key_of)  # other shapes' batches bounded by time (pace.py)
+        self._pace.measured(None if sizes_given else self.layout)
         self.max_queue_delay = 0.002 if max_queue_delay is None else float(max_queue_delay)
         self.quiet = None if quiet is None else float(quiet)
         instances = len(engines)
@@ -542,6 +547,7 @@ class Batcher:
             with self._cv:
                 if size is not None:
                     self.preferred_batch_sizes = (size,) if size < self.max_batch_size else ()
+                    self._pace.measured(layout)
                 self.layout = layout
                 look.finish(outcome)
                 self._free_since = _now()
@@ -590,7 +596,7 @@ class Batcher:
         if avail == 0:
             return None, None, False  # the load engines are busy: wait for one
         total = 0
-        cap = self.max_batch_size
+        cap = self._pace.cap(best, best_head.n, self.max_batch_size)  # type: ignore[arg-type]
         if avail > 1:
             # several instances idle and at least one request for each: share the queue among them
             # at once rather than give it all to one instance while the others wait
@@ -720,6 +726,8 @@ class Batcher:
             inst.batches += 1
             inst.items += total
             inst.sizes[total] = inst.sizes.get(total, 0) + 1
+        if not inst.lone:
+            self._pace.timed(batch[0].key, t1 - t0, total)
         if len(batch) == 1 and self._lone is not None:
             solo = self._solo.get(batch[0].key)
             # a request alone, or one that came alone to a load engine

@@ -10,7 +10,7 @@ length along padded dimensions.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -230,6 +230,13 @@ class BatchPlan:
             req.key = tuple(shapes[name][1:] for name in names)
             req.dims = None
         return req
+
+    def key_of(self, dims: Mapping[str, Sequence[int]]) -> tuple[Any, ...] | None:
+        """The shape key of a request whose items have these shapes (``{input: dims after the
+        batch axis}``); None when keys are padded, or an input is missing."""
+        if self.pad_dims or any(name not in dims for name in self.input_names):
+            return None
+        return tuple(tuple(int(d) for d in dims[name]) for name in self.input_names)
 
     def sample(self, req: Request) -> dict[str, np.ndarray]:
         """The first item of ``req`` as arrays of its own (a pipeline's data filled into them)."""
