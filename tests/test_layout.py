@@ -578,6 +578,8 @@ def test_a_heavier_shape_is_batched_within_the_measured_batchs_time() -> None:
     with Batcher(open_engine, cores=2, probe_feeds={"x": x4}) as b:
         lay = b.layout
         assert lay is not None and lay.instances == 2 and lay.batch_size is not None and lay.batch_size >= 4, lay
+        # the measured batch on one 1-thread engine: 3 + batch items of 1 ms (sleeps overrun a little)
+        assert b.metrics.batch_budget_ms == pytest.approx(lay.batch_size + 3, rel=0.5)
         t = time.perf_counter()
         wide = [np.full((1, 64), i + 1, np.float32) for i in range(24)]
         for x, f in zip(wide, [b.submit(x) for x in wide], strict=True):
@@ -607,7 +609,7 @@ def test_no_second_look_when_the_shapes_were_not_guessed_or_the_sizes_were_given
         b.run(x)
         time.sleep(0.1)
         assert b.layout is not None and "reprobe" not in b.layout.probe and b.preferred_batch_sizes == (2,)
-        assert b._pace.budget is None  # sizes given: no shape is bounded by time either
+        assert b.metrics.batch_budget_ms is None  # sizes given: no shape is bounded by time either
 
 
 def test_closing_during_the_second_look_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -282,7 +282,7 @@ class Batcher:
     def metrics(self) -> BatcherMetrics:
         with self._cv:
             counts = (self._submitted, self._rejected, self._timed_out, self._cancelled, self._aborted, self._depth)
-        return snapshot(self.name, self._instances, counts, self._queue_ring, self.layout)
+        return snapshot(self.name, self._instances, counts, self._queue_ring, self.layout, self._pace.budget)
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"

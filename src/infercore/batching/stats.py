@@ -38,7 +38,9 @@ class BatcherMetrics:
     request, ``exec_ms`` copy-in + run + copy-out per batch. ``engines``: per engine, its role
     (``"lone"``: runs a request that is alone; ``"load"``), threads (None where the batcher did not
     choose them), batches and items run; ``layout``: the chosen layout and what the probe measured
-    (``Layout.as_dict``), or None.
+    (``Layout.as_dict``), or None. ``batch_budget_ms``: the preferred batch's run time on one load
+    engine where it was measured; batches of other shapes run within 1.5 times it (``pace``), or
+    None (no time bound: sizes given, or nothing measured).
     """
 
     name: str
@@ -58,6 +60,7 @@ class BatcherMetrics:
     exec_ms: LatencySummary
     engines: tuple[Mapping[str, Any], ...] = ()
     layout: Mapping[str, Any] | None = None
+    batch_budget_ms: float | None = None
 
     @property
     def mean_batch_size(self) -> float | None:
@@ -91,11 +94,12 @@ def summarize(values: list[float]) -> LatencySummary:
 
 
 def snapshot(
-    name: str, insts: Sequence[Any], counts: Sequence[int], queue: LatencyRing, layout: Any
+    name: str, insts: Sequence[Any], counts: Sequence[int], queue: LatencyRing, layout: Any,
+    budget: float | None = None,
 ) -> BatcherMetrics:
     """A batcher's metrics from its instances (``engines.Instance``), its counters taken under its
     lock (submitted, rejected, timed out, cancelled, aborted, queue depth), its queue-wait ring and
-    its layout (or None)."""
+    its layout (or None), and the time budget of other shapes' batches in seconds (or None)."""
     submitted, rejected, timed_out, cancelled, aborted, depth = counts
     succeeded = sum(i.succeeded for i in insts)
     failed = sum(i.failed for i in insts)
@@ -114,5 +118,5 @@ def snapshot(
         name, submitted, succeeded, failed, rejected, timed_out, cancelled, aborted, depth, in_flight,
         sum(i.batches for i in insts), sum(i.items for i in insts), dict(sorted(sizes.items())),
         summarize(queue.values()), summarize([v for i in insts for v in i.exec.values()]),
-        engines, None if layout is None else layout.as_dict(),
+        engines, None if layout is None else layout.as_dict(), None if budget is None else round(budget * 1e3, 3),
     )  # fmt: skip
