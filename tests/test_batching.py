@@ -596,3 +596,24 @@ def test_instances_beyond_openvino_streams_are_warned_about(mlp, caplog):
         got = [f.result(10)["probs"] for f in [b.submit(x[i : i + 1]) for i in range(5)]]
     assert caplog.text == ""
     np.testing.assert_allclose(np.concatenate(got), m.mlp_numpy(x, w)[1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_bound_buffers_kept_per_engine_are_bounded_in_bytes(tmp_path, monkeypatch) -> None:
+    """Requests of many sizes (images of any size) each bind buffers of their own shape; the
+    least recently used go once an engine keeps more than BIND_CACHE_BYTES of them (by count
+    alone, 128 PP-OCR det sizes held 1.5 GB per engine). Answers stay right across evictions."""
+    from infercore.batching import plan
+
+    monkeypatch.setattr(plan, "BIND_CACHE_BYTES", 4 << 20, raising=False)
+    path = m.identity(tmp_path / "id.onnx", TensorProto.FLOAT, ("batch", "h", "w"))
+    rng = np.random.default_rng(0)
+    with Batcher(ic.load(path), max_batch_size=1) as b:
+        (inst,) = b._instances
+        for i in range(40):  # 40 sizes of 160-470 kB in, as much out: 6-15 MB in all
+            x = rng.standard_normal((1, 200 + 5 * i, 200 + 5 * i), dtype=np.float32)
+            np.testing.assert_array_equal(b.run(x)["y"], x)
+            held = [plan._held(io) for io in inst.bound.values()]
+            assert sum(held[:-1]) <= 4 << 20, held  # the newest one's outputs count once it ran
+        assert 1 < len(inst.bound) < 10
+        x = rng.standard_normal((1, 200, 200), dtype=np.float32)  # an evicted size binds again
+        np.testing.assert_array_equal(b.run(x)["y"], x)

@@ -23,9 +23,12 @@ from .request import Request
 if TYPE_CHECKING:
     from ..preprocess import Pipeline, Prepared
 
-__all__ = ["BIND_CACHE", "BatchPlan"]
+__all__ = ["BIND_CACHE", "BIND_CACHE_BYTES", "BatchPlan"]
 
 BIND_CACHE = 128  # bound I/O kept per engine, least recently used dropped first
+BIND_CACHE_BYTES = 128 << 20
+"""Bytes of bound buffers kept per engine besides the newest: images of many sizes (PP-OCR det at
+640-1088 px, 12 MB of buffers each) held 128 sizes, 1.5 GB per engine, by count alone."""
 
 
 def _unnamed(spec: TensorSpec, axis: int) -> bool:
@@ -276,8 +279,10 @@ class BatchPlan:
         if io is None:
             io = engine.bind(shapes)
             cache[key] = io
-            if len(cache) > BIND_CACHE:
+            held = sum(_held(v) for v in cache.values())  # outputs count once they ran
+            while len(cache) > 1 and (len(cache) > BIND_CACHE or held > BIND_CACHE_BYTES):
                 _, old = cache.popitem(last=False)
+                held -= _held(old)
                 old.close()
         else:
             cache.move_to_end(key)
@@ -336,3 +341,8 @@ class BatchPlan:
             results.append(res)
             off += n
         return results
+
+
+def _held(io: BoundIO) -> int:
+    """Bytes of the buffers a bound I/O holds."""
+    return sum(a.nbytes for a in io.inputs.values()) + sum(a.nbytes for a in io.outputs.values())
