@@ -189,6 +189,18 @@ def test_json_integers_out_of_range_are_400(hserver, datatype, values, bad):
     assert "'x'" in msg and str(bad) in msg and f"[{info.min}, {info.max}]" in msg and datatype in msg
 
 
+@pytest.mark.parametrize(
+    ("datatype", "values"), [("INT64", [True, 2, 3]), ("INT8", [False, True, True]), ("FP32", [1.5, True, 0.5])]
+)
+def test_json_true_false_for_a_number_is_400(hserver, datatype, values):
+    """JSON true/false is not a number (numpy would read it as 1/0; Triton refuses it too)."""
+    body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": datatype, "data": values}]}
+    r = _post(hserver, f"id_{datatype.lower()}", body)
+    assert r.status_code == 400, r.text
+    msg = r.json()["error"]
+    assert "'x'" in msg and datatype in msg and "true/false" in msg
+
+
 @pytest.mark.parametrize(("datatype", "value"), [("FP32", 1e300), ("FP16", 1e10), ("FP16", -70000.0)])
 def test_json_floats_too_large_for_the_type_are_400(hserver, datatype, value):
     body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": datatype, "data": [value, 1.0, 2.0]}]}

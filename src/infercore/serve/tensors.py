@@ -156,6 +156,9 @@ def decode_json(data: Any, datatype: str, shape: Sequence[int], tensor: str) -> 
             arr = arr.astype(np.bool_)
         else:
             arr = np.asarray(data)
+            if arr.dtype == np.bool_ or (data and not isinstance(data[0], list) and bool in set(map(type, data))):
+                # JSON true/false is not a number (Triton refuses it too); numpy would read it as 1/0
+                raise BadRequest(f"tensor {tensor!r}: {datatype} data must be numbers, got true/false")
             if dtype.kind in "iu" and arr.dtype.kind in "fO":
                 # integers beyond int64 (UINT64's upper half, or out of every range) make numpy
                 # guess float64 or object: read them as Python ints and check them exactly
