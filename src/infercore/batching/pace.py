@@ -4,9 +4,9 @@ what fits in the time that preferred batch takes, from that shape's own run time
 
 A count alone does not carry across shapes. MiniLM measured at sequence 8 peaks at batch 32 (a
 batch of 32 short sequences runs in tens of milliseconds); the same 32 at sequence 128 take half a
-second on one thread, and batches that long, while a 4-item batch already gets most of the
-throughput, only add queueing (16 callers: p99 237 ms against 170 ms with the batch size measured
-at 128). Token-budget batching in LLM servers follows the same rule.
+second on one thread, while its items/s peaks at batch 2 there: longer batches only add queueing
+(32 callers: p99 518-660 ms against 283-304 ms bounded by time). Token-budget batching in LLM
+servers follows the same rule.
 
 The budget is the measured batch's run time on one load engine (batch size x engines / items/s);
 a shape gets ``SLACK`` times that, divided by the median of its last ``SAMPLES`` seconds per item on
