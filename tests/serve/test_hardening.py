@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from tests.onnx_models import embedding
 
@@ -45,8 +45,9 @@ _TYPES = {
 def hrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``affine`` as in conftest, ``id_<type>`` (Identity, [N, 3]) per datatype, ``emb`` (a Gather
     of a 10-row table: tests/onnx_models.embedding), ``strings``
-    (BYTES Identity, unbatched) and ``held``: a batcher that waits 30 s for a batch of 64 that
-    never fills, so requests stay queued."""
+    (BYTES Identity, unbatched), ``bcast`` (x [N, n] + a 4-vector: a run fails unless n is 1 or 4)
+    and ``held``: a batcher that waits 30 s for a batch of 64 that never fills, so requests stay
+    queued."""
     root = tmp_path_factory.mktemp("hrepo")
     affine_model(root / "affine" / "1" / "model.onnx", 3.0)
     for name, tp in _TYPES.items():
@@ -59,6 +60,12 @@ def hrepo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     embedding(root / "emb" / "1" / "model.onnx")
     (root / "emb" / "config.yaml").write_text("threads: 1\nbatching: {max_batch_size: 8, max_queue_delay_ms: 50}\n")
     strings_model(root / "strings" / "1" / "model.onnx")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "n"])
+    four = numpy_helper.from_array(np.ones(4, np.float32), "four")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "four"], ["y"])], "bcast", [x], [y], [four])
+    _save(graph, root / "bcast" / "1" / "model.onnx")
+    (root / "bcast" / "config.yaml").write_text("threads: 1\n")
     (root / "strings" / "config.yaml").write_text("batching: false\nthreads: 1\n")
     (root / "held" / "config.yaml").write_text(
         "threads: 1\nbatching: {max_batch_size: 64, max_queue_delay_ms: 30000}\n"
@@ -142,6 +149,17 @@ def test_values_the_runtime_refuses_are_400_and_their_batch_is_answered(hserver)
         np.testing.assert_array_equal(np.array(r.json()["outputs"][0]["data"]), table[x].ravel())
     assert answers[3].status_code == 400, answers[3].text
     assert "refused the inputs" in answers[3].json()["error"] and "out of data bounds" in answers[3].json()["error"]
+
+
+def test_a_runtime_failure_names_the_inputs_it_was_given(hserver):
+    """The runtime's message names its node ("Add node ... 3 by 4"), not the input; the answer
+    (500: ONNX Runtime reports it as a failure, not an invalid argument) says what was sent."""
+    r = _post(hserver, "bcast", _x(np.ones((1, 3), np.float32)))
+    assert r.status_code == 500, r.text
+    msg = r.json()["error"]
+    assert "failed on inputs x FP32 [1, 3]" in msg and "3 by 4" in msg, msg
+    ok = _post(hserver, "bcast", _x(np.ones((1, 4), np.float32)))  # the model serves on
+    assert ok.status_code == 200 and ok.json()["outputs"][0]["data"] == [2.0] * 4
 
 
 def test_an_empty_inputs_list_names_the_missing_input(hserver):
@@ -481,6 +499,7 @@ def test_truncated_body_then_disconnect_is_a_cancellation_not_an_error(hserver, 
     x = np.ones((1, 4), np.float32)
     body = json.dumps(_x(x)).encode()
     before = _metric(hserver, "infercore_request_cancelled_total", model="affine", protocol="http")
+    failed = _metric(hserver, "infercore_request_failure_total", model="affine", reason="ServeError")
     with caplog.at_level("WARNING", logger="infercore.serve"):
         with socket.create_connection(("127.0.0.1", hserver.ports["http"])) as s:
             s.sendall(_raw_request(hserver, "affine", body, AUTH) + body[:20])
@@ -495,7 +514,7 @@ def test_truncated_body_then_disconnect_is_a_cancellation_not_an_error(hserver, 
     assert (
         _metric(hserver, "infercore_request_cancelled_total", model="affine", protocol="http") == before + 1
     )
-    assert _metric(hserver, "infercore_request_failure_total", reason="ServeError") == 0
+    assert _metric(hserver, "infercore_request_failure_total", model="affine", reason="ServeError") == failed
     assert not [r for r in caplog.records if "unexpected" in r.getMessage()]
 
 

@@ -145,7 +145,9 @@ class InferenceService:
         except ServeError:
             raise
         except InfercoreError as e:
-            raise ServeError(f"model {mv.name!r} version {mv.version} failed: {e}") from e
+            # the runtime's message names its node, not the input: say what this request gave
+            given = ", ".join(f"{k} {datatype_of(v.dtype)} {list(v.shape)}" for k, v in feeds.items())
+            raise ServeError(f"model {mv.name!r} version {mv.version} failed on inputs {given}: {e}") from e
         if watch is not None:
             watch.after(feeds, result, request_id, response)
         if requested is not None:
