@@ -598,6 +598,47 @@ def test_a_heavier_shape_is_batched_within_the_measured_batchs_time() -> None:
     assert max(len(r[3]) for r in narrow_runs) == lay.batch_size  # the measured shape keeps its size
 
 
+class _HeavyWideBinding(_SlowBinding):
+    def run(self) -> None:
+        b = self.backend
+        x = self.inputs["x"]
+        n, w = x.shape
+        # width 64: a batch of n costs n * n items (items/s falls from batch 1); width 4: 3 items'
+        # overhead plus n (items/s climbs with the batch)
+        t0 = time.perf_counter()
+        time.sleep(b.item_s * (16 * n * n if w > 4 else n + 3) / b.threads)
+        t1 = time.perf_counter()
+        with b.clock.lock:
+            b.clock.runs.append((t0, t1, w, tuple(float(v) for v in x[:, 0])))
+        self.outputs.update(y=x * 2)
+
+
+def test_a_lighter_shape_is_not_held_to_the_measured_batch_size() -> None:
+    """Measured on width 64, where batch 1 is best: rows of width 4, where items/s climbs with the
+    batch, are batched up to what fits in the measured batch's time, not one at a time (MiniLM
+    measured at sequence 256 then serving 32: 0.64x the items/s by count)."""
+    clock = _Clock()
+
+    def open_engine(threads: int) -> Engine:
+        backend = SlowBackend(clock, threads, 0.001)
+        backend.bind = lambda inputs, outputs: _HeavyWideBinding(backend, inputs)  # type: ignore[method-assign]
+        backend.inputs = (TensorSpec("x", np.float32, (None, None), ("batch", "n")),)
+        backend.outputs = (TensorSpec("y", np.float32, (None, None), ("batch", "n")),)
+        return Engine(backend)
+
+    with Batcher(open_engine, cores=2, probe_feeds={"x": np.ones((1, 64), np.float32)}) as b:
+        assert b.layout is not None and b.layout.batch_size == 1 and b.preferred_batch_sizes == (1,), b.layout
+        t = time.perf_counter()
+        for wave in range(3):  # the first batch of the new shape times it; the next ones grow
+            xs = [np.full((1, 4), 100 * wave + i + 1, np.float32) for i in range(40)]
+            for x, f in zip(xs, [b.submit(x) for x in xs], strict=True):
+                np.testing.assert_array_equal(f.result(30)["y"], x * 2)
+    runs = [r for r in clock.runs if r[0] >= t]
+    assert sorted(v for r in runs for v in r[3]) == [float(100 * w + i + 1) for w in range(3) for i in range(40)]
+    # 1.5 x 16 ms over a width-4 item's 1.2-4 ms: batches of 6 or more once timed; by count, 1
+    assert max(len(r[3]) for r in runs) >= 4, [len(r[3]) for r in runs]
+
+
 def test_no_second_look_when_the_shapes_were_not_guessed_or_the_sizes_were_given() -> None:
     x = np.ones((1, 4), np.float32)
     with Batcher(_shaped_factory(_Clock()), cores=2, probe_feeds={"x": x}) as b:

@@ -596,7 +596,7 @@ class Batcher:
         if avail == 0:
             return None, None, False  # the load engines are busy: wait for one
         total = 0
-        cap = self._pace.cap(best, best_head.n, self.max_batch_size)  # type: ignore[arg-type]
+        cap, paced = self._pace.cap(best, best_head.n, self.max_batch_size)  # type: ignore[arg-type]
         if avail > 1:
             # several instances idle and at least one request for each: share the queue among them
             # at once rather than give it all to one instance while the others wait
@@ -622,7 +622,7 @@ class Batcher:
             opened = max(best_head.t_submit, self._free_since)
             go = min(opened + self.max_queue_delay, max(opened, kq.last) + self.quiet)
         due = self._closing or full or now >= go
-        preferred = self.preferred_batch_sizes
+        preferred = () if paced else self.preferred_batch_sizes  # measured on another shape (pace.py)
         if preferred and (not full or total > preferred[-1]):
             # the largest preferred size that a prefix of the candidates sums to exactly; also when
             # more than that is queued (Triton's rule: a full queue sends the largest preferred

@@ -1,12 +1,14 @@
 """Batches of other shapes bounded by time: the preferred batch size the probe (or the second look)
 picked holds for the shape it was measured on; a request of another shape is batched only up to
-what fits in the time that preferred batch takes, from that shape's own run times.
+what fits in the time that preferred batch takes, from that shape's own run times, and the
+preferred size does not apply to it: a lighter shape gets larger batches.
 
 A count alone does not carry across shapes. MiniLM measured at sequence 8 peaks at batch 32 (a
 batch of 32 short sequences runs in tens of milliseconds); the same 32 at sequence 128 take half a
 second on one thread, while its items/s peaks at batch 2 there: longer batches only add queueing
-(32 callers: p99 518-660 ms against 283-304 ms bounded by time). Token-budget batching in LLM
-servers follows the same rule.
+(32 callers: p99 518-660 ms against 283-304 ms bounded by time). The other way, MiniLM measured
+at sequence 256 peaks at batch 1, and sequence 32 run one at a time gave 0.64x the items/s of
+batches sized at 32. Token-budget batching in LLM servers follows the same rule.
 
 The budget is the measured batch's run time on one load engine (batch size x engines / items/s);
 a shape gets ``SLACK`` times that, divided by the median of its last ``SAMPLES`` seconds per item on
@@ -67,16 +69,18 @@ class Pace:
         with self._lock:
             self.budget, self._measured = (None, None) if found is None else (found[0], self._key_of(found[1]))
 
-    def cap(self, key: tuple[Any, ...], head: int, cap: int) -> int:
-        """The most items a batch of ``key`` may take (never below the head request's ``head``)."""
+    def cap(self, key: tuple[Any, ...], head: int, cap: int) -> tuple[int, bool]:
+        """The most items a batch of ``key`` may take (never below the head request's ``head``),
+        and whether that is the shape's own bound: then the preferred sizes, measured on another
+        shape, do not apply to it (a lighter shape gets larger batches as well)."""
         with self._lock:
             if self.budget is None or key == self._measured:
-                return cap
+                return cap, False
             times = self._per_item.get(key)
             if not times:
-                return min(cap, head)
+                return min(cap, head), True
             per_item = sorted(times)[len(times) // 2]
-            return min(cap, max(head, int(SLACK * self.budget / per_item)))
+            return min(cap, max(head, int(SLACK * self.budget / per_item))), True
 
     def timed(self, key: tuple[Any, ...], seconds: float, items: int) -> None:
         """A batch of ``items`` items of ``key`` ran on a load engine in ``seconds``."""
