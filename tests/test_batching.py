@@ -617,3 +617,15 @@ def test_the_bound_buffers_kept_per_engine_are_bounded_in_bytes(tmp_path, monkey
         assert 1 < len(inst.bound) < 10
         x = rng.standard_normal((1, 200, 200), dtype=np.float32)  # an evicted size binds again
         np.testing.assert_array_equal(b.run(x)["y"], x)
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_key_of_a_measured_shape_is_the_key_its_requests_get(tmp_path, pad) -> None:
+    """The shapes a probe measured map to the queue key of requests of those shapes (padded
+    dimensions included), so that shape keeps its preferred batch size (pace.py)."""
+    path = m.identity(tmp_path / "id.onnx", TensorProto.FLOAT, ("batch", "seq"))
+    with Batcher(ic.load(path), pad=pad) as b:
+        for n in (3, 7):
+            req = b._plan.request({"x": np.ones((1, n), np.float32)})
+            assert b._plan.key_of({"x": [n]}) == req.key
+        assert b._plan.key_of({"y": [3]}) is None

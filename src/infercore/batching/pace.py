@@ -57,7 +57,7 @@ class Pace:
     batches while the scheduler forms them)."""
 
     def __init__(self, key_of: Callable[[Mapping[str, Sequence[int]]], tuple[Any, ...] | None]) -> None:
-        self._key_of = key_of  # the shape key of a request of these per-item shapes (None: padded keys)
+        self._key_of = key_of  # the shape key of a request of these per-item shapes
         self._lock = threading.Lock()
         self.budget: float | None = None  # seconds; None: no cap
         self._measured: tuple[Any, ...] | None = None  # the key the preferred size holds for

@@ -236,10 +236,16 @@ class BatchPlan:
 
     def key_of(self, dims: Mapping[str, Sequence[int]]) -> tuple[Any, ...] | None:
         """The shape key of a request whose items have these shapes (``{input: dims after the
-        batch axis}``); None when keys are padded, or an input is missing."""
-        if self.pad_dims or any(name not in dims for name in self.input_names):
+        batch axis}``, padded dimensions as ``request`` keys them); None when an input is missing."""
+        if any(name not in dims for name in self.input_names):
             return None
-        return tuple(tuple(int(d) for d in dims[name]) for name in self.input_names)
+        key = []
+        for name in self.input_names:
+            rest = [int(d) for d in dims[name]]
+            for axis in self.pad_dims.get(name, ()):
+                rest[axis - 1] = -1
+            key.append(tuple(rest))
+        return tuple(key)
 
     def sample(self, req: Request) -> dict[str, np.ndarray]:
         """The first item of ``req`` as arrays of its own (a pipeline's data filled into them)."""
