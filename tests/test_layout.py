@@ -560,22 +560,27 @@ class _WidthBinding(_SlowBinding):
         self.outputs.update(y=x * 2)
 
 
+def _width_factory(clock: _Clock, binding: type[_SlowBinding]):
+    """Engines over rows of any width (``[batch, n]``) whose runs ``binding`` times."""
+
+    def open_engine(threads: int) -> Engine:
+        backend = SlowBackend(clock, threads, 0.001)
+        backend.bind = lambda inputs, outputs: binding(backend, inputs)  # type: ignore[method-assign]
+        backend.inputs = (TensorSpec("x", np.float32, (None, None), ("batch", "n")),)
+        backend.outputs = (TensorSpec("y", np.float32, (None, None), ("batch", "n")),)
+        return Engine(backend)
+
+    return open_engine
+
+
 def test_a_heavier_shape_is_batched_within_the_measured_batchs_time() -> None:
     """The probe measured width 4, where items/s climbs with the batch. Rows of width 64 cost 16
     times as much per item: batched by count they would run 10-item batches of 0.5 s while a batch
     of one already gets most of the throughput. They are batched up to what fits in 1.5 times the
     measured batch's time (pace.py); width 4 keeps the measured size. Everything is answered once."""
     clock = _Clock()
-
-    def open_engine(threads: int) -> Engine:
-        backend = SlowBackend(clock, threads, 0.001)
-        backend.bind = lambda inputs, outputs: _WidthBinding(backend, inputs)  # type: ignore[method-assign]
-        backend.inputs = (TensorSpec("x", np.float32, (None, None), ("batch", "n")),)
-        backend.outputs = (TensorSpec("y", np.float32, (None, None), ("batch", "n")),)
-        return Engine(backend)
-
     x4 = np.ones((1, 4), np.float32)
-    with Batcher(open_engine, cores=2, probe_feeds={"x": x4}) as b:
+    with Batcher(_width_factory(clock, _WidthBinding), cores=2, probe_feeds={"x": x4}) as b:
         lay = b.layout
         assert lay is not None and lay.instances == 2 and lay.batch_size is not None and lay.batch_size >= 4, lay
         # the measured batch on one 1-thread engine: 3 + batch items of 1 ms (sleeps overrun a little)
@@ -618,15 +623,8 @@ def test_a_lighter_shape_is_not_held_to_the_measured_batch_size() -> None:
     batch, are batched up to what fits in the measured batch's time, not one at a time (MiniLM
     measured at sequence 256 then serving 32: 0.64x the items/s by count)."""
     clock = _Clock()
-
-    def open_engine(threads: int) -> Engine:
-        backend = SlowBackend(clock, threads, 0.001)
-        backend.bind = lambda inputs, outputs: _HeavyWideBinding(backend, inputs)  # type: ignore[method-assign]
-        backend.inputs = (TensorSpec("x", np.float32, (None, None), ("batch", "n")),)
-        backend.outputs = (TensorSpec("y", np.float32, (None, None), ("batch", "n")),)
-        return Engine(backend)
-
-    with Batcher(open_engine, cores=2, probe_feeds={"x": np.ones((1, 64), np.float32)}) as b:
+    x64 = np.ones((1, 64), np.float32)
+    with Batcher(_width_factory(clock, _HeavyWideBinding), cores=2, probe_feeds={"x": x64}) as b:
         assert b.layout is not None and b.layout.batch_size == 1 and b.preferred_batch_sizes == (1,), b.layout
         t = time.perf_counter()
         for wave in range(3):  # the first batch of the new shape times it; the next ones grow
