@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..layout import Layout
+from .plan import BIND_CACHE
 
 __all__ = ["SAMPLES", "SLACK", "Pace", "batch_budget"]
 
@@ -31,7 +32,6 @@ SLACK = 1.5
 """How much longer than the measured batch a batch of another shape may run."""
 SAMPLES = 8
 """Run times kept per shape (seconds per item; their median is the shape's figure)."""
-_KEYS = 128  # shapes remembered, least recently timed dropped first
 
 
 def batch_budget(layout: Layout | None) -> tuple[float, dict[str, list[int]]] | None:
@@ -89,7 +89,7 @@ class Pace:
                 return
             times = self._per_item.get(key)
             if times is None:
-                if len(self._per_item) >= _KEYS:
+                if len(self._per_item) >= BIND_CACHE:  # bounded like the bound I/O: the oldest goes
                     self._per_item.popitem(last=False)
                 times = self._per_item[key] = deque(maxlen=SAMPLES)
             else:
