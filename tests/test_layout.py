@@ -21,7 +21,7 @@ import infercore as ic
 from infercore.batching import Batcher
 from infercore.engine import Engine
 from infercore.errors import ArgumentError
-from infercore.layout import Layout, available_cores, probe_layout
+from infercore.layout import Layout, _peak, _short, available_cores, probe_layout
 from infercore.specs import TensorSpec
 from tests import onnx_models as m
 
@@ -111,6 +111,17 @@ def test_layout_describes_itself() -> None:
     assert TWO.describe() == "lone request: 1 x 2 threads; under load: 2 x 1 thread (given)"
     assert TWO.as_dict()["summary"] == TWO.describe()
     assert TWO.engines == 3
+
+
+def test_the_batch_sizes_for_a_deep_and_a_short_queue() -> None:
+    # MiniLM at sequence 128 on two 1-thread engines, as the second look measured it
+    rates = {1: 120.3, 2: 126.9, 4: 125.9}
+    assert _peak(rates) == 4  # the largest within 1% of the best
+    assert _short(rates) == 1  # the smallest within 10%
+    assert (_peak({1: 164.0, 2: 156.0, 4: 118.0}), _short({1: 164.0, 2: 156.0, 4: 118.0})) == (1, 1)
+    assert _short({1: 50.0, 2: 89.0, 4: 99.0, 8: 100.0}) == 4
+    lay = Layout(cores=2, instances=2, threads=1, batch_size=4, short_batch=1)
+    assert lay.describe() == "engines: 2 x 1 thread, batch 4 (1 on a short queue) (given)"
 
 
 def test_available_cores_is_the_affinity() -> None:
@@ -348,6 +359,35 @@ def test_a_model_with_a_fixed_batch_dimension_is_probed_at_batch_1(tmp_path: Pat
         futures = [b.submit(x) for x in xs]
         for x, f in zip(xs, futures, strict=True):
             np.testing.assert_allclose(f.result(10)["y"], x + bias, rtol=1e-6)
+
+
+def test_a_short_queue_goes_in_the_short_batch_and_a_deep_one_in_the_preferred() -> None:
+    """Preferred batch 4 on two engines, 1 on a short queue: a queue of fewer than 4 x 2 items runs
+    one at a time (a request does not wait behind a batch of 4 that gains little), a deep one in
+    batches of 4; every request is answered with its own result."""
+    clock = _Clock()
+    lay = Layout(cores=2, instances=2, threads=1, batch_size=4, short_batch=1)
+    with Batcher(_slow_factory(clock, 0.01), layout=lay) as b:
+        assert b.preferred_batch_sizes == (4,)
+        xs = [np.full((1, 2), i, np.float32) for i in range(5)]  # 2 take the engines, 3 queue
+        for x, f in zip(xs, [b.submit(x) for x in xs], strict=True):
+            np.testing.assert_array_equal(f.result(10)["y"], x * 2)
+        assert [len(r[3]) for r in clock.runs] == [1] * 5
+        clock.runs.clear()
+        xs = [np.full((1, 2), 10 + i, np.float32) for i in range(24)]
+        for x, f in zip(xs, [b.submit(x) for x in xs], strict=True):
+            np.testing.assert_array_equal(f.result(10)["y"], x * 2)
+    sizes = [len(r[3]) for r in sorted(clock.runs)]
+    assert sum(sizes) == 24 and set(sizes) <= {1, 4}, sizes
+    # the first two find the engines idle and the queue short; the 22 behind them go in batches of
+    # 4 while 8 or more are queued, the last 7 or fewer one at a time
+    assert sizes.count(4) >= 3 and sizes.count(1) <= 2 + 7, sizes
+    # without a short batch (a layout that names none, or sizes given), batches as before
+    clock.runs.clear()
+    with Batcher(_slow_factory(clock, 0.01), layout=Layout(cores=2, instances=2, threads=1, batch_size=4)) as b:
+        for f in [b.submit(np.full((1, 2), i, np.float32)) for i in range(5)]:
+            f.result(10)
+    assert sum(len(r[3]) for r in clock.runs) == 5 and max(len(r[3]) for r in clock.runs) >= 2
 
 
 def test_a_quiet_period_given_alone_keeps_a_window_to_end() -> None:

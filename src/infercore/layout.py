@@ -44,6 +44,7 @@ from .errors import ArgumentError
 __all__ = [
     "PROBE_SECONDS",
     "REPROBE_SECONDS",
+    "SHORT_QUEUE",
     "Layout",
     "MeasureStopped",
     "available_cores",
@@ -71,7 +72,9 @@ _WIDE_GAIN = 1.1  # the wide engine runs the load alone only when its items/s be
 #                   (OpenVINO's throughput hint makes one per core), and on a busy host a
 #                   multi-threaded engine loses more
 _QUANTILE = 0.2  # runs are timed by their fastest fifth (see _rate)
-_PEAK = 0.99  # the batch size picked is the smallest whose items/s is within 1% of the best
+_PEAK = 0.99  # the batch size picked is the largest whose items/s is within 1% of the best
+SHORT_QUEUE = 0.9
+"""``Layout.short_batch`` is the smallest batch size whose items/s is within this of the best."""
 
 
 def available_cores(cgroup: str | os.PathLike[str] = "/sys/fs/cgroup") -> int:
@@ -152,7 +155,10 @@ class Layout:
     ``instances`` engines of ``threads`` threads run batches under load; ``lone_threads`` (None:
     no such engine) is the engine for a request that is alone. ``batch_size``: the batch size
     where the load engines' items/s peaks, used as the preferred batch size (None: no
-    preference). ``source``: ``"probe"``, ``"probe, reused"`` (a reload of the same file and
+    preference). ``short_batch``: the smallest batch size whose items/s is within 5% of the peak's
+    (``SHORT_QUEUE``), preferred while the queue holds less than a peak batch for every load engine:
+    at a moderate load, a batch that costs the load engines little of their items/s keeps a request
+    from waiting on a whole larger batch (MiniLM at 4 clients, p99 58 -> 49 ms). ``source``: ``"probe"``, ``"probe, reused"`` (a reload of the same file and
     config), ``"given"`` or ``"fallback"`` (the probe failed); ``probe``: what the probe measured,
     for the record (``/stats``, logs).
     """
@@ -164,6 +170,7 @@ class Layout:
     batch_size: int | None = None
     source: str = "given"
     probe: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    short_batch: int | None = None
 
     def __post_init__(self) -> None:
         check_int("cores", self.cores)
@@ -171,6 +178,7 @@ class Layout:
         check_int("threads", self.threads)
         check_int("lone_threads", self.lone_threads, optional=True)
         check_int("batch_size", self.batch_size, optional=True)
+        check_int("short_batch", self.short_batch, optional=True)
         if self.instances * self.threads > self.cores:
             raise ArgumentError(
                 "instances",
@@ -195,6 +203,8 @@ class Layout:
         load = f"{'under load' if parts else 'engines'}: {engines(self.instances, self.threads)}"
         if self.batch_size is not None:
             load += f", batch {self.batch_size}"
+            if self.short_batch is not None and self.short_batch < self.batch_size:
+                load += f" ({self.short_batch} on a short queue)"
         parts.append(load)
         how = self.source
         if "seconds" in self.probe:
@@ -395,12 +405,12 @@ def _measure(
     rates = _climb(groups, feeds, max_b, clock, record)
     record["seconds"] = round(clock.spent, 2)
     record["others_cpu"] = busy.share()
-    if not narrow:  # one core: one engine
-        return Layout(cores, 1, cores, None, _peak(rates["wide"]), "probe", record)
-    best_n, best_w = max(rates["narrow"].values()), max(rates["wide"].values())
-    if best_w >= _WIDE_GAIN * best_n:  # the wide engine does better under load: it runs everything
-        return Layout(cores, 1, cores, None, _peak(rates["wide"]), "probe", record)
-    return Layout(cores, len(narrow), t, lone, _peak(rates["narrow"]), "probe", record)
+    if not narrow or max(rates["wide"].values()) >= _WIDE_GAIN * max(rates["narrow"].values()):
+        # one core: one engine; or the wide engine does better under load: it runs everything
+        w = rates["wide"]
+        return Layout(cores, 1, cores, None, _peak(w), "probe", record, _short(w))
+    n = rates["narrow"]
+    return Layout(cores, len(narrow), t, lone, _peak(n), "probe", record, _short(n))
 
 
 def remeasure_batch(
@@ -425,6 +435,7 @@ def remeasure_batch(
     rates = _climb({"load": list(engines)}, feeds, max(1, max_batch_size), clock, record, stop)
     record["items_per_s"] = record["items_per_s"]["load"]
     record["batch_size"] = _peak(rates["load"])
+    record["short_batch"] = _short(rates["load"])
     record["seconds"] = round(clock.spent, 2)
     record["others_cpu"] = busy.share()
     return record["batch_size"], record
@@ -483,5 +494,13 @@ def _climb(
 
 
 def _peak(rates: Mapping[int, float]) -> int:
+    """The batch size for a deep queue: the largest within 1% of the best items/s (what the probe
+    cannot see, the serving's own work per batch, favours the larger batch)."""
     best = max(rates.values())
-    return min(b for b, r in rates.items() if r >= _PEAK * best)
+    return max(b for b, r in rates.items() if r >= _PEAK * best)
+
+
+def _short(rates: Mapping[int, float]) -> int:
+    """The batch size for a short queue: the smallest within ``SHORT_QUEUE`` of the best items/s."""
+    best = max(rates.values())
+    return min(b for b, r in rates.items() if r >= SHORT_QUEUE * best)

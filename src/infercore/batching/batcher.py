@@ -198,6 +198,8 @@ class Batcher:
         self.preferred_batch_sizes = tuple(preferred)
         self._pace = Pace(self._plan.key_of)  # other shapes' batches bounded by time (pace.py)
         self._pace.measured(None if sizes_given else self.layout)
+        # a queue shorter than a preferred batch per load engine prefers this (Layout.short_batch)
+        self._short = None if sizes_given or self.layout is None else self.layout.short_batch
         self.max_queue_delay = 0.002 if max_queue_delay is None else float(max_queue_delay)
         self.quiet = None if quiet is None else float(quiet)
         instances = len(engines)
@@ -548,6 +550,7 @@ class Batcher:
                 if size is not None:
                     self.preferred_batch_sizes = (size,) if size < self.max_batch_size else ()
                     self._pace.measured(layout)
+                    self._short = layout.short_batch
                 self.layout = layout
                 look.finish(outcome)
                 self._free_since = _now()
@@ -600,7 +603,7 @@ class Batcher:
         if avail > 1:
             # several instances idle and at least one request for each: share the queue among them
             # at once rather than give it all to one instance while the others wait
-            queued = sum(r.n for dq in (kq.high, kq.normal) for r in dq if r.state == QUEUED)
+            queued = kq.items()
             if queued >= avail:  # never below the head's own items: it must fit
                 cap = min(cap, max(-(-queued // avail), best_head.n))
         full = False
@@ -623,6 +626,10 @@ class Batcher:
             go = min(opened + self.max_queue_delay, max(opened, kq.last) + self.quiet)
         due = self._closing or full or now >= go
         preferred = () if paced else self.preferred_batch_sizes  # measured on another shape (pace.py)
+        if preferred and self._short is not None and self._short < preferred[-1]:
+            deep = (len(self._instances) - (self._lone is not None)) * preferred[-1]
+            if kq.items(deep) < deep:  # a short queue (Layout.short_batch)
+                preferred = (self._short,)
         if preferred and (not full or total > preferred[-1]):
             # the largest preferred size that a prefix of the candidates sums to exactly; also when
             # more than that is queued (Triton's rule: a full queue sends the largest preferred

@@ -222,6 +222,17 @@ class KeyQueue:
                 return dq[0]
         return None
 
+    def items(self, enough: int | None = None) -> int:
+        """Items queued, counted up to ``enough`` (or all)."""
+        total = 0
+        for dq in (self.high, self.normal):
+            for req in dq:
+                if req.state == QUEUED:
+                    total += req.n
+                    if enough is not None and total >= enough:
+                        return total
+        return total
+
 
 class Solo:
     """Per shape key: seconds per item of a request that came alone, on the lone engine and on a
