@@ -126,10 +126,8 @@ def remeasure(
             name, size, record["shapes"], layout.probe.get("shapes"), layout.batch_size,
         )  # fmt: skip
     record = look.record(outcome, record)
-    if size is None:
-        return None, replace(layout, probe={**layout.probe, "reprobe": record}), outcome
-    short = record["short_batch"]
-    return size, replace(layout, batch_size=size, short_batch=short, probe={**layout.probe, "reprobe": record}), outcome
+    picked = {} if size is None else {"batch_size": size, "short_batch": record["short_batch"]}
+    return size, replace(layout, probe={**layout.probe, "reprobe": record}, **picked), outcome
 
 
 def make_engines(engine: Engine | Callable[[], Engine], instances: int) -> tuple[list[Engine], bool]:
